@@ -1,0 +1,185 @@
+"""Print ingest and search figures side by side, as ratios measured in one run.
+
+Ingest: the same LFW photos through face_recognition (one process: HOG upsampled once,
+5-point landmarks, one descriptor per face) and through facesearch ingest with 1 and 2
+workers (same detector and landmarks, plus mirrored descriptors, crops and metadata writes).
+
+Search: galleries of real LFW descriptors plus generated distractors. Distractor identities
+are drawn from Gaussians fitted to real descriptors: identity centres from the spread of
+per-person means, faces around each centre from the within-person spread, so that the
+gallery has the clustered structure of real faces rather than plain random vectors.
+Probes are real LFW photos whose other photos are in the gallery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+LFW = ROOT.parent / "shared" / "datasets" / "lfw"
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# Ingest ---------------------------------------------------------------------------------
+
+def bench_face_recognition(files: list[Path]) -> tuple[float, int]:
+    import face_recognition
+
+    started = time.perf_counter()
+    faces = 0
+    for file in files:
+        image = face_recognition.load_image_file(str(file))
+        boxes = face_recognition.face_locations(image, number_of_times_to_upsample=1, model="hog")
+        faces += len(face_recognition.face_encodings(image, boxes, num_jitters=1, model="small"))
+    return time.perf_counter() - started, faces
+
+
+def bench_ingest(files: list[Path], workers: int) -> tuple[float, int]:
+    from facesearch.config import Settings
+    from facesearch.service import FaceSearchService
+    from facesearch.types import Actor
+
+    home = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    try:
+        service = FaceSearchService(Settings(home=home, workers=workers))
+        actor = Actor("bench")
+        service.add_source(actor, "lfw", "legitimate_interests", "US")
+        started = time.perf_counter()
+        summary = service.ingest(actor, files, "lfw")
+        elapsed = time.perf_counter() - started
+        service.close()
+        return elapsed, summary.faces_indexed
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_ingest(count: int) -> None:
+    people = sorted((LFW / "images").iterdir())
+    files = [f for p in people for f in sorted(p.glob("*.jpg"))][:count]
+    print(f"\n== ingest: {len(files)} LFW photos, {os.cpu_count()} cores ==")
+    rows = [("face_recognition 1.3.0 (1 process)", *bench_face_recognition(files))]
+    for workers in (1, 2):
+        rows.append((f"facesearch ingest, {workers} worker{'s' * (workers > 1)}",
+                     *bench_ingest(files, workers)))
+    base = len(files) / rows[0][1]
+    print(f"{'pipeline':42} {'images/s':>9} {'faces/s':>8} {'vs face_recognition':>20}")
+    for name, seconds, faces in rows:
+        rate = len(files) / seconds
+        print(f"{name:42} {rate:9.2f} {faces / seconds:8.2f} {rate / base:19.2f}x")
+
+
+# Search ---------------------------------------------------------------------------------
+
+def lfw_descriptors() -> tuple[np.ndarray, np.ndarray]:
+    from facesearch.config import Settings
+    from facesearch.evaluation.lfw import describe_all, list_images
+
+    paths, people = list_images(LFW)
+    variants = describe_all(Settings(), LFW, paths, ROOT / "results" / "lfw_descriptors.npz",
+                            log=lambda line: print(line, file=sys.stderr))
+    return variants["hog+cnn+mirror"].astype(np.float32), people
+
+
+def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """count synthetic faces, 4 per synthetic identity, from Gaussians fitted to real ones."""
+    rng = np.random.default_rng(seed)
+    ids, inverse = np.unique(people, return_inverse=True)
+    means = np.stack([real[inverse == i].mean(0) for i in range(len(ids))])
+    residual = real - means[inverse]
+    multi = np.bincount(inverse)[inverse] > 1
+    between = np.cov(means, rowvar=False)
+    within = np.cov(residual[multi], rowvar=False) * (multi.sum() / max(multi.sum() - len(ids), 1))
+    centres = rng.multivariate_normal(means.mean(0), between, size=(count + 3) // 4, method="cholesky")
+    noise = rng.multivariate_normal(np.zeros(real.shape[1]), within, size=count, method="cholesky")
+    return (np.repeat(centres, 4, axis=0)[:count] + noise).astype(np.float32)
+
+
+def run_search(sizes: list[int], queries: int, threshold: float) -> None:
+    import faiss
+
+    from facesearch.index.exact import NumpyExactIndex
+    from facesearch.index.faiss_index import FaissIndex
+
+    real, people = lfw_descriptors()
+    rng = np.random.default_rng(1)
+    counts = np.bincount(people)
+    candidates = np.flatnonzero(counts[people] >= 2)
+    probe_rows = rng.choice(candidates, size=min(queries, len(candidates)), replace=False)
+    gallery_real = np.setdiff1d(np.arange(len(real)), probe_rows)
+    probes = real[probe_rows]
+    print(f"\n== search: {len(probes)} real LFW probes; gallery = {len(gallery_real)} real LFW "
+          f"descriptors + generated distractors; faiss {faiss.__version__}, "
+          f"{faiss.omp_get_max_threads()} threads ==")
+    print(f"{'faces':>9} {'index':>6} {'build s':>8} {'bytes/face':>10} {'RSS MiB':>8} "
+          f"{'p50 ms':>7} {'p99 ms':>7} {'numpy p50':>9} {'speedup':>8} {'recall@10':>9} {'mate recall':>11}")
+    for size in sizes:
+        extra = distractors(real, people, size - len(gallery_real), seed=size)
+        vectors = np.concatenate([real[gallery_real], extra])
+        ids = np.arange(len(vectors), dtype=np.int64)
+        label = np.concatenate([people[gallery_real], np.full(len(extra), -1)])
+        rss0 = rss_mib()
+        started = time.perf_counter()
+        index = FaissIndex(128)
+        for start in range(0, len(vectors), 100_000):
+            index.add(ids[start:start + 100_000], vectors[start:start + 100_000])
+        build = time.perf_counter() - started
+        nbytes = len(faiss.serialize_index(index.index))
+        rss = rss_mib() - rss0
+        exact = NumpyExactIndex(128)
+        exact.ids, exact.vectors = ids, vectors
+        times, exact_times, recall, mates_found, mates_total = [], [], [], 0, 0
+        for q, row in zip(probes, probe_rows):
+            t = time.perf_counter()
+            _, got = index.search(q, 10)
+            times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            truth_d, truth = exact.search(q, 10)
+            exact_times.append(time.perf_counter() - t)
+            recall.append(len(set(got[0]) & set(truth[0])) / 10)
+            mates = {int(i) for d, i in zip(truth_d[0], truth[0])
+                     if d < threshold and label[i] == people[row]}
+            mates_total += len(mates)
+            mates_found += len(mates & set(got[0].tolist()))
+        p50, p99 = np.percentile(times, [50, 99]) * 1000
+        np50 = np.percentile(exact_times, 50) * 1000
+        print(f"{size:9d} {index.kind:>6} {build:8.1f} {nbytes / size:10.1f} {rss:8.0f} "
+              f"{p50:7.3f} {p99:7.3f} {np50:9.2f} {np50 / p50:7.0f}x {np.mean(recall):9.4f} "
+              f"{mates_found / max(mates_total, 1):11.4f}")
+        del index, exact, vectors, extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ingest-images", type=int, default=300)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-search", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_ingest:
+        run_ingest(args.ingest_images)
+    if not args.skip_search:
+        run_search([int(s) for s in args.sizes.split(",")], args.queries, args.threshold)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS of this process: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

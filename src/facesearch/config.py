@@ -1,0 +1,97 @@
+"""Settings: one object, read from FACESEARCH_* environment variables, passed explicitly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of facesearch. Environment variables use the FACESEARCH_ prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("facesearch-data"),
+        description="Data directory: metadata.sqlite3, crops/ and the vector index.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata store; default: SQLite inside home.",
+    )
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        description="Images with more pixels are refused (decompression-bomb guard).",
+    )
+    max_image_bytes: int = Field(default=50 * 1024 * 1024, description="Larger files are refused.")
+    detect_max_side: int = Field(
+        default=1600,
+        description="Detection runs on a copy downscaled to this longest side; alignment "
+        "uses the full-resolution image.",
+    )
+    detector: str = Field(
+        default="hog",
+        description="Face detector: hog (fast, frontal), cnn (dlib MMOD, slower, more poses) "
+        "or hog+cnn (CNN only where HOG finds nothing).",
+    )
+    upsample: int = Field(
+        default=1, description="Detector upsampling passes; each finds faces half as small."
+    )
+    min_face_size: int = Field(
+        default=40, description="Faces narrower than this (pixels, original image) are ignored."
+    )
+    mirror_descriptor: bool = Field(
+        default=True,
+        description="Average the descriptors of the chip and its mirror image: +0.1 point "
+        "LFW accuracy for twice the descriptor time.",
+    )
+    embed_batch: int = Field(default=16, description="Face chips per descriptor batch.")
+    workers: int = Field(default=0, description="Ingest worker processes; 0 means one per core.")
+    match_threshold: float = Field(
+        default=0.6,
+        description="Euclidean descriptor distance under which two faces are called the "
+        "same person (dlib's recommended 0.6).",
+    )
+    suppress_threshold: float = Field(
+        default=0.5,
+        description="Distance to a suppressed person's template under which a face is "
+        "withheld: stricter than search but generous, to err on the side of the person.",
+    )
+    top_k: int = Field(default=10, description="Candidates returned per probe face.")
+    exact_index_max: int = Field(
+        default=200_000,
+        description="Galleries up to this many faces use exact search; larger ones an IVF index.",
+    )
+    ivf_nprobe: int = Field(default=32, description="IVF lists visited per query.")
+    # NoDecode: otherwise pydantic-settings parses a list variable as JSON and rejects "FR,DE"
+    # before the validator below can split it.
+    excluded_jurisdictions: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",
+    )
+
+    @field_validator("excluded_jurisdictions", mode="before")
+    @classmethod
+    def _split_codes(cls, value: object) -> object:
+        # Environment variables give "FR,DE"; JSON lists are accepted too.
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [code.strip().upper() for code in value.split(",") if code.strip()]
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    @property
+    def metadata_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'metadata.sqlite3'}"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.home / "crops"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"

@@ -1,0 +1,37 @@
+"""Domain errors. Front ends map them to a message and an exit code or status once."""
+
+from __future__ import annotations
+
+
+class FacesearchError(Exception):
+    """An error a user can act on: a short code and a one-line message."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadImage(FacesearchError):
+    """The bytes are not an image we accept (corrupt, truncated, too large, not an image)."""
+
+    code = "bad_image"
+
+
+class NotFound(FacesearchError):
+    code = "not_found"
+
+
+class PolicyRefused(FacesearchError):
+    """A policy rule (lawful basis, jurisdiction, suppression) forbids the action."""
+
+    code = "policy_refused"
+
+
+class InvalidRequest(FacesearchError):
+    code = "invalid_request"
+
+
+class NoFace(FacesearchError):
+    code = "no_face"

@@ -1,0 +1,1 @@
+"""Accuracy measurement on standard face benchmarks."""

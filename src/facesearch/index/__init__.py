@@ -1,0 +1,1 @@
+"""Vector indexes: the FAISS index used in production and a NumPy reference."""

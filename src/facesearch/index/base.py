@@ -1,0 +1,30 @@
+"""The vector index interface: ids are face ids from the metadata store."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class VectorIndex(ABC):
+    """Nearest neighbours by Euclidean distance over (id, vector) pairs."""
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors (float32, (n, d)) under int64 ids; an id already present is replaced."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> int:
+        """Physically remove ids; returns how many were present."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each query, up to k (distances, ids), nearest first; missing slots have id -1."""
+
+    @abstractmethod
+    def within(self, query: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """All (distances, ids) closer than radius to one query vector, nearest first."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...

@@ -1,0 +1,134 @@
+"""Ingest workers: decode, detect and describe in worker processes; the service is the one writer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import TypeVar
+
+from facesearch.config import Settings
+from facesearch.errors import BadImage
+from facesearch.imaging import decode
+from facesearch.types import Face
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class ImageTask:
+    sha256: str
+    location: str
+    data: bytes
+
+
+@dataclass
+class Analysed:
+    sha256: str
+    location: str
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    faces: list[Face] | None = None
+    error: str | None = None  # one-line reason when the image was rejected
+
+
+def discover(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files under each path, recursively, in a stable order; hidden files are left out."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name
+        else:
+            yield path
+
+
+def read_task(path: Path, max_bytes: int) -> ImageTask:
+    """Read a file and hash it; BadImage if it is missing, unreadable or too large."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise BadImage(f"file is {size} bytes, over the {max_bytes}-byte limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadImage(f"cannot read file: {exc.strerror or exc}") from None
+    return ImageTask(hashlib.sha256(data).hexdigest(), str(path.resolve()), data)
+
+
+_analyzer = None  # one per worker process, built on first use
+
+
+def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
+    """Decode every image, detect its faces and describe all of them in one batch."""
+    global _analyzer
+    if _analyzer is None:
+        from facesearch.vision import FaceAnalyzer
+
+        _analyzer = FaceAnalyzer(settings)
+    results, decoded = [], []
+    for task in tasks:
+        try:
+            image = decode(task.data, max_pixels=settings.max_image_pixels,
+                           max_bytes=settings.max_image_bytes)
+        except BadImage as exc:
+            results.append(Analysed(task.sha256, task.location, error=exc.message))
+            continue
+        results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
+        decoded.append((results[-1], image.pixels))
+    per_image = [(pixels, _analyzer.detect(pixels)) for _, pixels in decoded]
+    for (result, _), faces in zip(decoded, _analyzer.describe(per_image)):
+        result.faces = faces
+    return results
+
+
+class WorkerPool:
+    """Runs a batch function in worker processes, results in submission order, a bounded window
+    of batches in flight so that memory stays flat however many files there are."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.executor: ProcessPoolExecutor | None = None
+        if workers > 1:
+            # Each worker is single-threaded BLAS: the parallelism is across processes.
+            # spawn, not fork: forking a process that has started BLAS threads can deadlock.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            self.executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+    def map(self, work: Callable[[list[T], Settings], R], batches: Iterable[list[T]]) -> Iterator[R]:
+        """work(batch, settings) for each batch, in a worker when there are several."""
+        if self.executor is None:
+            for batch in batches:
+                yield work(batch, self.settings)
+            return
+        window: deque[Future] = deque()
+        for batch in batches:
+            window.append(self.executor.submit(work, batch, self.settings))
+            if len(window) >= 3 * self.workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ProgressCallback = Callable[[int, int], None]  # (images done, faces indexed so far)

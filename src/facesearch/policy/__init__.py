@@ -1,0 +1,1 @@
+"""Pure policy rules: no I/O here, so every rule is testable on its own."""

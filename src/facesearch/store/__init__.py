@@ -1,0 +1,1 @@
+"""Persistence: metadata (SQLAlchemy, SQLite by default) and face crop files."""

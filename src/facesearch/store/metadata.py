@@ -1,0 +1,271 @@
+"""The metadata store: sources, images, faces, suppressions, pending erasures and the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, insert, select
+from sqlalchemy.engine import Connection, Engine
+
+from facesearch.store.schema import (
+    audit_log,
+    faces,
+    images,
+    metadata,
+    pending_erasures,
+    sources,
+    suppressions,
+)
+from facesearch.types import Box, Face
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+@dataclass(frozen=True)
+class Source:
+    id: int
+    name: str
+    lawful_basis: str
+    jurisdiction: str
+    description: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    sha256: str
+    location: str
+    page_url: str | None
+    source_id: int
+    jurisdiction: str
+    collected_at: str
+    width: int
+    height: int
+    format: str
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    # WAL keeps committed transactions through a SIGKILL and lets readers run beside the writer.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class MetadataStore:
+    """All metadata reads and writes. Each public method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Sources -----------------------------------------------------------------------------
+
+    def add_source(self, name: str, lawful_basis: str, jurisdiction: str, description: str) -> Source:
+        with self.engine.begin() as conn:
+            conn.execute(insert(sources).values(
+                name=name, lawful_basis=lawful_basis, jurisdiction=jurisdiction,
+                description=description, created_at=utc_now()))
+        source = self.source(name)
+        assert source is not None
+        return source
+
+    def source(self, name: str) -> Source | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sources).where(sources.c.name == name)).mappings().first()
+        return Source(**row) if row else None
+
+    def sources(self) -> list[Source]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sources).order_by(sources.c.name)).mappings().all()
+        return [Source(**r) for r in rows]
+
+    # Images and faces ---------------------------------------------------------------------
+
+    def known_hashes(self, hashes: list[str]) -> set[str]:
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                found.update(conn.execute(
+                    select(images.c.sha256).where(images.c.sha256.in_(chunk))).scalars())
+        return found
+
+    def add_image(self, image: NewImage, found: list[Face], crop_paths: list[str],
+                  withheld: int) -> list[int]:
+        """Insert an image and its faces in one transaction; returns the new face ids."""
+        with self.engine.begin() as conn:
+            image_id = conn.execute(insert(images).values(
+                **image.__dict__, withheld_faces=withheld)).inserted_primary_key[0]
+            face_ids = []
+            for position, (face, crop) in enumerate(zip(found, crop_paths)):
+                face_ids.append(conn.execute(insert(faces).values(
+                    image_id=image_id, face_index=position,
+                    box_left=face.box.left, box_top=face.box.top,
+                    box_right=face.box.right, box_bottom=face.box.bottom,
+                    landmarks=json.dumps(face.landmarks), detector_score=face.score,
+                    quality=face.quality, crop_path=crop, embedding=to_blob(face.embedding),
+                )).inserted_primary_key[0])
+        return face_ids
+
+    def face_vectors(self, after_id: int = 0, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of all faces with id > after_id, in id order, chunk by chunk."""
+        last = after_id
+        with self.engine.connect() as conn:
+            while True:
+                rows = conn.execute(
+                    select(faces.c.id, faces.c.embedding).where(faces.c.id > last)
+                    .order_by(faces.c.id).limit(chunk)).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+                yield ids, vectors
+                last = int(ids[-1])
+
+    def max_face_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(faces.c.id), 0))).scalar_one())
+
+    def candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
+        """Face, image and source fields for each id that still exists."""
+        if not face_ids:
+            return {}
+        query = (
+            select(
+                faces.c.id.label("face_id"), faces.c.crop_path, faces.c.box_left,
+                faces.c.box_top, faces.c.box_right, faces.c.box_bottom, faces.c.embedding,
+                images.c.id.label("image_id"), images.c.sha256, images.c.location,
+                images.c.page_url, images.c.jurisdiction, images.c.collected_at,
+                sources.c.name.label("source"),
+            )
+            .join(images, faces.c.image_id == images.c.id)
+            .join(sources, images.c.source_id == sources.c.id)
+            .where(faces.c.id.in_(face_ids))
+        )
+        with self.engine.connect() as conn:
+            return {r["face_id"]: dict(r) for r in conn.execute(query).mappings()}
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "sources": conn.execute(select(func.count()).select_from(sources)).scalar_one(),
+                "images": conn.execute(select(func.count()).select_from(images)).scalar_one(),
+                "faces": conn.execute(select(func.count()).select_from(faces)).scalar_one(),
+                "suppressions": conn.execute(
+                    select(func.count()).select_from(suppressions)).scalar_one(),
+            }
+
+    # Deletion -----------------------------------------------------------------------------
+
+    def delete_faces(self, face_ids: list[int], conn: Connection) -> int:
+        """Delete faces and journal their vectors and crops for erasure, inside conn's
+        transaction. An image left with no face goes too: its location alone can point
+        at the person."""
+        deleted = 0
+        for start in range(0, len(face_ids), 500):
+            chunk = face_ids[start:start + 500]
+            rows = conn.execute(select(faces.c.id, faces.c.crop_path, faces.c.image_id)
+                                .where(faces.c.id.in_(chunk))).all()
+            if not rows:
+                continue
+            conn.execute(insert(pending_erasures), [
+                {"face_id": r[0], "crop_path": r[1]} for r in rows])
+            conn.execute(delete(faces).where(faces.c.id.in_(chunk)))
+            touched = {r[2] for r in rows}
+            conn.execute(delete(images).where(
+                images.c.id.in_(touched), ~select(faces.c.id).where(
+                    faces.c.image_id == images.c.id).exists()))
+            deleted += len(rows)
+        return deleted
+
+    def delete_images_where(self, conn: Connection, *, image_sha256: str | None = None,
+                            image_location: str | None = None, source: str | None = None,
+                            jurisdiction: str | None = None) -> tuple[int, int]:
+        """Delete matching images with all their faces; returns (images, faces) deleted."""
+        query = select(images.c.id)
+        if image_sha256 is not None:
+            query = query.where(images.c.sha256 == image_sha256)
+        if image_location is not None:
+            query = query.where(images.c.location == image_location)
+        if source is not None:
+            query = query.join(sources, images.c.source_id == sources.c.id).where(
+                sources.c.name == source)
+        if jurisdiction is not None:
+            query = query.where(images.c.jurisdiction == jurisdiction)
+        image_ids = list(conn.execute(query).scalars())
+        face_total = 0
+        for start in range(0, len(image_ids), 500):
+            chunk = image_ids[start:start + 500]
+            ids = list(conn.execute(select(faces.c.id).where(faces.c.image_id.in_(chunk))).scalars())
+            face_total += self.delete_faces(ids, conn)
+            conn.execute(delete(images).where(images.c.id.in_(chunk)))
+        return len(image_ids), face_total
+
+    def delete_source(self, conn: Connection, name: str) -> None:
+        conn.execute(delete(sources).where(sources.c.name == name))
+
+    def pending_erasures(self) -> list[tuple[int, str]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(pending_erasures)).all()]
+
+    def clear_erasures(self, face_ids: list[int]) -> None:
+        with self.engine.begin() as conn:
+            for start in range(0, len(face_ids), 500):
+                conn.execute(delete(pending_erasures).where(
+                    pending_erasures.c.face_id.in_(face_ids[start:start + 500])))
+
+    # Suppression --------------------------------------------------------------------------
+
+    def add_suppressions(self, templates: np.ndarray, reason: str, conn: Connection) -> None:
+        now = utc_now()
+        conn.execute(insert(suppressions), [
+            {"embedding": to_blob(t), "reason": reason, "created_at": now} for t in templates])
+
+    def suppression_templates(self) -> np.ndarray:
+        with self.engine.connect() as conn:
+            blobs = list(conn.execute(select(suppressions.c.embedding)).scalars())
+        if not blobs:
+            return np.zeros((0, 128), dtype=np.float32)
+        return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+
+    # Audit --------------------------------------------------------------------------------
+
+    def audit(self, conn: Connection, actor: str, action: str, detail: dict) -> None:
+        conn.execute(insert(audit_log).values(
+            at=utc_now(), actor=actor, action=action, detail=json.dumps(detail, sort_keys=True)))
+
+    def audit_records(self, action: str | None = None) -> list[dict]:
+        query = select(audit_log).order_by(audit_log.c.id)
+        if action:
+            query = query.where(audit_log.c.action == action)
+        with self.engine.connect() as conn:
+            return [dict(r, detail=json.loads(r["detail"])) for r in conn.execute(query).mappings()]
+
+    def transaction(self):  # noqa: ANN201 - a context manager yielding a Connection
+        return self.engine.begin()
+
+
+def box_of(row: dict) -> Box:
+    return Box(row["box_left"], row["box_top"], row["box_right"], row["box_bottom"])

@@ -1,0 +1,57 @@
+"""Small interfaces for the two model roles, so another model family can be added beside dlib."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facesearch.types import Detection
+
+
+class Model(ABC):
+    """Loads its weights once, on first use, under a lock; subclasses only say how."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    @abstractmethod
+    def _load(self) -> Any: ...
+
+
+class Detector(Model):
+    """Finds faces. Boxes are in the pixel coordinates of the array it is given."""
+
+    @abstractmethod
+    def detect(self, pixels: np.ndarray) -> list[Detection]: ...
+
+
+@dataclass
+class AlignedFace:
+    chip: np.ndarray  # uint8 (size, size, 3), the face warped to the model's canonical pose
+    landmarks: list[tuple[int, int]]  # in the pixel coordinates of the source image
+
+
+class Embedder(Model):
+    """Aligns a detected face to a chip and turns chips into descriptors."""
+
+    dimension: int
+
+    @abstractmethod
+    def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace: ...
+
+    @abstractmethod
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Descriptors for a batch of chips: float32, shape (len(chips), dimension)."""

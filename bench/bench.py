@@ -86,14 +86,17 @@ def run_ingest(count: int) -> None:
 
 # Search ---------------------------------------------------------------------------------
 
-def lfw_descriptors() -> tuple[np.ndarray, np.ndarray]:
+def lfw_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gallery descriptors (plain, as ingest makes them), probe descriptors (mirror-averaged,
+    as search makes them) and person labels of every LFW photo."""
     from facesearch.config import Settings
     from facesearch.evaluation.lfw import describe_all, list_images
 
     paths, people = list_images(LFW)
     variants = describe_all(Settings(), LFW, paths, ROOT / "results" / "lfw_descriptors.npz",
                             log=lambda line: print(line, file=sys.stderr))
-    return variants["hog+cnn+mirror"].astype(np.float32), people
+    return (variants["hog+cnn"].astype(np.float32),
+            variants["hog+cnn+mirror"].astype(np.float32), people)
 
 
 def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -110,19 +113,37 @@ def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> 
     return (np.repeat(centres, 4, axis=0)[:count] + noise).astype(np.float32)
 
 
-def run_search(sizes: list[int], queries: int, threshold: float) -> None:
+class HnswIndex:
+    """FAISS HNSW, measured beside the index facesearch uses to justify the choice of IVF."""
+
+    kind = "hnsw"
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        import faiss
+
+        self.index = faiss.IndexHNSWFlat(vectors.shape[1], 32)
+        self.index.hnsw.efConstruction = 80
+        self.index.add(vectors)
+        self.index.hnsw.efSearch = 64
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        squared, ids = self.index.search(query.reshape(1, -1), k)
+        return np.sqrt(squared), ids
+
+
+def run_search(sizes: list[int], queries: int, threshold: float, hnsw_max: int) -> None:
     import faiss
 
     from facesearch.index.exact import NumpyExactIndex
     from facesearch.index.faiss_index import FaissIndex
 
-    real, people = lfw_descriptors()
+    real, mirrored, people = lfw_descriptors()
     rng = np.random.default_rng(1)
     counts = np.bincount(people)
     candidates = np.flatnonzero(counts[people] >= 2)
     probe_rows = rng.choice(candidates, size=min(queries, len(candidates)), replace=False)
     gallery_real = np.setdiff1d(np.arange(len(real)), probe_rows)
-    probes = real[probe_rows]
+    probes = mirrored[probe_rows]
     print(f"\n== search: {len(probes)} real LFW probes; gallery = {len(gallery_real)} real LFW "
           f"descriptors + generated distractors; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads ==")
@@ -133,35 +154,45 @@ def run_search(sizes: list[int], queries: int, threshold: float) -> None:
         vectors = np.concatenate([real[gallery_real], extra])
         ids = np.arange(len(vectors), dtype=np.int64)
         label = np.concatenate([people[gallery_real], np.full(len(extra), -1)])
-        rss0 = rss_mib()
-        started = time.perf_counter()
-        index = FaissIndex(128)
-        for start in range(0, len(vectors), 100_000):
-            index.add(ids[start:start + 100_000], vectors[start:start + 100_000])
-        build = time.perf_counter() - started
-        nbytes = len(faiss.serialize_index(index.index))
-        rss = rss_mib() - rss0
         exact = NumpyExactIndex(128)
         exact.ids, exact.vectors = ids, vectors
-        times, exact_times, recall, mates_found, mates_total = [], [], [], 0, 0
-        for q, row in zip(probes, probe_rows):
+        truths, exact_times = [], []
+        for q in probes:
             t = time.perf_counter()
-            _, got = index.search(q, 10)
-            times.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            truth_d, truth = exact.search(q, 10)
+            truths.append(exact.search(q, 10))
             exact_times.append(time.perf_counter() - t)
-            recall.append(len(set(got[0]) & set(truth[0])) / 10)
-            mates = {int(i) for d, i in zip(truth_d[0], truth[0])
-                     if d < threshold and label[i] == people[row]}
-            mates_total += len(mates)
-            mates_found += len(mates & set(got[0].tolist()))
-        p50, p99 = np.percentile(times, [50, 99]) * 1000
         np50 = np.percentile(exact_times, 50) * 1000
-        print(f"{size:9d} {index.kind:>6} {build:8.1f} {nbytes / size:10.1f} {rss:8.0f} "
-              f"{p50:7.3f} {p99:7.3f} {np50:9.2f} {np50 / p50:7.0f}x {np.mean(recall):9.4f} "
-              f"{mates_found / max(mates_total, 1):11.4f}")
-        del index, exact, vectors, extra
+
+        def build_facesearch() -> FaissIndex:
+            index = FaissIndex(128)
+            for start in range(0, len(vectors), 100_000):
+                index.add(ids[start:start + 100_000], vectors[start:start + 100_000])
+            return index
+
+        builders = [build_facesearch] + ([lambda: HnswIndex(vectors)] if size <= hnsw_max else [])
+        for build_index in builders:
+            rss0 = rss_mib()
+            started = time.perf_counter()
+            index = build_index()
+            build = time.perf_counter() - started
+            nbytes = len(faiss.serialize_index(index.index))
+            rss = rss_mib() - rss0
+            times, recall, mates_found, mates_total = [], [], 0, 0
+            for q, row, (truth_d, truth) in zip(probes, probe_rows, truths):
+                t = time.perf_counter()
+                _, got = index.search(q, 10)
+                times.append(time.perf_counter() - t)
+                recall.append(len(set(got[0]) & set(truth[0])) / 10)
+                mates = {int(i) for d, i in zip(truth_d[0], truth[0])
+                         if d < threshold and label[i] == people[row]}
+                mates_total += len(mates)
+                mates_found += len(mates & set(got[0].tolist()))
+            p50, p99 = np.percentile(times, [50, 99]) * 1000
+            print(f"{size:9d} {index.kind:>6} {build:8.1f} {nbytes / size:10.1f} {rss:8.0f} "
+                  f"{p50:7.3f} {p99:7.3f} {np50:9.2f} {np50 / p50:7.0f}x {np.mean(recall):9.4f} "
+                  f"{mates_found / max(mates_total, 1):11.4f}", flush=True)
+            del index
+        del exact, vectors, extra
 
 
 def main() -> None:
@@ -170,13 +201,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--hnsw-max", type=int, default=100_000,
+                        help="also measure FAISS HNSW at gallery sizes up to this")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args()
     if not args.skip_ingest:
         run_ingest(args.ingest_images)
     if not args.skip_search:
-        run_search([int(s) for s in args.sizes.split(",")], args.queries, args.threshold)
+        run_search([int(s) for s in args.sizes.split(",")], args.queries, args.threshold,
+                   args.hnsw_max)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
 

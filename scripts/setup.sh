@@ -20,14 +20,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+.venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel packaging
 
 # dlib from source: the PyPI binary (dlib-bin) has no BLAS and computes a descriptor about
-# 5x slower. The build takes about 8-15 minutes on 2 cores, once per machine.
+# several times slower. The build takes about 10 minutes on 2 cores, once per machine.
 if ! ls "$WHEELS"/dlib-"$DLIB_VERSION"-*.whl >/dev/null 2>&1; then
   echo "setup: building dlib $DLIB_VERSION against OpenBLAS (once per machine, several minutes)"
   mkdir -p "$WHEELS"
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/pip wheel -q --disable-pip-version-check \
+  CMAKE_TOOLCHAIN_FILE="$PWD/scripts/dlib-toolchain.cmake" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    .venv/bin/pip wheel -q --disable-pip-version-check \
     --no-deps --no-build-isolation --no-binary dlib "dlib==$DLIB_VERSION" -w "$WHEELS"
 fi
 .venv/bin/pip uninstall -q -y dlib-bin >/dev/null 2>&1 || true

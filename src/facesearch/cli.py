@@ -16,8 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from facesearch.config import Settings
 from facesearch.errors import FacesearchError, NotFound, PolicyRefused
-from facesearch.ingest import discover
-from facesearch.service import FaceSearchService, SearchResult, build_service
+from facesearch.service import FaceSearchService, IngestSummary, SearchResult, build_service
 from facesearch.types import Actor
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -86,17 +85,17 @@ def ingest(
     """Index every face in the images under PATHS. Safe to re-run after an interruption."""
     if workers:
         state.settings.workers = workers
-    total = sum(1 for _ in discover(paths))
     started = time.monotonic()
     with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]:.1f} images/s"),
                   TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
                   console=err, transient=False) as bar:
-        task = bar.add_task("ingest", total=total, rate=0.0, faces=0)
+        task = bar.add_task("ingest", total=None, rate=0.0, faces=0)
 
-        def progress(done: int, faces: int) -> None:
-            rate = done / max(time.monotonic() - started, 1e-9)
-            bar.update(task, completed=done, rate=rate, faces=faces)
+        def progress(summary: IngestSummary) -> None:
+            rate = summary.images_seen / max(time.monotonic() - started, 1e-9)
+            bar.update(task, total=summary.images_total, completed=summary.images_seen,
+                       rate=rate, faces=summary.faces_indexed)
 
         summary = service().ingest(actor(), paths, source, progress)
     seconds = time.monotonic() - started
@@ -197,10 +196,8 @@ def eval_lfw(
         help="Also rewrite the packaged score calibration from this run.")] = False,
 ) -> None:
     """LFW View 2 10-fold verification and rank-1/rank-10 identification."""
-    from facesearch.evaluation.lfw import run_lfw_evaluation
-
-    report = run_lfw_evaluation(state.settings, lfw_dir, output, write_calibration,
-                                log=lambda line: err.print(line, markup=False))
+    report = service().evaluate_lfw(lfw_dir, output, write_calibration,
+                                    log=lambda line: err.print(line, markup=False))
     if as_json:
         out.print_json(json.dumps(report))
     else:

@@ -39,15 +39,23 @@ class Settings(BaseSettings):
         "or hog+cnn (CNN only where HOG finds nothing).",
     )
     upsample: int = Field(
-        default=1, description="Detector upsampling passes; each finds faces half as small."
+        default=1,
+        description="Detector upsampling passes for small images (each doubles the image to "
+        "find faces half as small), applied only while the image stays within detect_max_side.",
     )
     min_face_size: int = Field(
         default=40, description="Faces narrower than this (pixels, original image) are ignored."
     )
-    mirror_descriptor: bool = Field(
+    mirror_gallery: bool = Field(
+        default=False,
+        description="Average the descriptors of each indexed face's chip and its mirror "
+        "image. Doubles descriptor time at ingest for a small accuracy gain (see "
+        "`facesearch eval lfw`).",
+    )
+    mirror_probe: bool = Field(
         default=True,
-        description="Average the descriptors of the chip and its mirror image: +0.1 point "
-        "LFW accuracy for twice the descriptor time.",
+        description="The same for probe faces (search, suppress): one face per search, so "
+        "the cost is negligible.",
     )
     embed_batch: int = Field(default=16, description="Face chips per descriptor batch.")
     workers: int = Field(default=0, description="Ingest worker processes; 0 means one per core.")

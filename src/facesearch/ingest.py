@@ -86,7 +86,7 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
         decoded.append((results[-1], image.pixels))
     per_image = [(pixels, _analyzer.detect(pixels)) for _, pixels in decoded]
-    for (result, _), faces in zip(decoded, _analyzer.describe(per_image)):
+    for (result, _), faces in zip(decoded, _analyzer.describe(per_image, settings.mirror_gallery)):
         result.faces = faces
     return results
 
@@ -130,5 +130,3 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-ProgressCallback = Callable[[int, int], None]  # (images done, faces indexed so far)

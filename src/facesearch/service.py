@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,6 @@ from facesearch.index.faiss_index import FaissIndex
 from facesearch.ingest import (
     Analysed,
     ImageTask,
-    ProgressCallback,
     WorkerPool,
     analyse_batch,
     discover,
@@ -51,6 +50,7 @@ INGEST_BATCH = 8  # images per worker task: their faces are described in one bat
 
 @dataclass
 class IngestSummary:
+    images_total: int = 0  # files found under the paths given
     images_seen: int = 0
     images_indexed: int = 0
     faces_indexed: int = 0
@@ -59,6 +59,9 @@ class IngestSummary:
     already_indexed: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     errors: list[tuple[str, str]] = field(default_factory=list)  # (location, reason)
+
+
+ProgressCallback = Callable[[IngestSummary], None]
 
 
 @dataclass
@@ -82,6 +85,7 @@ class FaceSearchService:
         self.store = MetadataStore(settings.metadata_url)
         self.crops = CropStore(settings.crops_dir)
         self._index: FaissIndex | None = None
+        self._index_dirty = False  # changed since last saved
         self._analyzer = None
         self._calibration = None
 
@@ -104,40 +108,45 @@ class FaceSearchService:
         if self._index is None:
             self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
                                           self.settings.exact_index_max, self.settings.ivf_nprobe)
-        self._catch_up()
+            self._index_dirty = False
+        self._catch_up(self._index)
         return self._index
 
-    def _catch_up(self) -> None:
+    def _catch_up(self, index: FaissIndex) -> None:
         """Add faces committed since the index was last saved (after a crash, or by another
         process), and drop the vectors of faces erased since."""
-        assert self._index is not None
-        for ids, vectors in self.store.face_vectors(after_id=self._index.watermark):
-            self._index.add(ids, vectors)
-            self._index.watermark = int(ids[-1])
+        for ids, vectors in self.store.face_vectors(after_id=index.watermark):
+            index.add(ids, vectors)
+            index.watermark = int(ids[-1])
+            self._index_dirty = True
         pending = self.store.pending_erasures()
         if pending:
-            self._index.remove(np.array([face_id for face_id, _ in pending], dtype=np.int64))
+            index.remove(np.array([face_id for face_id, _ in pending], dtype=np.int64))
+            self._index_dirty = True
 
     @contextmanager
-    def _writer(self) -> Iterator[None]:
-        """One writer at a time per data directory; on entry, finish any interrupted erasure."""
+    def _writer(self) -> Iterator[FaissIndex]:
+        """One writer at a time per data directory. Yields the up-to-date index; on entry and
+        on exit, finishes erasures and saves the index if it changed."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with open(self.settings.home / ".writer.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._finish_erasures()
-                yield
+                yield self.index
+                self._finish_erasures()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _finish_erasures(self) -> None:
         """Remove erased faces' vectors from the saved index and their crops from disk."""
-        pending = self.store.pending_erasures()
         index = self.index
-        if pending:
-            for _, crop in pending:
-                self.crops.remove(crop)
-        index.save(self.settings.index_dir)
+        pending = self.store.pending_erasures()
+        for _, crop in pending:
+            self.crops.remove(crop)
+        if self._index_dirty:
+            index.save(self.settings.index_dir)
+            self._index_dirty = False
         if pending:
             self.store.clear_erasures([face_id for face_id, _ in pending])
 
@@ -146,7 +155,7 @@ class FaceSearchService:
             raise InvalidRequest("face must be 'all' or 'largest'")
         image = decode(photo, max_pixels=self.settings.max_image_pixels,
                        max_bytes=self.settings.max_image_bytes)
-        faces = self.analyzer.analyse([image.pixels])[0]
+        faces = self.analyzer.analyse([image.pixels], self.settings.mirror_probe)[0]
         if not faces:
             raise NoFace("no face found in the photo")
         return hashlib.sha256(photo).hexdigest(), faces[:1] if which == "largest" else faces
@@ -189,17 +198,16 @@ class FaceSearchService:
             check_jurisdiction_allowed(source.jurisdiction, self.settings.excluded_jurisdictions)
         except PolicyRefused as exc:
             self._refuse(actor, "ingest", exc.message)
-        summary = IngestSummary()
-        with self._writer():
+        summary = IngestSummary(images_total=sum(1 for _ in discover(paths)))
+        with self._writer() as index:
             templates = self.store.suppression_templates()
             workers = self.settings.workers or _cores()
             with WorkerPool(self.settings, workers) as pool:
                 for results in pool.map(analyse_batch, self._new_tasks(paths, summary, progress)):
                     for result in results:
-                        self._write_one(result, source, templates, summary)
+                        self._write_one(result, source, templates, summary, index)
                     if progress:
-                        progress(summary.images_seen, summary.faces_indexed)
-            self.index.save(self.settings.index_dir)
+                        progress(summary)
             with self.store.transaction() as conn:
                 self.store.audit(conn, actor.name, "ingest", {
                     "source": source.name, "images_indexed": summary.images_indexed,
@@ -238,12 +246,12 @@ class FaceSearchService:
         summary.already_indexed += len(tasks) - len(fresh)
         summary.images_seen += len(tasks) - len(fresh)
         if progress and known:
-            progress(summary.images_seen, summary.faces_indexed)
+            progress(summary)
         for start in range(0, len(fresh), INGEST_BATCH):
             yield fresh[start:start + INGEST_BATCH]
 
     def _write_one(self, result: Analysed, source: Source, templates: np.ndarray,
-                   summary: IngestSummary) -> None:
+                   summary: IngestSummary, index: FaissIndex) -> None:
         summary.images_seen += 1
         if result.error is not None:
             self._skip(summary, result.location, result.error)
@@ -255,6 +263,9 @@ class FaceSearchService:
             kept = [f for f, w in zip(faces, withheld) if not w]
         else:
             withheld, kept = np.zeros(0, bool), []
+        summary.faces_withheld += int(withheld.sum())
+        if faces and not kept:
+            return  # only suppressed people: not even the image's location is kept
         crop_paths = [self.crops.relative_path(result.sha256, i) for i in range(len(kept))]
         # Crops first, then one transaction: a crash in between leaves only files that the
         # re-run overwrites under the same names, never a row without its crop.
@@ -267,12 +278,11 @@ class FaceSearchService:
                      format=result.format),
             kept, crop_paths, withheld=int(withheld.sum()))
         if kept:
-            index = self.index
             index.add(np.array(face_ids, dtype=np.int64), np.stack([f.embedding for f in kept]))
             index.watermark = max(index.watermark, max(face_ids))
+            self._index_dirty = True
         summary.images_indexed += 1
         summary.faces_indexed += len(kept)
-        summary.faces_withheld += int(withheld.sum())
         summary.images_without_faces += not faces
 
     @staticmethod
@@ -351,7 +361,6 @@ class FaceSearchService:
                 self.store.audit(conn, actor.name, "delete", {
                     "image": image, "face_id": face_id, "source": source,
                     "images": report.images, "faces": report.faces})
-            self._finish_erasures()
         return report
 
     def purge_jurisdiction(self, actor: Actor, jurisdiction: str) -> DeletionReport:
@@ -362,7 +371,6 @@ class FaceSearchService:
                 report = DeletionReport(*self.store.delete_images_where(conn, jurisdiction=code))
                 self.store.audit(conn, actor.name, "purge", {
                     "jurisdiction": code, "images": report.images, "faces": report.faces})
-            self._finish_erasures()
         return report
 
     def suppress(self, actor: Actor, photo: bytes, reason: str) -> DeletionReport:
@@ -372,13 +380,12 @@ class FaceSearchService:
             raise InvalidRequest("a suppression needs a reason")
         _, faces = self._probe_faces(photo, "largest")
         template = faces[0].embedding
-        with self._writer():
-            _, ids = self.index.within(template, self.settings.suppress_threshold)
+        with self._writer() as index:
+            _, ids = index.within(template, self.settings.suppress_threshold)
             with self.store.transaction() as conn:
                 self.store.add_suppressions(template[None, :], reason, conn)
                 removed = self.store.delete_faces([int(i) for i in ids], conn)
                 self.store.audit(conn, actor.name, "suppress", {"faces": removed, "reason": reason})
-            self._finish_erasures()
         return DeletionReport(0, removed)
 
     # Maintenance -------------------------------------------------------------------------
@@ -390,11 +397,17 @@ class FaceSearchService:
             for ids, vectors in self.store.face_vectors():
                 fresh.add(ids, vectors)
                 fresh.watermark = int(ids[-1])
-            fresh.save(self.settings.index_dir)
-            self._index = fresh
+            self._index, self._index_dirty = fresh, True
             with self.store.transaction() as conn:
                 self.store.audit(conn, actor.name, "reindex", {"faces": len(fresh), "kind": fresh.kind})
         return len(fresh)
+
+    def evaluate_lfw(self, lfw_dir: Path, output: Path, write_calibration: bool,
+                     log: Callable[[str], None]) -> dict:
+        """LFW View 2 verification and identification with this service's pipeline settings."""
+        from facesearch.evaluation.lfw import run_lfw_evaluation
+
+        return run_lfw_evaluation(self.settings, lfw_dir, output, write_calibration, log)
 
     def stats(self) -> dict[str, object]:
         counts: dict[str, object] = dict(self.store.counts())

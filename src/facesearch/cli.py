@@ -25,8 +25,7 @@ source_app = typer.Typer(no_args_is_help=True, help="Register and list image sou
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
 app.add_typer(source_app, name="source")
 app.add_typer(eval_app, name="eval")
-out = Console()
-err = Console(stderr=True)
+progress_console = Console(stderr=True)
 
 EXIT_CODES = {NotFound: 3, PolicyRefused: 4}
 
@@ -37,6 +36,11 @@ class State:
 
 
 state = State()
+
+
+def echo(text: str) -> None:
+    """Plain stdout, no wrapping or colour: output is read by people and by scripts alike."""
+    typer.echo(text)
 
 
 def service() -> FaceSearchService:
@@ -66,14 +70,14 @@ def source_add(
 ) -> None:
     """Register a source; ingest refuses images from unregistered sources."""
     source = service().add_source(actor(), name, lawful_basis, jurisdiction, description)
-    out.print(f"registered source {source.name} ({source.lawful_basis}, {source.jurisdiction})")
+    echo(f"registered source {source.name} ({source.lawful_basis}, {source.jurisdiction})")
 
 
 @source_app.command("list")
 def source_list() -> None:
     """List registered sources."""
     for s in service().sources():
-        out.print(f"{s.name}\t{s.lawful_basis}\t{s.jurisdiction}\t{s.created_at}\t{s.description}")
+        echo(f"{s.name}\t{s.lawful_basis}\t{s.jurisdiction}\t{s.created_at}\t{s.description}")
 
 
 @app.command()
@@ -89,7 +93,7 @@ def ingest(
     with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]:.1f} images/s"),
                   TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
-                  console=err, transient=False) as bar:
+                  console=progress_console, transient=False) as bar:
         task = bar.add_task("ingest", total=None, rate=0.0, faces=0)
 
         def progress(summary: IngestSummary) -> None:
@@ -99,15 +103,15 @@ def ingest(
 
         summary = service().ingest(actor(), paths, source, progress)
     seconds = time.monotonic() - started
-    out.print(f"images seen {summary.images_seen}, indexed {summary.images_indexed}, "
+    echo(f"images seen {summary.images_seen}, indexed {summary.images_indexed}, "
               f"already indexed {summary.already_indexed}, without faces "
               f"{summary.images_without_faces}")
-    out.print(f"faces indexed {summary.faces_indexed}, withheld (suppressed) "
+    echo(f"faces indexed {summary.faces_indexed}, withheld (suppressed) "
               f"{summary.faces_withheld}, in {seconds:.1f} s")
     for reason, count in sorted(summary.skipped.items()):
-        out.print(f"skipped {count}: {reason}")
+        echo(f"skipped {count}: {reason}")
     for location, reason in summary.errors[:10]:
-        err.print(f"  {location}: {reason}", markup=False, highlight=False)
+        typer.echo(f"  {location}: {reason}", err=True)
 
 
 @app.command()
@@ -120,26 +124,25 @@ def search(
     """Find the indexed faces nearest to each face in PHOTO."""
     result = service().search(actor(), _read(photo), top, face)
     if as_json:
-        out.print_json(json.dumps(asdict(result)))
+        echo(json.dumps(asdict(result), indent=2))
     else:
         _print_result(result)
 
 
 def _print_result(result: SearchResult) -> None:
-    out.print(f"[bold]{result.notice}[/bold]")
-    out.print(f"score = {result.score_meaning}", markup=False)
+    echo(result.notice)
+    echo(f"score = {result.score_meaning}")
     for probe in result.faces:
         b = probe.box
-        out.print(f"\nprobe face {probe.probe_face} at ({b.left},{b.top})-({b.right},{b.bottom}), "
+        echo(f"\nprobe face {probe.probe_face} at ({b.left},{b.top})-({b.right},{b.bottom}), "
                   f"quality {probe.quality:.2f}: {len(probe.candidates)} candidates")
         if not probe.candidates:
-            out.print("  no candidates")
+            echo("  no candidates")
         for c in probe.candidates:
-            out.print(f"  {c.rank:>3}. distance {c.distance:.3f}  score {c.false_match_probability:.2e}"
-                      f"  {c.location}", markup=False, highlight=False)
-            out.print(f"       source {c.source}, jurisdiction {c.jurisdiction}, collected "
-                      f"{c.collected_at}, face {c.face_id}, crop {c.crop_path}",
-                      markup=False, highlight=False)
+            echo(f"  {c.rank:>3}. distance {c.distance:.3f}  score {c.false_match_probability:.2e}"
+                      f"  {c.location}")
+            echo(f"       source {c.source}, jurisdiction {c.jurisdiction}, collected "
+                      f"{c.collected_at}, face {c.face_id}, crop {c.crop_path}")
 
 
 @app.command()
@@ -150,7 +153,7 @@ def delete(
 ) -> None:
     """Delete an image, a face or a whole source: vectors, crops and metadata."""
     report = service().delete(actor(), image=image, face_id=face, source=source)
-    out.print(f"deleted {report.images} images, {report.faces} faces")
+    echo(f"deleted {report.images} images, {report.faces} faces")
 
 
 @app.command()
@@ -159,7 +162,7 @@ def purge(
 ) -> None:
     """Delete everything collected under a jurisdiction."""
     report = service().purge_jurisdiction(actor(), jurisdiction)
-    out.print(f"purged {report.images} images, {report.faces} faces from {jurisdiction.upper()}")
+    echo(f"purged {report.images} images, {report.faces} faces from {jurisdiction.upper()}")
 
 
 @app.command()
@@ -169,21 +172,21 @@ def suppress(
 ) -> None:
     """Remove a person now and keep them out of future ingests and searches."""
     report = service().suppress(actor(), _read(photo), reason)
-    out.print(f"suppressed; removed {report.faces} indexed faces")
+    echo(f"suppressed; removed {report.faces} indexed faces")
 
 
 @app.command()
 def reindex() -> None:
     """Rebuild the vector index from the stored descriptors."""
     count = service().reindex(actor())
-    out.print(f"reindexed {count} faces ({service().index.kind})")
+    echo(f"reindexed {count} faces ({service().index.kind})")
 
 
 @app.command()
 def stats() -> None:
     """Counts of sources, images, faces and suppressions."""
     for key, value in service().stats().items():
-        out.print(f"{key}\t{value}")
+        echo(f"{key}\t{value}")
 
 
 @eval_app.command("lfw")
@@ -197,12 +200,12 @@ def eval_lfw(
 ) -> None:
     """LFW View 2 10-fold verification and rank-1/rank-10 identification."""
     report = service().evaluate_lfw(lfw_dir, output, write_calibration,
-                                    log=lambda line: err.print(line, markup=False))
+                                    log=lambda line: typer.echo(line, err=True))
     if as_json:
-        out.print_json(json.dumps(report))
+        echo(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
-            out.print(f"{key}\t{value}", markup=False)
+            echo(f"{key}\t{value}")
 
 
 def _read(photo: Path) -> bytes:
@@ -216,7 +219,7 @@ def main() -> None:
     try:
         app()
     except FacesearchError as exc:
-        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        typer.echo(f"error: {exc.message}", err=True)
         sys.exit(next((code for kind, code in EXIT_CODES.items() if isinstance(exc, kind)), 2))
     finally:
         if state.service is not None:

@@ -306,7 +306,8 @@ class FaceSearchService:
         for number, probe in enumerate(probe_faces):
             # Over-fetch: some hits may be deleted or suppressed since the index was saved.
             distances, ids = index.search(probe.embedding, k + 32)
-            hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0]
+            hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
+                    if i >= 0 and d < self.settings.match_threshold]
             rows = self.store.candidate_rows([i for _, i in hits])
             live = [(d, i) for d, i in hits if i in rows]
             if live and len(templates):

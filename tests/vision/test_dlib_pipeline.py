@@ -36,8 +36,9 @@ def test_same_person_is_under_the_threshold_and_different_people_over_it(lfw, an
     bush = [descriptor(analyzer, pixels(p)) for p in lfw_photos("George_W_Bush")[:2]]
     powell = descriptor(analyzer, pixels(lfw_photos("Colin_Powell")[0]))
     assert bush[0].shape == (128,) and bush[0].dtype == np.float32
-    assert np.linalg.norm(bush[0] - bush[1]) < 0.6
-    assert np.linalg.norm(bush[0] - powell) > 0.6
+    assert abs(np.linalg.norm(bush[0]) - 1) < 1e-5  # unit length
+    assert np.linalg.norm(bush[0] - bush[1]) < 0.42
+    assert np.linalg.norm(bush[0] - powell) > 0.42
 
 
 def test_a_face_has_box_five_landmarks_score_quality_and_crop(lfw, analyzer) -> None:

@@ -55,4 +55,4 @@ class Embedder(Model):
 
     @abstractmethod
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:
-        """Descriptors for a batch of chips: float32, shape (len(chips), dimension)."""
+        """Raw descriptors for a batch of chips: float32, shape (len(chips), dimension)."""

@@ -61,7 +61,7 @@ class HogThenCnnDetector(Detector):
 
 
 class DlibResNetEmbedder(Embedder):
-    """dlib's ResNet face descriptor (128-d; same person under about 0.6 Euclidean distance),
+    """dlib's ResNet face descriptor (128-d; raw descriptors of one person lie under about 0.6),
     on chips aligned with the 5-point landmark predictor."""
 
     dimension = 128

@@ -12,6 +12,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from facesearch.config import Settings
 from facesearch.errors import BadImage
 from facesearch.imaging import decode
@@ -85,10 +87,22 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             continue
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
         decoded.append((results[-1], image.pixels))
-    per_image = [(pixels, _analyzer.detect(pixels)) for _, pixels in decoded]
-    for (result, _), faces in zip(decoded, _analyzer.describe(per_image, settings.mirror_gallery)):
-        result.faces = faces
+    try:
+        _analyse_together(decoded, settings.mirror_gallery)
+    except Exception:  # noqa: BLE001 - find the image at fault, keep the rest of the batch
+        for one in decoded:
+            try:
+                _analyse_together([one], settings.mirror_gallery)
+            except Exception as exc:  # noqa: BLE001 - a model error is that image's, not the run's
+                one[0].error = f"analysis failed: {type(exc).__name__}: {exc}".splitlines()[0]
     return results
+
+
+def _analyse_together(decoded: list[tuple[Analysed, np.ndarray]], mirror: bool) -> None:
+    assert _analyzer is not None
+    per_image = [(pixels, _analyzer.detect(pixels)) for _, pixels in decoded]
+    for (result, _), faces in zip(decoded, _analyzer.describe(per_image, mirror)):
+        result.faces = faces
 
 
 class WorkerPool:
@@ -100,10 +114,7 @@ class WorkerPool:
         self.workers = workers
         self.executor: ProcessPoolExecutor | None = None
         if workers > 1:
-            # Each worker is single-threaded BLAS: the parallelism is across processes.
             # spawn, not fork: forking a process that has started BLAS threads can deadlock.
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-            os.environ.setdefault("OMP_NUM_THREADS", "1")
             self.executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
 
     def map(self, work: Callable[[list[T], Settings], R], batches: Iterable[list[T]]) -> Iterator[R]:

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,14 @@ import numpy as np
 
 from facesearch.calibration import MEANING, load_calibration
 from facesearch.config import Settings
-from facesearch.errors import BadImage, InvalidRequest, NoFace, NotFound, PolicyRefused
+from facesearch.errors import (
+    BadImage,
+    FacesearchError,
+    InvalidRequest,
+    NoFace,
+    NotFound,
+    PolicyRefused,
+)
 from facesearch.imaging import decode
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.ingest import (
@@ -203,11 +211,16 @@ class FaceSearchService:
             templates = self.store.suppression_templates()
             workers = self.settings.workers or _cores()
             with WorkerPool(self.settings, workers) as pool:
-                for results in pool.map(analyse_batch, self._new_tasks(paths, summary, progress)):
-                    for result in results:
-                        self._write_one(result, source, templates, summary, index)
-                    if progress:
-                        progress(summary)
+                try:
+                    for results in pool.map(analyse_batch, self._new_tasks(paths, summary, progress)):
+                        for result in results:
+                            self._write_one(result, source, templates, summary, index)
+                        if progress:
+                            progress(summary)
+                except BrokenProcessPool:
+                    raise FacesearchError(
+                        "a worker process died (out of memory?); what was committed is kept: "
+                        "run the same ingest again to finish") from None
             with self.store.transaction() as conn:
                 self.store.audit(conn, actor.name, "ingest", {
                     "source": source.name, "images_indexed": summary.images_indexed,

@@ -288,6 +288,7 @@ def _plot(curves: dict, cmc: list[float], path: Path) -> None:
         roc.plot(far, tar, label=name)
     roc.set_xscale("log")
     roc.set_xlim(1e-3, 1)
+    roc.set_ylim(0.9, 1.0)
     roc.set_xlabel("false accept rate")
     roc.set_ylabel("true accept rate")
     roc.set_title("LFW View 2 ROC (6000 pairs)")

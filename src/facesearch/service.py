@@ -115,7 +115,7 @@ class FaceSearchService:
         """The vector index, brought up to date with the metadata store."""
         if self._index is None:
             self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
-                                          self.settings.exact_index_max, self.settings.ivf_nprobe)
+                                          self.settings.exact_index_max, self.settings.hnsw_ef_search)
             self._index_dirty = False
         self._catch_up(self._index)
         return self._index
@@ -407,7 +407,7 @@ class FaceSearchService:
     def reindex(self, actor: Actor) -> int:
         """Rebuild the vector index from the stored descriptors; returns faces indexed."""
         with self._writer():
-            fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.ivf_nprobe)
+            fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
             for ids, vectors in self.store.face_vectors():
                 fresh.add(ids, vectors)
                 fresh.watermark = int(ids[-1])

@@ -39,17 +39,17 @@ def flat_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ivf_pair() -> tuple[FaissIndex, NumpyExactIndex, np.ndarray]:
-    """20000 vectors of 1000 people (20 each) added to an index that switches to IVF at 2000.
+def hnsw_pair() -> tuple[FaissIndex, NumpyExactIndex, np.ndarray]:
+    """20000 vectors of 1000 people (20 each) added to an index that switches to HNSW at 2000.
 
-    With nprobe=32 (the default setting) recall@10 is 1.0 here. With only ~10 vectors per
-    person the neighbours past a person's own are effectively random points, and nprobe=32
+    With ef_search=32 (the default setting) recall@10 is 1.0 here. With only ~10 vectors per
+    person the neighbours past a person's own are effectively random points, and ef_search=32
     then gives about 0.97 recall@10 (64 gives 0.99); those far neighbours are well beyond
     any match threshold.
     """
     vectors = clustered(20300, centres=1000, seed=5)
     ids = np.arange(1, 20001, dtype=np.int64) * 3
-    fast, exact = both(ids, vectors[:20000], exact_max=2000, nprobe=32)
+    fast, exact = both(ids, vectors[:20000], exact_max=2000, ef_search=32)
     return fast, exact, vectors[20000:]
 
 
@@ -96,25 +96,25 @@ def test_an_empty_index_finds_nothing():
     assert index.remove(np.array([1, 2])) == 0
 
 
-# IVF -----------------------------------------------------------------------------------------
+# HNSW -----------------------------------------------------------------------------------------
 
 
-def test_adding_past_exact_max_upgrades_to_ivf(ivf_pair):
-    fast, exact, _ = ivf_pair
-    assert fast.kind == "ivf"
+def test_adding_past_exact_max_upgrades_to_hnsw(hnsw_pair):
+    fast, exact, _ = hnsw_pair
+    assert fast.kind == "hnsw"
     assert len(fast) == len(exact) == 20000
 
 
-def test_ivf_recall_at_10_against_numpy_is_at_least_0_99(ivf_pair):
-    fast, exact, queries = ivf_pair
+def test_hnsw_recall_at_10_against_numpy_is_at_least_0_99(hnsw_pair):
+    fast, exact, queries = hnsw_pair
     fast_d, fast_i = fast.search(queries, 10)
     _, exact_i = exact.search(queries, 10)
     assert recall_at(fast_i, exact_i) >= 0.99
     assert (np.diff(fast_d, axis=1) >= 0).all()  # nearest first
 
 
-def test_ivf_within_matches_numpy_within_a_match_radius(ivf_pair):
-    fast, exact, queries = ivf_pair
+def test_hnsw_within_matches_numpy_within_a_match_radius(hnsw_pair):
+    fast, exact, queries = hnsw_pair
     for query in queries[:20]:
         fast_d, fast_i = fast.within(query, 0.6)
         exact_d, exact_i = exact.within(query, 0.6)
@@ -123,8 +123,8 @@ def test_ivf_within_matches_numpy_within_a_match_radius(ivf_pair):
         np.testing.assert_allclose(fast_d, exact_d, atol=1e-4)
 
 
-def test_ivf_all_vectors_returns_what_was_added(ivf_pair):
-    fast, exact, _ = ivf_pair
+def test_hnsw_all_vectors_returns_what_was_added(hnsw_pair):
+    fast, exact, _ = hnsw_pair
     ids, vectors = fast.all_vectors()
     order = np.argsort(ids)
     expected = np.argsort(exact.ids)
@@ -132,25 +132,25 @@ def test_ivf_all_vectors_returns_what_was_added(ivf_pair):
     np.testing.assert_array_equal(vectors[order], exact.vectors[expected])
 
 
-def small_ivf(seed: int = 9) -> tuple[FaissIndex, NumpyExactIndex, np.ndarray]:
-    """A small index pushed into IVF mode (3000 vectors, exact_max 500), with its data."""
+def small_hnsw(seed: int = 9) -> tuple[FaissIndex, NumpyExactIndex, np.ndarray]:
+    """A small index pushed into HNSW mode (3000 vectors, exact_max 500), with its data."""
     vectors = clustered(3000, centres=150, seed=seed)
     ids = np.arange(3000, dtype=np.int64) + 100
-    fast, exact = both(ids, vectors, exact_max=500, nprobe=64)
-    assert fast.kind == "ivf"
+    fast, exact = both(ids, vectors, exact_max=500, ef_search=64)
+    assert fast.kind == "hnsw"
     return fast, exact, vectors
 
 
 # Removal -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["flat", "ivf"])
+@pytest.mark.parametrize("mode", ["flat", "hnsw"])
 def test_removed_ids_never_come_back_from_search(mode, flat_data):
     if mode == "flat":
         ids, vectors, _ = flat_data
         fast, _exact = both(ids, vectors)
     else:
-        fast, _exact, vectors = small_ivf()
+        fast, _exact, vectors = small_hnsw()
         ids = np.arange(3000, dtype=np.int64) + 100
     assert fast.kind == mode
     gone = ids[::5]
@@ -173,13 +173,13 @@ def test_removing_unknown_ids_changes_nothing(flat_data):
     assert len(fast) == 50
 
 
-@pytest.mark.parametrize("mode", ["flat", "ivf"])
+@pytest.mark.parametrize("mode", ["flat", "hnsw"])
 def test_removing_then_re_adding_an_id_replaces_its_vector(mode, flat_data):
     if mode == "flat":
         ids, vectors, _ = flat_data
         fast, _ = both(ids, vectors)
     else:
-        fast, _, vectors = small_ivf()
+        fast, _, vectors = small_hnsw()
         ids = np.arange(3000, dtype=np.int64) + 100
     size = len(fast)
     target = int(ids[42])
@@ -222,19 +222,19 @@ def test_flat_all_vectors_returns_what_was_added(flat_data):
     np.testing.assert_array_equal(held, vectors)
 
 
-@pytest.mark.parametrize("mode", ["flat", "ivf"])
+@pytest.mark.parametrize("mode", ["flat", "hnsw"])
 def test_save_and_load_round_trip_gives_identical_results_and_watermark(mode, tmp_path: Path,
                                                                         flat_data):
     if mode == "flat":
         ids, vectors, queries = flat_data
         fast, _ = both(ids, vectors)
     else:
-        fast, _, vectors = small_ivf()
+        fast, _, vectors = small_hnsw()
         queries = vectors[::97] + 0.01
     fast.watermark = 123456
     before = fast.search(queries, 10)
     fast.save(tmp_path / "index")
-    loaded = FaissIndex.load(tmp_path / "index", DIM, exact_max=fast.exact_max, nprobe=fast.nprobe)
+    loaded = FaissIndex.load(tmp_path / "index", DIM, exact_max=fast.exact_max, ef_search=fast.ef_search)
     assert loaded.kind == mode
     assert loaded.watermark == 123456
     assert len(loaded) == len(fast)
@@ -250,7 +250,7 @@ def test_save_and_load_round_trip_gives_identical_results_and_watermark(mode, tm
 def test_loading_a_directory_with_no_saved_index_gives_an_empty_index(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     for directory in (tmp_path / "empty", tmp_path / "missing"):
-        index = FaissIndex.load(directory, DIM, exact_max=1000, nprobe=8)
+        index = FaissIndex.load(directory, DIM, exact_max=1000, ef_search=8)
         assert len(index) == 0 and index.watermark == 0 and index.kind == "flat"
         assert (index.search(np.zeros(DIM, np.float32), 2)[1] == -1).all()
 
@@ -259,10 +259,32 @@ def test_a_loaded_index_keeps_working_for_adds_and_removals(tmp_path: Path, flat
     ids, vectors, queries = flat_data
     fast, _ = both(ids[:1000], vectors[:1000])
     fast.save(tmp_path)
-    loaded = FaissIndex.load(tmp_path, DIM, exact_max=200_000, nprobe=32)
+    loaded = FaissIndex.load(tmp_path, DIM, exact_max=200_000, ef_search=32)
     loaded.add(ids[1000:], vectors[1000:])
     loaded.remove(ids[:10])
     exact = NumpyExactIndex(DIM)
     exact.add(ids[10:], vectors[10:])
     assert len(loaded) == len(exact)
     np.testing.assert_array_equal(loaded.search(queries, 10)[1], exact.search(queries, 10)[1])
+
+
+def test_an_erased_hnsw_vector_is_zeroed_in_memory_and_on_disk(tmp_path: Path):
+    fast, _, vectors = small_hnsw()
+    victim = 100 + 7  # small_hnsw numbers its ids from 100
+    fast.remove(np.array([victim]))
+    ids, stored = fast.all_vectors()
+    assert victim not in ids.tolist()
+    assert not (fast._storage() == vectors[7]).all(axis=1).any()  # no copy left in the graph
+    fast.save(tmp_path)
+    loaded = FaissIndex.load(tmp_path, DIM, exact_max=fast.exact_max, ef_search=fast.ef_search)
+    assert loaded.erased == {victim} and len(loaded) == len(fast)
+    assert victim not in loaded.search(vectors[7], 20)[1][0].tolist()
+    assert vectors[7].tobytes() not in (tmp_path / "vectors.faiss").read_bytes()
+
+
+def test_erasing_a_tenth_of_the_hnsw_graph_rebuilds_it_without_them():
+    fast, _, vectors = small_hnsw()
+    doomed = np.arange(100, 100 + len(fast) // 10 + 1)
+    fast.remove(doomed)
+    assert fast.erased == set()  # compacted
+    assert len(fast) == 3000 - len(doomed) and fast.index.ntotal == len(fast)

@@ -91,7 +91,7 @@ class FaceSearchService:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.store = MetadataStore(settings.metadata_url)
-        self.crops = CropStore(settings.crops_dir)
+        self.crops = CropStore(settings.crops_dir.resolve())
         self._index: FaissIndex | None = None
         self._index_dirty = False  # changed since last saved
         self._analyzer = None

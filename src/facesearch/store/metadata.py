@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,7 +70,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
 
 
 class MetadataStore:
-    """All metadata reads and writes. Each public method is one transaction."""
+    """All metadata reads and writes, on SQLite or PostgreSQL by URL. A method that takes a
+    connection joins the caller's transaction (so the service can audit in it); every other
+    method is a transaction of its own."""
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url)
@@ -143,10 +146,6 @@ class MetadataStore:
                 vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
                 yield ids, vectors
                 last = int(ids[-1])
-
-    def max_face_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(faces.c.id), 0))).scalar_one())
 
     def candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
         """Face, image and source fields for each id that still exists."""
@@ -263,7 +262,7 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return [dict(r, detail=json.loads(r["detail"])) for r in conn.execute(query).mappings()]
 
-    def transaction(self):  # noqa: ANN201 - a context manager yielding a Connection
+    def transaction(self) -> AbstractContextManager[Connection]:
         return self.engine.begin()
 
 

@@ -394,11 +394,15 @@ class FaceSearchService:
             raise InvalidRequest("a suppression needs a reason")
         _, faces = self._probe_faces(photo, "largest")
         template = faces[0].embedding
-        with self._writer() as index:
-            _, ids = index.within(template, self.settings.suppress_threshold)
+        with self._writer():
+            # An exact scan of every stored descriptor, not the approximate index: an erasure
+            # must not miss a face that the index's recall would.
+            ids = [int(i) for chunk_ids, vectors in self.store.face_vectors()
+                   for i in chunk_ids[suppressed_mask(vectors, template[None, :],
+                                                      self.settings.suppress_threshold)]]
             with self.store.transaction() as conn:
                 self.store.add_suppressions(template[None, :], reason, conn)
-                removed = self.store.delete_faces([int(i) for i in ids], conn)
+                removed = self.store.delete_faces(ids, conn)
                 self.store.audit(conn, actor.name, "suppress", {"faces": removed, "reason": reason})
         return DeletionReport(0, removed)
 

@@ -91,8 +91,6 @@ def test_an_empty_index_finds_nothing():
     index = FaissIndex(DIM)
     distances, ids = index.search(np.zeros((2, DIM), np.float32), 3)
     assert ids.shape == (2, 3) and (ids == -1).all() and np.isinf(distances).all()
-    distances, ids = index.within(np.zeros(DIM, np.float32), 10.0)
-    assert len(ids) == 0 and len(distances) == 0
     assert index.remove(np.array([1, 2])) == 0
 
 
@@ -111,16 +109,6 @@ def test_hnsw_recall_at_10_against_numpy_is_at_least_0_99(hnsw_pair):
     _, exact_i = exact.search(queries, 10)
     assert recall_at(fast_i, exact_i) >= 0.99
     assert (np.diff(fast_d, axis=1) >= 0).all()  # nearest first
-
-
-def test_hnsw_within_matches_numpy_within_a_match_radius(hnsw_pair):
-    fast, exact, queries = hnsw_pair
-    for query in queries[:20]:
-        fast_d, fast_i = fast.within(query, 0.6)
-        exact_d, exact_i = exact.within(query, 0.6)
-        assert len(exact_i) > 0
-        np.testing.assert_array_equal(fast_i, exact_i)
-        np.testing.assert_allclose(fast_d, exact_d, atol=1e-4)
 
 
 def test_hnsw_all_vectors_returns_what_was_added(hnsw_pair):
@@ -160,8 +148,6 @@ def test_removed_ids_never_come_back_from_search(mode, flat_data):
     # Search with the removed vectors themselves: their ids must not appear at any rank.
     _, found = fast.search(vectors[::5], 20)
     assert not np.isin(found, gone).any()
-    for query in vectors[::5][:10]:
-        assert not np.isin(fast.within(query, 2.0)[1], gone).any()
     held, _ = fast.all_vectors()
     assert not np.isin(held, gone).any() and len(held) == len(fast)
 
@@ -193,22 +179,6 @@ def test_removing_then_re_adding_an_id_replaces_its_vector(mode, flat_data):
     assert int((found[0] == target).sum()) == 0  # the old vector is gone
     held, _ = fast.all_vectors()
     assert int((held == target).sum()) == 1
-
-
-# within ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("radius", [0.3, 0.6, 1.0])
-def test_flat_within_matches_numpy(radius, flat_data):
-    ids, vectors, queries = flat_data
-    fast, exact = both(ids, vectors)
-    for query in queries[:25]:
-        fast_d, fast_i = fast.within(query, radius)
-        exact_d, exact_i = exact.within(query, radius)
-        np.testing.assert_array_equal(fast_i, exact_i)
-        np.testing.assert_allclose(fast_d, exact_d, atol=1e-4)
-        assert (fast_d < radius).all()
-        assert fast_i.dtype == np.int64
 
 
 # Persistence and reconstruction ------------------------------------------------------------

@@ -23,8 +23,4 @@ class VectorIndex(ABC):
         """For each query, up to k (distances, ids), nearest first; missing slots have id -1."""
 
     @abstractmethod
-    def within(self, query: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-        """All (distances, ids) closer than radius to one query vector, nearest first."""
-
-    @abstractmethod
     def __len__(self) -> int: ...

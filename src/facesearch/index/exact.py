@@ -41,11 +41,5 @@ class NumpyExactIndex(VectorIndex):
             out[row, :take] = self.ids[order]
         return dist, out
 
-    def within(self, query: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-        distances = np.sqrt(((self.vectors - np.asarray(query, np.float32)) ** 2).sum(1))
-        hits = np.flatnonzero(distances < radius)
-        order = hits[np.argsort(distances[hits], kind="stable")]
-        return distances[order], self.ids[order]
-
     def __len__(self) -> int:
         return len(self.ids)

@@ -100,17 +100,6 @@ class FaissIndex(VectorIndex):
         distances[ids < 0] = np.inf
         return distances, ids
 
-    def within(self, query: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-        # One way for both kinds: widen a k-nearest search until it reaches past radius.
-        k = 64
-        while True:
-            distances, ids = self.search(query, min(k, max(len(self), 1)))
-            found = ids[0] >= 0
-            if not found.all() or distances[0][-1] >= radius or k >= len(self):
-                keep = found & (distances[0] < radius)
-                return distances[0][keep], ids[0][keep]
-            k *= 4
-
     def __len__(self) -> int:
         return int(self.index.ntotal) - len(self.erased)
 

@@ -73,7 +73,7 @@ _analyzer = None  # one per worker process, built on first use
 def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
     """Decode every image, detect its faces and describe all of them in one batch."""
     global _analyzer
-    if _analyzer is None:
+    if _analyzer is None or _analysis_settings(_analyzer.settings) != _analysis_settings(settings):
         from facesearch.vision import FaceAnalyzer
 
         _analyzer = FaceAnalyzer(settings)
@@ -96,6 +96,11 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             except Exception as exc:  # noqa: BLE001 - a model error is that image's, not the run's
                 one[0].error = f"analysis failed: {type(exc).__name__}: {exc}".splitlines()[0]
     return results
+
+
+def _analysis_settings(settings: Settings) -> dict:
+    return settings.model_dump(include={"detector", "upsample", "min_face_size",
+                                        "detect_max_side", "embed_batch"})
 
 
 def _analyse_together(decoded: list[tuple[Analysed, np.ndarray]], mirror: bool) -> None:

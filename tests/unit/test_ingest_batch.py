@@ -15,6 +15,8 @@ from facesearch.ingest import ImageTask, analyse_batch
 class FragileAnalyzer:
     """Fails on any image 77 pixels wide, as a model might on an input it cannot handle."""
 
+    settings = Settings()
+
     def detect(self, pixels: np.ndarray) -> list:
         if pixels.shape[1] == 77:
             raise RuntimeError("model error\nwith a second line")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -150,11 +151,20 @@ class IvfIndex:
         return np.sqrt(squared), ids
 
 
+def build_facesearch(ids: np.ndarray, vectors: np.ndarray):  # noqa: ANN201 - FaissIndex
+    """facesearch's own index, fed in chunks as ingest would grow it."""
+    from facesearch.index.faiss_index import FaissIndex
+
+    index = FaissIndex(vectors.shape[1])
+    for start in range(0, len(vectors), 100_000):
+        index.add(ids[start:start + 100_000], vectors[start:start + 100_000])
+    return index
+
+
 def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: list[int]) -> None:
     import faiss
 
     from facesearch.index.exact import NumpyExactIndex
-    from facesearch.index.faiss_index import FaissIndex
 
     real, mirrored, people = lfw_descriptors()
     rng = np.random.default_rng(1)
@@ -183,14 +193,8 @@ def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: lis
             exact_times.append(time.perf_counter() - t)
         np50 = np.percentile(exact_times, 50) * 1000
 
-        def build_facesearch() -> FaissIndex:
-            index = FaissIndex(128)
-            for start in range(0, len(vectors), 100_000):
-                index.add(ids[start:start + 100_000], vectors[start:start + 100_000])
-            return index
-
-        builders = [build_facesearch] + [
-            (lambda nprobe=nprobe: IvfIndex(vectors, nprobe)) for nprobe in ivf_probes if size >= 100_000]
+        builders = [partial(build_facesearch, ids, vectors)] + [
+            partial(IvfIndex, vectors, nprobe) for nprobe in ivf_probes if size >= 100_000]
         for build_index in builders:
             rss0 = rss_mib()
             started = time.perf_counter()

@@ -19,7 +19,6 @@ from facesearch.errors import BadImage
 from facesearch.imaging import decode
 from facesearch.types import Face
 
-
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -170,3 +170,14 @@ def test_an_erasure_interrupted_after_its_commit_is_finished_on_the_next_start(
     restarted.reindex(OPERATOR)  # any write operation finishes pending erasures first
     assert not Path(target.crop_path).exists()
     assert restarted.store.pending_erasures() == []
+
+
+def test_reindex_rebuilds_the_same_results_from_stored_descriptors(indexed: FaceSearchService) -> None:
+    photo = lfw_photos(PEOPLE[2])[0].read_bytes()
+    before = indexed.search(OPERATOR, photo, top_k=5).faces[0].candidates
+    (indexed.settings.index_dir / "vectors.faiss").unlink()  # lose the index entirely
+    rebuilt = FaceSearchService(indexed.settings)
+    assert rebuilt.reindex(OPERATOR) == indexed.store.counts()["faces"]
+    after = rebuilt.search(OPERATOR, photo, top_k=5).faces[0].candidates
+    assert [(c.face_id, c.distance) for c in after] == [(c.face_id, c.distance) for c in before]
+    assert (indexed.settings.index_dir / "vectors.faiss").is_file()

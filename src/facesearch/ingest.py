@@ -10,7 +10,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from facesearch.config import Settings
 from facesearch.errors import BadImage
 from facesearch.imaging import decode
 from facesearch.types import Face
+
+if TYPE_CHECKING:  # importing vision loads dlib: workers do it, the writer need not
+    from facesearch.vision import FaceAnalyzer
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,13 +72,19 @@ def read_task(path: Path, max_bytes: int) -> ImageTask:
 _analyzer = None  # one per worker process, built on first use
 
 
-def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
-    """Decode every image, detect its faces and describe all of them in one batch."""
+def process_analyzer(settings: Settings) -> "FaceAnalyzer":
+    """This process's FaceAnalyzer: models load once, again only if analysis settings change."""
     global _analyzer
     if _analyzer is None or _analysis_settings(_analyzer.settings) != _analysis_settings(settings):
         from facesearch.vision import FaceAnalyzer
 
         _analyzer = FaceAnalyzer(settings)
+    return _analyzer
+
+
+def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
+    """Decode every image, detect its faces and describe all of them in one batch."""
+    analyzer = process_analyzer(settings)
     results, decoded = [], []
     for task in tasks:
         try:
@@ -87,11 +96,11 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
         decoded.append((results[-1], image.pixels))
     try:
-        _analyse_together(decoded, settings.mirror_gallery)
+        _analyse_together(analyzer, decoded, settings.mirror_gallery)
     except Exception:  # noqa: BLE001 - find the image at fault, keep the rest of the batch
         for one in decoded:
             try:
-                _analyse_together([one], settings.mirror_gallery)
+                _analyse_together(analyzer, [one], settings.mirror_gallery)
             except Exception as exc:  # noqa: BLE001 - a model error is that image's, not the run's
                 one[0].error = f"analysis failed: {type(exc).__name__}: {exc}".splitlines()[0]
     return results
@@ -102,10 +111,10 @@ def _analysis_settings(settings: Settings) -> dict:
                                         "detect_max_side", "embed_batch"})
 
 
-def _analyse_together(decoded: list[tuple[Analysed, np.ndarray]], mirror: bool) -> None:
-    assert _analyzer is not None
-    per_image = [(pixels, _analyzer.detect(pixels)) for _, pixels in decoded]
-    for (result, _), faces in zip(decoded, _analyzer.describe(per_image, mirror)):
+def _analyse_together(analyzer: "FaceAnalyzer", decoded: list[tuple[Analysed, np.ndarray]],
+                      mirror: bool) -> None:
+    per_image = [(pixels, analyzer.detect(pixels)) for _, pixels in decoded]
+    for (result, _), faces in zip(decoded, analyzer.describe(per_image, mirror)):
         result.faces = faces
 
 

@@ -428,9 +428,10 @@ class FaceSearchService:
         return run_lfw_evaluation(self.settings, lfw_dir, output, write_calibration, log)
 
     def stats(self) -> dict[str, object]:
+        index = self.index
         counts: dict[str, object] = dict(self.store.counts())
-        counts["index_kind"] = self.index.kind
-        counts["index_vectors"] = len(self.index)
+        counts["index_kind"] = index.kind
+        counts["index_vectors"] = len(index)
         return counts
 
     def _refuse(self, actor: Actor, action: str, message: str) -> None:

@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,10 @@ import numpy as np
 from facesearch.calibration import Calibration
 from facesearch.config import Settings
 from facesearch.imaging import decode
-from facesearch.ingest import WorkerPool
+from facesearch.ingest import WorkerPool, process_analyzer
 from facesearch.types import Box, Detection
 from facesearch.vision import unit_length
+from facesearch.vision.base import Detector
 
 BATCH = 16
 
@@ -68,11 +70,10 @@ def read_pairs(lfw_dir: Path, paths: list[str]) -> PairList:
 
 
 def describe_lfw_batch(files: list[str], settings: Settings) -> list[dict]:
-    """For each photo: plain and mirrored descriptors, and how its face was found."""
-    from facesearch.vision import FaceAnalyzer, make_detector
-
-    analyzer = FaceAnalyzer(settings, detector=make_detector("hog"))
-    cnn = make_detector("cnn")
+    """For each photo: plain and mirrored descriptors, and how its face was found.
+    settings.detector must be hog: the CNN is run here, only where HOG finds nothing."""
+    analyzer = process_analyzer(settings)
+    cnn = _cnn_detector()
     results = []
     for file in files:
         pixels = decode(Path(file).read_bytes(), max_pixels=settings.max_image_pixels,
@@ -93,6 +94,14 @@ def describe_lfw_batch(files: list[str], settings: Settings) -> list[dict]:
             record[how] = (plain, flipped)
         results.append(record)
     return results
+
+
+@cache
+def _cnn_detector() -> Detector:
+    """One per process: its weights load on first use and stay loaded."""
+    from facesearch.vision import make_detector
+
+    return make_detector("cnn")
 
 
 def _central(found: list[Detection], width: int, height: int) -> Detection | None:

@@ -11,7 +11,8 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
 need_apt=()
-for pkg in libopenblas-dev liblapack-dev cmake g++; do
+# chromium: the browser tests drive Debian's Chromium through Playwright.
+for pkg in libopenblas-dev liblapack-dev cmake g++ chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -15,19 +15,38 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from facesearch.config import Settings
-from facesearch.errors import FacesearchError, NotFound, PolicyRefused
-from facesearch.service import FaceSearchService, IngestSummary, SearchResult, build_service
+from facesearch.errors import (
+    FacesearchError,
+    Forbidden,
+    NotAuthenticated,
+    NotFound,
+    PolicyRefused,
+    RateLimited,
+)
+from facesearch.service import (
+    AuditFilter,
+    FaceSearchService,
+    IngestSummary,
+    SearchResult,
+    build_service,
+)
 from facesearch.types import Actor
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Face search with provenance: every face has a source, and can be erased.")
 source_app = typer.Typer(no_args_is_help=True, help="Register and list image sources.")
+case_app = typer.Typer(no_args_is_help=True, help="Open, list and close cases; searches need one.")
+user_app = typer.Typer(no_args_is_help=True, help="Create the first admin, add and approve users.")
+audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit trail.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
 app.add_typer(source_app, name="source")
+app.add_typer(case_app, name="case")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 app.add_typer(eval_app, name="eval")
 progress_console = Console(stderr=True)
 
-EXIT_CODES = {NotFound: 3, PolicyRefused: 4}
+EXIT_CODES = {NotFound: 3, PolicyRefused: 4, Forbidden: 4, NotAuthenticated: 4, RateLimited: 5}
 
 
 class State:
@@ -50,7 +69,7 @@ def service() -> FaceSearchService:
 
 
 def actor() -> Actor:
-    return Actor(name=getpass.getuser(), role="operator")
+    return service().local_operator(getpass.getuser())
 
 
 @app.callback()
@@ -76,7 +95,7 @@ def source_add(
 @source_app.command("list")
 def source_list() -> None:
     """List registered sources."""
-    for s in service().sources():
+    for s in service().sources(actor()):
         echo(f"{s.name}\t{s.lawful_basis}\t{s.jurisdiction}\t{s.created_at}\t{s.description}")
 
 
@@ -117,12 +136,16 @@ def ingest(
 @app.command()
 def search(
     photo: Annotated[Path, typer.Argument(help="Probe photo.")],
-    top: Annotated[Optional[int], typer.Option(help="Candidates per probe face.")] = None,
-    face: Annotated[str, typer.Option(help="'all' faces of the probe or the 'largest'.")] = "all",
+    case: Annotated[str, typer.Option(help="Number of the open case this search is for.")],
+    top: Annotated[Optional[int], typer.Option(help="Candidates per probe face (at most 50).")] = None,
+    face: Annotated[str, typer.Option(help="'all' faces of the probe, the 'largest', or a "
+                                           "face number (0 = largest).")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Find the indexed faces nearest to each face in PHOTO."""
-    result = service().search(actor(), _read(photo), top, face)
+    """Find the indexed faces nearest to each face in PHOTO, recorded in a case."""
+    who = actor()
+    found = service().case_by_number(who, case)
+    result = service().search(who, found.id, _read(photo), top, int(face) if face.isdigit() else face)
     if as_json:
         echo(json.dumps(asdict(result), indent=2))
     else:
@@ -132,6 +155,7 @@ def search(
 def _print_result(result: SearchResult) -> None:
     echo(result.notice)
     echo(f"score = {result.score_meaning}")
+    echo(f"recorded as search {result.search_id} of the case")
     for probe in result.faces:
         b = probe.box
         echo(f"\nprobe face {probe.probe_face} at ({b.left},{b.top})-({b.right},{b.bottom}), "
@@ -185,8 +209,129 @@ def reindex() -> None:
 @app.command()
 def stats() -> None:
     """Counts of sources, images, faces and suppressions."""
-    for key, value in service().stats().items():
+    for key, value in service().stats(actor()).items():
         echo(f"{key}\t{value}")
+
+
+@case_app.command("open")
+def case_open(
+    number: str,
+    purpose: Annotated[str, typer.Option(help="One of the configured search purposes.")],
+    authorisation: Annotated[str, typer.Option(help="Warrant or authorisation reference.")] = "",
+    keep_probes: Annotated[bool, typer.Option(help="Keep probe photos with the case.")] = False,
+) -> None:
+    """Open a case in the local organisation."""
+    case = service().open_case(actor(), number, purpose, authorisation, keep_probes)
+    echo(f"opened case {case.number} ({case.purpose})")
+
+
+@case_app.command("list")
+def case_list() -> None:
+    """List the local organisation's cases."""
+    for c in service().list_cases(actor()):
+        echo(f"{c.number}\t{c.status}\t{c.purpose}\t{c.opened_at}\t{c.authorisation}")
+
+
+@case_app.command("close")
+def case_close(number: str) -> None:
+    """Close a case: no more searches in it."""
+    who = actor()
+    case = service().close_case(who, service().case_by_number(who, number).id)
+    echo(f"closed case {case.number}")
+
+
+@user_app.command("bootstrap-admin")
+def user_bootstrap_admin(
+    username: str,
+    organisation: Annotated[str, typer.Option(help="The admin's organisation.")],
+    password: Annotated[str, typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True, envvar="FACESEARCH_ADMIN_PASSWORD",
+        help="At least 12 characters; asked for if not given.")],
+) -> None:
+    """Create the first admin account (refused once an admin exists)."""
+    user = service().bootstrap_admin(actor(), username, password, organisation)
+    echo(f"created admin {user.username} of {user.organisation}")
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin, supervisor, investigator or auditor.")],
+    organisation: Annotated[str, typer.Option(help="Created if new.")],
+    password: Annotated[str, typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True, envvar="FACESEARCH_USER_PASSWORD",
+        help="At least 12 characters; asked for if not given.")],
+) -> None:
+    """Add a user; investigators wait for a supervisor's approval."""
+    user = service().create_user(actor(), username, password, role, organisation)
+    echo(f"created {user.role} {user.username} of {user.organisation} ({user.status})")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users: id, username, role, organisation, status."""
+    for u in service().users(actor()):
+        echo(f"{u.id}\t{u.username}\t{u.role}\t{u.organisation}\t{u.status}")
+
+
+@user_app.command("approve")
+def user_approve(user_id: int) -> None:
+    """Approve a pending investigator."""
+    user = service().approve_user(actor(), user_id)
+    echo(f"approved {user.username}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit trail's hash chain; exits 6 naming the first broken record."""
+    check = service().verify_audit(actor())
+    if check.intact:
+        echo(f"audit trail intact: {check.records} records")
+        return
+    echo(f"audit trail broken at record {check.broken_at}: {check.reason}")
+    raise typer.Exit(6)
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option(help="File to write; default stdout.")] = None,
+    action: Annotated[Optional[str], typer.Option(help="An action, or a prefix ending in '.'.")] = None,
+    who: Annotated[Optional[str], typer.Option("--actor", help="Username.")] = None,
+    organisation: Annotated[Optional[str], typer.Option(help="Organisation name.")] = None,
+    case: Annotated[Optional[str], typer.Option(help="Case number.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="ISO date or time, inclusive.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="ISO date or time, exclusive.")] = None,
+) -> None:
+    """Export audit records as CSV or JSON."""
+    where = AuditFilter(actor=who, organisation=organisation, action=action, case_number=case,
+                        since=since, until=until, limit=10_000_000)
+    text = service().export_audit(actor(), where, fmt)
+    if output:
+        output.write_text(text)
+        echo(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Server processes (default 1).")] = None,
+) -> None:
+    """Run the web app and REST API (OpenAPI schema at /openapi.json)."""
+    import os
+
+    import uvicorn
+
+    settings = state.settings
+    # Worker processes build their own service from the environment, so pass the choices on.
+    os.environ["FACESEARCH_HOME"] = str(settings.home.resolve())
+    uvicorn.run("facesearch.web.app:app_from_environment", factory=True,
+                host=host or settings.host, port=port or settings.port,
+                workers=workers or settings.server_workers, log_config=None, access_log=False,
+                proxy_headers=False, server_header=False)
 
 
 @eval_app.command("lfw")

@@ -71,7 +71,33 @@ class Settings(BaseSettings):
         "withheld at ingest and hidden from search. Stricter than match_threshold: 97% of "
         "same-person LFW pairs, 0.26% of different-person pairs.",
     )
-    top_k: int = Field(default=10, description="Candidates returned per probe face.")
+    top_k: int = Field(default=10, description="Candidates returned per probe face by default.")
+    max_candidates: int = Field(
+        default=50, ge=1, le=50,
+        description="The most candidates a search may ask for per probe face (at most 50).",
+    )
+    search_purposes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["criminal investigation", "missing person",
+                                 "victim identification", "fraud investigation"],
+        description="The purposes a case may give for its searches (comma-separated).",
+    )
+    searches_per_minute_user: int = Field(default=10, description="Searches one user may make per minute.")
+    searches_per_day_user: int = Field(default=200, description="Searches one user may make per day.")
+    searches_per_minute_organisation: int = Field(
+        default=30, description="Searches one organisation's users may make per minute, together.")
+    searches_per_day_organisation: int = Field(
+        default=2000, description="Searches one organisation's users may make per day, together.")
+    login_failures_allowed: int = Field(
+        default=10, description="Failed logins per username per 15 minutes before login is refused.")
+    session_hours: int = Field(default=8, description="A web session lasts this long.")
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        description="The largest HTTP request body (a probe, or a batch of images to ingest).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `facesearch serve` listens on.")
+    port: int = Field(default=8000, description="Port `facesearch serve` listens on.")
+    server_workers: int = Field(
+        default=1, description="Server processes (`facesearch serve`); each holds the index.")
     exact_index_max: int = Field(
         default=20_000,
         description="Galleries up to this many faces use exact search; larger ones HNSW "
@@ -87,6 +113,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",
     )
+
+    @field_validator("search_purposes", mode="before")
+    @classmethod
+    def _split_purposes(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
 
     @field_validator("excluded_jurisdictions", mode="before")
     @classmethod
@@ -109,3 +144,13 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.home / "index"
+
+    @property
+    def probes_dir(self) -> Path:
+        """Probe photos of cases that ask to keep them."""
+        return self.home / "probes"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Images uploaded for ingest, staged until their job has indexed them."""
+        return self.home / "uploads"

@@ -35,3 +35,23 @@ class InvalidRequest(FacesearchError):
 
 class NoFace(FacesearchError):
     code = "no_face"
+
+
+class NotAuthenticated(FacesearchError):
+    """No valid session or API key: the caller must log in."""
+
+    code = "not_authenticated"
+
+
+class Forbidden(FacesearchError):
+    """The caller is known but may not do this."""
+
+    code = "forbidden"
+
+
+class RateLimited(FacesearchError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

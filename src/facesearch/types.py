@@ -65,6 +65,7 @@ class Candidate:
     collected_at: str
     crop_path: str
     box: Box
+    candidate_id: int | None = None  # its row in the case's candidate list, once stored
 
 
 @dataclass
@@ -79,7 +80,12 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks: recorded with every audited action. The CLI acts as the local OS user."""
+    """Who asks: recorded with every audited action. The CLI acts as the local OS user, with
+    the operator role, in the organisation "local"; the web app as an authenticated user."""
 
     name: str
     role: str = "operator"
+    user_id: int | None = None
+    organisation_id: int | None = None
+    organisation: str = ""
+    client: str = "cli"  # the client's address for web requests

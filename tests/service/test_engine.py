@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from facesearch.errors import NotFound, PolicyRefused
-from facesearch.service import LEAD_NOTICE, FaceSearchService
+from facesearch.service import LEAD_NOTICE, AuditFilter, FaceSearchService
 from tests.conftest import LFW, OPERATOR, lfw_photos
 
 # People with at least six photos, chosen in code: photo 0 is the probe, 1-3 the gallery,
@@ -19,6 +19,14 @@ PEOPLE = [p.name for p in sorted((LFW / "images").iterdir())
 
 def gallery(people: list[str] = PEOPLE) -> list[Path]:
     return [photo for name in people for photo in lfw_photos(name)[1:4]]
+
+
+def search(service: FaceSearchService, photo: bytes, **options: object):
+    """Search as the local operator inside a test case, opened on first use."""
+    actor = service.local_operator(OPERATOR.name)
+    case = (service.cases.case_by_number(actor.organisation_id, "T-1")
+            or service.open_case(actor, "T-1", "criminal investigation"))
+    return service.search(actor, case.id, photo, **options)
 
 
 def names_in(result) -> list[str]:
@@ -36,7 +44,7 @@ def indexed(service: FaceSearchService, lfw: Path) -> FaceSearchService:
 
 def test_search_ranks_the_probed_persons_photos_first(indexed: FaceSearchService) -> None:
     person = PEOPLE[0]
-    result = indexed.search(OPERATOR, lfw_photos(person)[0].read_bytes(), top_k=3, face="largest")
+    result = search(indexed, lfw_photos(person)[0].read_bytes(), top_k=3, face="largest")
     assert result.notice == LEAD_NOTICE
     candidates = result.faces[0].candidates
     assert [Path(c.location).parent.name for c in candidates] == [person] * 3
@@ -49,11 +57,13 @@ def test_search_ranks_the_probed_persons_photos_first(indexed: FaceSearchService
 
 def test_every_search_is_audited_with_the_probe_hash_not_the_probe(indexed: FaceSearchService) -> None:
     photo = lfw_photos(PEOPLE[1])[0].read_bytes()
-    result = indexed.search(OPERATOR, photo, top_k=2)
-    record = indexed.store.audit_records("search")[-1]
+    result = search(indexed, photo, top_k=2)
+    record = indexed.trail.records(AuditFilter(action="search"))[-1]
     assert record["actor"] == OPERATOR.name
     assert record["detail"]["probe_sha256"] == result.probe_sha256
-    assert record["detail"]["results"] == [[c.face_id for c in f.candidates] for f in result.faces]
+    assert record["detail"]["results"] == [[[c.face_id, c.distance] for c in f.candidates]
+                                           for f in result.faces]
+    assert record["case_number"] == "T-1" and record["purpose"] == "criminal investigation"
 
 
 def test_reingesting_the_same_images_is_a_no_op(indexed: FaceSearchService) -> None:
@@ -68,7 +78,7 @@ def test_ingest_refuses_an_unregistered_source(service: FaceSearchService, lfw: 
     with pytest.raises(PolicyRefused, match="not registered"):
         service.ingest(OPERATOR, gallery()[:1], "nobody")
     assert service.store.counts()["images"] == 0
-    assert service.store.audit_records("ingest.refused")
+    assert service.trail.records(AuditFilter(action="ingest.refused"))
 
 
 def test_ingest_refuses_a_source_from_an_excluded_jurisdiction(service: FaceSearchService) -> None:
@@ -99,10 +109,10 @@ def test_bad_files_are_skipped_with_a_reason_and_leave_no_record(
 def test_deleting_an_image_removes_its_vectors_crops_and_rows(indexed: FaceSearchService) -> None:
     person = PEOPLE[2]
     photo = lfw_photos(person)[0].read_bytes()
-    first = indexed.search(OPERATOR, photo, top_k=1, face="largest").faces[0].candidates[0]
+    first = search(indexed, photo, top_k=1, face="largest").faces[0].candidates[0]
     vectors = len(indexed.index)
     indexed.delete(OPERATOR, image=first.location)
-    after = indexed.search(OPERATOR, photo, top_k=10, face="largest").faces[0].candidates
+    after = search(indexed, photo, top_k=10, face="largest").faces[0].candidates
     assert first.face_id not in [c.face_id for c in after]
     assert first.location not in [c.location for c in after]
     assert not Path(first.crop_path).exists()
@@ -112,7 +122,7 @@ def test_deleting_an_image_removes_its_vectors_crops_and_rows(indexed: FaceSearc
 
 
 def test_deleting_a_source_or_a_face(indexed: FaceSearchService) -> None:
-    result = indexed.search(OPERATOR, lfw_photos(PEOPLE[3])[0].read_bytes(), top_k=1)
+    result = search(indexed, lfw_photos(PEOPLE[3])[0].read_bytes(), top_k=1)
     face_id = result.faces[0].candidates[0].face_id
     assert indexed.delete(OPERATOR, face_id=face_id).faces == 1
     with pytest.raises(NotFound):
@@ -135,7 +145,7 @@ def test_purging_a_jurisdiction_leaves_no_face_crop_or_vector_of_it(
     assert indexed.store.counts()["faces"] == faces_before - report.faces
     hashes = {c.split("/")[-1].split("_")[0] for c in map(str, indexed.crops.files())}
     for name in PEOPLE[:2]:
-        result = indexed.search(OPERATOR, lfw_photos(name)[0].read_bytes(), top_k=20)
+        result = search(indexed, lfw_photos(name)[0].read_bytes(), top_k=20)
         assert all(c.jurisdiction == "US" for f in result.faces for c in f.candidates)
     import hashlib
     assert not {hashlib.sha256(p.read_bytes()).hexdigest() for p in extra} & hashes
@@ -150,22 +160,22 @@ def test_a_suppressed_person_is_removed_and_never_indexed_or_returned_again(
     later = indexed.ingest(OPERATOR, lfw_photos(person)[4:6], "lfw")
     assert later.faces_withheld >= 2 and later.faces_indexed == 0
     for photo in lfw_photos(person)[:6]:
-        result = indexed.search(OPERATOR, photo.read_bytes(), top_k=20)
+        result = search(indexed, photo.read_bytes(), top_k=20)
         assert person not in names_in(result)
     assert not [f for f in indexed.crops.files() if person in f.name]
-    others = indexed.search(OPERATOR, lfw_photos(PEOPLE[0])[0].read_bytes(), top_k=3, face="largest")
+    others = search(indexed, lfw_photos(PEOPLE[0])[0].read_bytes(), top_k=3, face="largest")
     assert names_in(others) == [PEOPLE[0]] * 3
 
 
 def test_an_erasure_interrupted_after_its_commit_is_finished_on_the_next_start(
         indexed: FaceSearchService) -> None:
     photo = lfw_photos(PEOPLE[1])[0].read_bytes()
-    target = indexed.search(OPERATOR, photo, top_k=1, face="largest").faces[0].candidates[0]
+    target = search(indexed, photo, top_k=1, face="largest").faces[0].candidates[0]
     # The metadata transaction commits, then the process dies before index and crops are cleaned.
     with indexed.store.transaction() as conn:
         indexed.store.delete_faces([target.face_id], conn)
     restarted = FaceSearchService(indexed.settings)
-    found = restarted.search(OPERATOR, photo, top_k=10).faces[0].candidates
+    found = search(restarted, photo, top_k=10).faces[0].candidates
     assert target.face_id not in [c.face_id for c in found]
     restarted.reindex(OPERATOR)  # any write operation finishes pending erasures first
     assert not Path(target.crop_path).exists()
@@ -174,10 +184,10 @@ def test_an_erasure_interrupted_after_its_commit_is_finished_on_the_next_start(
 
 def test_reindex_rebuilds_the_same_results_from_stored_descriptors(indexed: FaceSearchService) -> None:
     photo = lfw_photos(PEOPLE[2])[0].read_bytes()
-    before = indexed.search(OPERATOR, photo, top_k=5).faces[0].candidates
+    before = search(indexed, photo, top_k=5).faces[0].candidates
     (indexed.settings.index_dir / "vectors.faiss").unlink()  # lose the index entirely
     rebuilt = FaceSearchService(indexed.settings)
     assert rebuilt.reindex(OPERATOR) == indexed.store.counts()["faces"]
-    after = rebuilt.search(OPERATOR, photo, top_k=5).faces[0].candidates
+    after = search(rebuilt, photo, top_k=5).faces[0].candidates
     assert [(c.face_id, c.distance) for c in after] == [(c.face_id, c.distance) for c in before]
     assert (indexed.settings.index_dir / "vectors.faiss").is_file()

@@ -32,23 +32,45 @@ def test_every_cli_command_is_documented_in_the_readme() -> None:
     assert missing == []
 
 
+def audited_actions() -> set[str]:
+    """Every action name the service passes to its audit and authorisation helpers."""
+    actions = set()
+    for path in (SOURCE / "service").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", "")
+            position = {"_audit": 2, "_audit_alone": 1, "authorise": 2, "_refuse": 1,
+                        "_own_case": 2}.get(name)
+            if position is not None and len(node.args) > position and isinstance(
+                    node.args[position], ast.Constant):
+                actions.add(node.args[position].value)
+    return actions
+
+
 def test_every_audited_action_is_documented_in_the_readme() -> None:
-    service = ast.parse((SOURCE / "service.py").read_text())
-    actions = {node.args[2].value for node in ast.walk(service)
-               if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "audit"
-               and isinstance(node.args[2], ast.Constant)}
-    assert {"search", "ingest", "delete", "purge", "suppress"} <= actions
+    actions = audited_actions()
+    assert {"search", "ingest", "delete", "purge", "suppress", "case.open", "candidate.mark",
+            "login", "auth.refused", "audit.verify"} <= actions
     assert [a for a in sorted(actions) if f"`{a}`" not in README] == []
 
 
-def test_the_cli_imports_nothing_below_the_service() -> None:
-    allowed = {"facesearch.config", "facesearch.errors", "facesearch.service", "facesearch.types"}
-    tree = ast.parse((SOURCE / "cli.py").read_text())
+def facesearch_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
     imported = {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("facesearch")}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for alias in node.names if alias.name.startswith("facesearch")}
-    assert imported <= allowed, imported - allowed
+    return imported
+
+
+def test_the_front_ends_import_nothing_below_the_service() -> None:
+    allowed = {"facesearch.config", "facesearch.errors", "facesearch.service", "facesearch.types"}
+    front_ends = [SOURCE / "cli.py", *(SOURCE / "web").glob("*.py")]
+    assert len(front_ends) >= 6
+    for path in front_ends:
+        outside = {m for m in facesearch_imports(path) - allowed if not m.startswith("facesearch.web")}
+        assert outside == set(), (path.name, outside)
 
 
 def test_only_imaging_decodes_bytes_into_pixels() -> None:

@@ -1,4 +1,4 @@
-"""The metadata store: sources, images, faces, suppressions, pending erasures and the audit log."""
+"""The metadata store: sources, images, faces, suppressions and pending erasures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from facesearch.store.schema import (
-    audit_log,
     faces,
     images,
     metadata,
@@ -248,19 +247,6 @@ class MetadataStore:
         if not blobs:
             return np.zeros((0, 128), dtype=np.float32)
         return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
-
-    # Audit --------------------------------------------------------------------------------
-
-    def audit(self, conn: Connection, actor: str, action: str, detail: dict) -> None:
-        conn.execute(insert(audit_log).values(
-            at=utc_now(), actor=actor, action=action, detail=json.dumps(detail, sort_keys=True)))
-
-    def audit_records(self, action: str | None = None) -> list[dict]:
-        query = select(audit_log).order_by(audit_log.c.id)
-        if action:
-            query = query.where(audit_log.c.action == action)
-        with self.engine.connect() as conn:
-            return [dict(r, detail=json.loads(r["detail"])) for r in conn.execute(query).mappings()]
 
     def transaction(self) -> AbstractContextManager[Connection]:
         return self.engine.begin()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -84,12 +85,149 @@ pending_erasures = Table(
     Column("crop_path", Text, nullable=False),
 )
 
+# Append-only and hash-chained: each record holds the hash of the one before and its own hash
+# over all its fields, so an edited or deleted record breaks the chain (policy/audit.py).
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # contiguous: 1, 2, 3...
     Column("at", String(32), nullable=False),
     Column("actor", String(200), nullable=False),
+    Column("actor_id", Integer),  # users.id; empty for the local operator
+    Column("organisation", String(200), nullable=False, default=""),
+    Column("role", String(32), nullable=False),
     Column("action", String(64), nullable=False, index=True),
-    Column("detail", Text, nullable=False),  # JSON: counts, ids, hashes; never pixels
+    Column("case_number", String(100), nullable=False, default=""),
+    Column("purpose", String(200), nullable=False, default=""),
+    Column("client", String(100), nullable=False, default=""),  # client address, or "cli"
+    Column("detail", Text, nullable=False),  # JSON: counts, ids, scores, hashes; never pixels
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row. Appending to the audit log first updates it, which takes the database's write lock
+# (SQLite) or the row lock (PostgreSQL), so concurrent appenders chain one after another.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("appends", Integer, nullable=False),
+)
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),  # policy/roles.py ROLES
+    Column("status", String(16), nullable=False),  # pending, active or disabled
+    Column("password_hash", Text, nullable=False),  # argon2id
+    Column("created_at", String(32), nullable=False),
+    Column("approved_by", Integer, ForeignKey("users.id")),
+    Column("approved_at", String(32)),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # shown in lists to tell keys apart
+    Column("key_hash", String(64), nullable=False, unique=True),  # sha256 of the key
+    Column("created_at", String(32), nullable=False),
+    Column("revoked_at", String(32)),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the cookie value
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("organisation_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
+    Column("number", String(100), nullable=False),
+    Column("purpose", String(200), nullable=False),
+    Column("authorisation", String(200), nullable=False, default=""),
+    Column("keep_probes", Boolean, nullable=False, default=False),
+    Column("status", String(16), nullable=False),  # open or closed
+    Column("opened_by", Integer, ForeignKey("users.id")),
+    Column("opened_at", String(32), nullable=False),
+    Column("closed_at", String(32)),
+    UniqueConstraint("organisation_id", "number"),
+)
+
+searches = Table(
+    "searches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), nullable=False, index=True),
+    Column("organisation_id", Integer, ForeignKey("organisations.id"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id")),
+    Column("actor", String(200), nullable=False),
+    Column("at", String(32), nullable=False, index=True),
+    Column("probe_sha256", String(64), nullable=False),
+    Column("probe_path", Text),  # kept only when the case asks for it
+    Column("probe_faces", Text, nullable=False),  # JSON [[left, top, right, bottom], ...] searched
+)
+
+# A candidate list keeps the provenance it showed, so the case record stays readable; the
+# face id points at the live face while it exists.
+candidates = Table(
+    "candidates",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("search_id", Integer, ForeignKey("searches.id"), nullable=False, index=True),
+    Column("probe_face", Integer, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("face_id", Integer, nullable=False, index=True),
+    Column("distance", Float, nullable=False),
+    Column("false_match_probability", Float, nullable=False),
+    Column("image_sha256", String(64), nullable=False),
+    Column("location", Text, nullable=False),
+    Column("page_url", Text),
+    Column("source", String(200), nullable=False),
+    Column("jurisdiction", String(7), nullable=False),
+    Column("collected_at", String(32), nullable=False),
+)
+
+marks = Table(
+    "marks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("candidate_id", Integer, ForeignKey("candidates.id"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id")),
+    Column("actor", String(200), nullable=False),
+    Column("mark", String(16), nullable=False),  # possible, confirmed or rejected
+    Column("at", String(32), nullable=False),
+)
+
+ingest_jobs = Table(
+    "ingest_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # queued, running, done, failed, interrupted
+    Column("started_by", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("progress", Text, nullable=False, default="{}"),  # JSON counts, as IngestSummary
+    Column("error", Text),
 )

@@ -1,15 +1,14 @@
-"""The use cases, and the single place where policy is checked and actions are audited.
+"""The engine's use cases: sources, ingest, ranking, deletion, purge, suppression, reindex.
 
-The CLI (and later the web app) call only this module. Every policy decision and audit record
-is made here, in the same transaction as the change it guards, before vision, index or store
-are touched. Search also filters deleted and suppressed faces after the index query, because
-an index can lag behind the metadata.
+Search also filters deleted and suppressed faces after the index query, because an index can
+lag behind the metadata.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.calibration import MEANING, load_calibration
+from facesearch.calibration import load_calibration
 from facesearch.config import Settings
 from facesearch.errors import (
     BadImage,
@@ -45,13 +44,10 @@ from facesearch.policy.rules import (
     normalise_jurisdiction,
     suppressed_mask,
 )
-from facesearch.store.crops import CropStore
-from facesearch.store.metadata import MetadataStore, NewImage, Source, box_of, from_blob, utc_now
+from facesearch.service.base import Clock, ServiceBase, system_clock
+from facesearch.store.metadata import NewImage, Source, box_of, from_blob, utc_now
 from facesearch.types import Actor, Candidate, Face, ProbeResult
 
-LEAD_NOTICE = (
-    "Candidates are investigative leads for human review, not identifications."
-)
 DIMENSION = 128
 INGEST_BATCH = 8  # images per worker task: their faces are described in one batch
 
@@ -73,32 +69,22 @@ ProgressCallback = Callable[[IngestSummary], None]
 
 
 @dataclass
-class SearchResult:
-    probe_sha256: str
-    faces: list[ProbeResult]
-    notice: str = LEAD_NOTICE
-    score_meaning: str = MEANING
-
-
-@dataclass
 class DeletionReport:
     images: int
     faces: int
 
 
-class FaceSearchService:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = MetadataStore(settings.metadata_url)
-        self.crops = CropStore(settings.crops_dir.resolve())
+class Engine(ServiceBase):
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        super().__init__(settings, clock)
         self._index: FaissIndex | None = None
         self._index_dirty = False  # changed since last saved
         self._analyzer = None
         self._calibration = None
-
-    def close(self) -> None:
-        self.store.close()
+        # Server requests run in threads: dlib's networks and FAISS indexes that are being
+        # added to are not safe to share between them. Each lock guards one of the two.
+        self._analysis_lock = threading.Lock()
+        self._index_lock = threading.RLock()
 
     # Shared machinery --------------------------------------------------------------------
 
@@ -113,12 +99,14 @@ class FaceSearchService:
     @property
     def index(self) -> FaissIndex:
         """The vector index, brought up to date with the metadata store."""
-        if self._index is None:
-            self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
-                                          self.settings.exact_index_max, self.settings.hnsw_ef_search)
-            self._index_dirty = False
-        self._catch_up(self._index)
-        return self._index
+        with self._index_lock:
+            if self._index is None:
+                self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
+                                              self.settings.exact_index_max,
+                                              self.settings.hnsw_ef_search)
+                self._index_dirty = False
+            self._catch_up(self._index)
+            return self._index
 
     def _catch_up(self, index: FaissIndex) -> None:
         """Add faces committed since the index was last saved (after a crash, or by another
@@ -152,26 +140,34 @@ class FaceSearchService:
         pending = self.store.pending_erasures()
         for _, crop in pending:
             self.crops.remove(crop)
-        if self._index_dirty:
-            index.save(self.settings.index_dir)
-            self._index_dirty = False
+        with self._index_lock:
+            if self._index_dirty:
+                index.save(self.settings.index_dir)
+                self._index_dirty = False
         if pending:
             self.store.clear_erasures([face_id for face_id, _ in pending])
 
-    def _probe_faces(self, photo: bytes, which: str) -> tuple[str, list[Face]]:
-        if which not in ("all", "largest"):
-            raise InvalidRequest("face must be 'all' or 'largest'")
+    def _probe_faces(self, photo: bytes, which: str | int = "all") -> tuple[str, list[Face]]:
+        """The probe's sha256 and its chosen faces: "all", the "largest", or one by its number
+        (faces are numbered largest first, as `detect_faces` lists them)."""
+        if which not in ("all", "largest") and not isinstance(which, int):
+            raise InvalidRequest("face must be 'all', 'largest' or a face number")
         image = decode(photo, max_pixels=self.settings.max_image_pixels,
                        max_bytes=self.settings.max_image_bytes)
         faces = self.analyzer.analyse([image.pixels], self.settings.mirror_probe)[0]
         if not faces:
             raise NoFace("no face found in the photo")
+        if isinstance(which, int):
+            if not 0 <= which < len(faces):
+                raise InvalidRequest(f"the photo has {len(faces)} faces; face {which} does not exist")
+            return hashlib.sha256(photo).hexdigest(), [faces[which]]
         return hashlib.sha256(photo).hexdigest(), faces[:1] if which == "largest" else faces
 
     # Sources -----------------------------------------------------------------------------
 
     def add_source(self, actor: Actor, name: str, lawful_basis: str, jurisdiction: str,
                    description: str = "") -> Source:
+        self.authorise(actor, "sources.manage", "source.add")
         name = name.strip()
         if not name:
             raise InvalidRequest("a source needs a name")
@@ -181,22 +177,26 @@ class FaceSearchService:
             raise InvalidRequest(f"source {name!r} is already registered")
         source = self.store.add_source(name, basis, code, description)
         with self.store.transaction() as conn:
-            self.store.audit(conn, actor.name, "source.add",
+            self._audit(conn, actor, "source.add",
                              {"source": name, "lawful_basis": basis, "jurisdiction": code})
         return source
 
-    def sources(self) -> list[Source]:
+    def sources(self, actor: Actor) -> list[Source]:
+        self.authorise(actor, "sources.read", "source.list")
         return self.store.sources()
 
     # Ingest ------------------------------------------------------------------------------
 
     def ingest(self, actor: Actor, paths: list[Path], source_name: str,
-               progress: ProgressCallback | None = None) -> IngestSummary:
+               progress: ProgressCallback | None = None,
+               location_of: Callable[[Path], str] | None = None) -> IngestSummary:
         """Index every face of every image under paths, as coming from a registered source.
 
         Images already indexed (same sha256) are skipped, so an interrupted run can simply
-        be started again. Faces of suppressed people are never stored.
+        be started again. Faces of suppressed people are never stored. location_of names
+        where a file came from when its path is only a staging copy (an upload).
         """
+        self.authorise(actor, "ingest", "ingest")
         source = self.store.source(source_name)
         if source is None:
             self._refuse(actor, "ingest", f"source {source_name!r} is not registered; "
@@ -212,7 +212,8 @@ class FaceSearchService:
             workers = self.settings.workers or _cores()
             with WorkerPool(self.settings, workers) as pool:
                 try:
-                    for results in pool.map(analyse_batch, self._new_tasks(paths, summary, progress)):
+                    tasks = self._new_tasks(paths, summary, progress, location_of)
+                    for results in pool.map(analyse_batch, tasks):
                         for result in results:
                             self._write_one(result, source, templates, summary, index)
                         if progress:
@@ -222,7 +223,7 @@ class FaceSearchService:
                         "a worker process died (out of memory?); what was committed is kept: "
                         "run the same ingest again to finish") from None
             with self.store.transaction() as conn:
-                self.store.audit(conn, actor.name, "ingest", {
+                self._audit(conn, actor, "ingest", {
                     "source": source.name, "images_indexed": summary.images_indexed,
                     "faces_indexed": summary.faces_indexed,
                     "faces_withheld": summary.faces_withheld,
@@ -230,7 +231,8 @@ class FaceSearchService:
         return summary
 
     def _new_tasks(self, paths: list[Path], summary: IngestSummary,
-                   progress: ProgressCallback | None) -> Iterator[list[ImageTask]]:
+                   progress: ProgressCallback | None,
+                   location_of: Callable[[Path], str] | None) -> Iterator[list[ImageTask]]:
         """Batches of images not yet indexed; duplicates and unreadable files are counted here."""
         seen: set[str] = set()
         pending: list[ImageTask] = []
@@ -239,8 +241,10 @@ class FaceSearchService:
                 task = read_task(path, self.settings.max_image_bytes)
             except BadImage as exc:
                 summary.images_seen += 1
-                self._skip(summary, str(path), exc.message)
+                self._skip(summary, location_of(path) if location_of else str(path), exc.message)
                 continue
+            if location_of:
+                task.location = location_of(path)
             if task.sha256 in seen:
                 summary.images_seen += 1
                 summary.already_indexed += 1
@@ -291,9 +295,14 @@ class FaceSearchService:
                      format=result.format),
             kept, crop_paths, withheld=int(withheld.sum()))
         if kept:
-            index.add(np.array(face_ids, dtype=np.int64), np.stack([f.embedding for f in kept]))
-            index.watermark = max(index.watermark, max(face_ids))
-            self._index_dirty = True
+            with self._index_lock:
+                # A search in another thread may have caught these up from the database already.
+                fresh = [(i, f.embedding) for i, f in zip(face_ids, kept) if i > index.watermark]
+                if fresh:
+                    index.add(np.array([i for i, _ in fresh], dtype=np.int64),
+                              np.stack([v for _, v in fresh]))
+                    index.watermark = max(face_ids)
+                    self._index_dirty = True
         summary.images_indexed += 1
         summary.faces_indexed += len(kept)
         summary.images_without_faces += not faces
@@ -303,22 +312,18 @@ class FaceSearchService:
         summary.skipped[reason.split(":")[0]] += 1
         summary.errors.append((location, reason))
 
-    # Search ------------------------------------------------------------------------------
+    # Ranking ------------------------------------------------------------------------------
 
-    def search(self, actor: Actor, photo: bytes, top_k: int | None = None,
-               face: str = "all") -> SearchResult:
-        """Ranked candidates for each face in the probe photo, nearest first."""
-        k = top_k or self.settings.top_k
-        if not 1 <= k <= 1000:
-            raise InvalidRequest("top must be between 1 and 1000")
-        probe_sha, probe_faces = self._probe_faces(photo, face)
+    def _rank(self, probe_faces: list[Face], k: int) -> list[ProbeResult]:
+        """Ranked live, unsuppressed candidates within the match threshold for each probe face."""
         index = self.index
         templates = self.store.suppression_templates()
         calibration = self._calibration = self._calibration or load_calibration()
         results = []
         for number, probe in enumerate(probe_faces):
             # Over-fetch: some hits may be deleted or suppressed since the index was saved.
-            distances, ids = index.search(probe.embedding, k + 32)
+            with self._index_lock:
+                distances, ids = index.search(probe.embedding, k + 32)
             hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
                     if i >= 0 and d < self.settings.match_threshold]
             rows = self.store.candidate_rows([i for _, i in hits])
@@ -339,11 +344,7 @@ class FaceSearchService:
                     crop_path=str(self.crops.path(row["crop_path"])), box=box_of(row)))
             results.append(ProbeResult(probe_face=number, box=probe.box, quality=probe.quality,
                                        candidates=candidates))
-        with self.store.transaction() as conn:
-            self.store.audit(conn, actor.name, "search", {
-                "probe_sha256": probe_sha, "probe_faces": len(probe_faces),
-                "results": [[c.face_id for c in r.candidates] for r in results]})
-        return SearchResult(probe_sha256=probe_sha, faces=results)
+        return results
 
     # Deletion, purge, suppression ------------------------------------------------------
 
@@ -352,6 +353,7 @@ class FaceSearchService:
         """Delete one image (by sha256 or location), one face, or everything from a source.
 
         Vectors, crops and metadata all go; a later search cannot return them."""
+        self.authorise(actor, "delete", "delete")
         chosen = [x is not None for x in (image, face_id, source)]
         if sum(chosen) != 1:
             raise InvalidRequest("delete exactly one of: an image, a face or a source")
@@ -372,24 +374,26 @@ class FaceSearchService:
                                  {"image_location": str(Path(image).resolve())})))
                 if source is None and report.faces == 0 and report.images == 0:
                     raise NotFound("nothing matched: no such image or face")
-                self.store.audit(conn, actor.name, "delete", {
+                self._audit(conn, actor, "delete", {
                     "image": image, "face_id": face_id, "source": source,
                     "images": report.images, "faces": report.faces})
         return report
 
     def purge_jurisdiction(self, actor: Actor, jurisdiction: str) -> DeletionReport:
         """Delete every image, face, vector and crop collected under a jurisdiction."""
+        self.authorise(actor, "delete", "purge")
         code = normalise_jurisdiction(jurisdiction)
         with self._writer():
             with self.store.transaction() as conn:
                 report = DeletionReport(*self.store.delete_images_where(conn, jurisdiction=code))
-                self.store.audit(conn, actor.name, "purge", {
+                self._audit(conn, actor, "purge", {
                     "jurisdiction": code, "images": report.images, "faces": report.faces})
         return report
 
     def suppress(self, actor: Actor, photo: bytes, reason: str) -> DeletionReport:
         """Record the person in photo (its largest face) as never to be indexed or returned,
         and delete every indexed face of theirs now. Only their descriptor is kept."""
+        self.authorise(actor, "suppress", "suppress")
         if not reason.strip():
             raise InvalidRequest("a suppression needs a reason")
         _, faces = self._probe_faces(photo, "largest")
@@ -403,13 +407,14 @@ class FaceSearchService:
             with self.store.transaction() as conn:
                 self.store.add_suppressions(template[None, :], reason, conn)
                 removed = self.store.delete_faces(ids, conn)
-                self.store.audit(conn, actor.name, "suppress", {"faces": removed, "reason": reason})
+                self._audit(conn, actor, "suppress", {"faces": removed, "reason": reason})
         return DeletionReport(0, removed)
 
     # Maintenance -------------------------------------------------------------------------
 
     def reindex(self, actor: Actor) -> int:
         """Rebuild the vector index from the stored descriptors; returns faces indexed."""
+        self.authorise(actor, "reindex", "reindex")
         with self._writer():
             fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
             for ids, vectors in self.store.face_vectors():
@@ -417,7 +422,7 @@ class FaceSearchService:
                 fresh.watermark = int(ids[-1])
             self._index, self._index_dirty = fresh, True
             with self.store.transaction() as conn:
-                self.store.audit(conn, actor.name, "reindex", {"faces": len(fresh), "kind": fresh.kind})
+                self._audit(conn, actor, "reindex", {"faces": len(fresh), "kind": fresh.kind})
         return len(fresh)
 
     def evaluate_lfw(self, lfw_dir: Path, output: Path, write_calibration: bool,
@@ -427,24 +432,21 @@ class FaceSearchService:
 
         return run_lfw_evaluation(self.settings, lfw_dir, output, write_calibration, log)
 
-    def stats(self) -> dict[str, object]:
+    def face_count(self) -> int:
+        """Faces in the metadata store: a number, no personal data (for /metrics)."""
+        return self.store.counts()["faces"]
+
+    def stats(self, actor: Actor) -> dict[str, object]:
+        """Counts of sources, images, faces and suppressions, and the index's kind and size."""
+        self.authorise(actor, "stats", "stats")
         index = self.index
         counts: dict[str, object] = dict(self.store.counts())
         counts["index_kind"] = index.kind
         counts["index_vectors"] = len(index)
         return counts
 
-    def _refuse(self, actor: Actor, action: str, message: str) -> None:
-        with self.store.transaction() as conn:
-            self.store.audit(conn, actor.name, f"{action}.refused", {"reason": message})
-        raise PolicyRefused(message)
-
 
 def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
-
-
-def build_service(settings: Settings) -> FaceSearchService:
-    return FaceSearchService(settings)

@@ -1,0 +1,38 @@
+"""The use cases, and the single place where policy is checked and actions are audited.
+
+The CLI and the web app call only this package. Every policy decision and audit record is
+made here, in the same transaction as the change it guards, before vision, index or store
+are touched. FaceSearchService gathers the use cases of each module into one object.
+"""
+
+from __future__ import annotations
+
+from facesearch.calibration import MEANING as SCORE_MEANING
+from facesearch.config import Settings
+from facesearch.service.accounts import Accounts
+from facesearch.service.base import Clock, system_clock
+from facesearch.service.cases import LEAD_NOTICE, CaseReport, Cases, ProbeFace, SearchResult
+from facesearch.service.engine import DeletionReport, IngestSummary
+from facesearch.service.jobs import Jobs
+from facesearch.service.trail import AuditTrail, ChainCheck
+from facesearch.store.audit import AuditFilter
+
+
+class FaceSearchService(Cases, Jobs, Accounts, AuditTrail):
+    """Every use case of facesearch, for the CLI and the web app alike."""
+
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        super().__init__(settings, clock)
+        self.ingest_listeners: list = []  # callables(IngestSummary), e.g. the server's metrics
+
+    def close(self) -> None:
+        self.wait_for_jobs()
+        super().close()
+
+
+def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearchService:
+    return FaceSearchService(settings, clock)
+
+
+__all__ = ["LEAD_NOTICE", "SCORE_MEANING", "AuditFilter", "CaseReport", "ChainCheck", "DeletionReport",
+           "FaceSearchService", "IngestSummary", "ProbeFace", "SearchResult", "build_service"]

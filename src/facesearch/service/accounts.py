@@ -1,0 +1,204 @@
+"""Organisations, users, approval, log-in, sessions and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from facesearch.errors import Forbidden, InvalidRequest, NotAuthenticated, PolicyRefused, RateLimited
+from facesearch.policy.roles import OPERATOR, check_role, initial_status
+from facesearch.service.base import ServiceBase
+from facesearch.store.accounts import ApiKey, User
+from facesearch.store.audit import AuditFilter
+from facesearch.types import Actor
+
+LOCAL_ORGANISATION = "local"  # the CLI operator's organisation
+MIN_PASSWORD = 12
+API_KEY_PREFIX = "fsk_"
+# argon2id with argon2-cffi's defaults (RFC 9106's second recommendation: 64 MiB, 3 passes).
+_hasher = PasswordHasher()
+# Verified against when the username does not exist, so that both take the same time.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+def token_hash(token: str) -> str:
+    """Session tokens and API keys are 256-bit random values, so a plain sha256 stores them
+    safely (a slow hash protects guessable secrets like passwords, not random ones)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts(ServiceBase):
+    def local_operator(self, name: str) -> Actor:
+        """The CLI's actor: the local OS user, in the organisation "local"."""
+        organisation = self.accounts.organisation(LOCAL_ORGANISATION)
+        if organisation is None:
+            with self.store.transaction() as conn:
+                org_id = self.accounts.add_organisation(conn, LOCAL_ORGANISATION, self.now())
+        else:
+            org_id = organisation.id
+        return Actor(name=name, role=OPERATOR, organisation_id=org_id,
+                     organisation=LOCAL_ORGANISATION, client="cli")
+
+    # Organisations and users ---------------------------------------------------------------
+
+    def bootstrap_admin(self, actor: Actor, username: str, password: str, organisation: str) -> User:
+        """Create the first admin; refused once any admin exists."""
+        if self.accounts.admins() > 0:
+            self._refuse(actor, "user.bootstrap", "an admin already exists; admins create users")
+        return self._create_user(actor, username, password, "admin", organisation, "user.bootstrap")
+
+    def create_user(self, actor: Actor, username: str, password: str, role: str,
+                    organisation: str) -> User:
+        """Create a user; an investigator stays pending until a supervisor of the same
+        organisation approves them. The organisation is created if it is new."""
+        self.authorise(actor, "users.manage", "user.create")
+        return self._create_user(actor, username, password, check_role(role), organisation,
+                                 "user.create")
+
+    def _create_user(self, actor: Actor, username: str, password: str, role: str,
+                     organisation: str, action: str) -> User:
+        username, organisation = username.strip(), organisation.strip()
+        if not username or len(username) > 100 or not username.isprintable():
+            raise InvalidRequest("a username is 1 to 100 printable characters")
+        if not organisation or len(organisation) > 200:
+            raise InvalidRequest("a user needs an organisation (at most 200 characters)")
+        if len(password) < MIN_PASSWORD:
+            raise InvalidRequest(f"a password needs at least {MIN_PASSWORD} characters")
+        if self.accounts.user(username=username) is not None:
+            raise InvalidRequest("that username is taken")
+        existing = self.accounts.organisation(organisation)
+        with self.store.transaction() as conn:
+            org_id = existing.id if existing else self.accounts.add_organisation(conn, organisation, self.now())
+            user_id = self.accounts.add_user(conn, org_id, username, role, initial_status(role),
+                                             _hasher.hash(password), self.now())
+            self._audit(conn, actor, action, {"user_id": user_id, "username": username,
+                                              "role": role, "organisation": organisation})
+        user = self.accounts.user(user_id=user_id)
+        assert user is not None
+        return user
+
+    def users(self, actor: Actor) -> list[User]:
+        """All users for an admin; a supervisor's own organisation's."""
+        self.authorise(actor, "users.read", "user.list")
+        scope = None if actor.role in ("admin", OPERATOR) else actor.organisation_id
+        return self.accounts.users(scope)
+
+    def approve_user(self, actor: Actor, user_id: int) -> User:
+        """A supervisor approves a pending investigator of their own organisation."""
+        self.authorise(actor, "users.approve", "user.approve")
+        user = self.accounts.user(user_id=user_id)
+        if (user is None or user.status != "pending"
+                or (actor.role != OPERATOR and user.organisation_id != actor.organisation_id)):
+            self._audit_alone(actor, "user.approve.refused", {
+                "reason": "no pending user of the organisation", "user_id": user_id})
+            raise Forbidden("you are not permitted to do this")
+        with self.store.transaction() as conn:
+            self.accounts.set_status(conn, user.id, "active", actor.user_id, self.now())
+            self._audit(conn, actor, "user.approve", {"user_id": user.id, "username": user.username})
+        approved = self.accounts.user(user_id=user.id)
+        assert approved is not None
+        return approved
+
+    def disable_user(self, actor: Actor, user_id: int) -> User:
+        """Disable an account and end its sessions; its API keys stop working with it."""
+        self.authorise(actor, "users.manage", "user.disable")
+        user = self.accounts.user(user_id=user_id)
+        if user is None:
+            raise InvalidRequest("no such user")
+        if user.id == actor.user_id:
+            raise InvalidRequest("you cannot disable your own account")
+        with self.store.transaction() as conn:
+            self.accounts.set_status(conn, user.id, "disabled", actor.user_id, self.now())
+            self.accounts.end_sessions_of(conn, user.id)
+            self._audit(conn, actor, "user.disable", {"user_id": user.id, "username": user.username})
+        disabled = self.accounts.user(user_id=user.id)
+        assert disabled is not None
+        return disabled
+
+    # Log-in and sessions --------------------------------------------------------------------
+
+    def login(self, username: str, password: str, client: str) -> tuple[Actor, str, str]:
+        """Check a password; returns the actor, a session token (for a cookie) and its CSRF
+        token. Every failure reads the same, whatever the reason."""
+        attempt = Actor(name=username[:100] or "-", role="anonymous", client=client)
+        since = (self.clock() - timedelta(minutes=15)).isoformat(timespec="seconds")
+        failures = self.trail.records(AuditFilter(actor=attempt.name, action="login.refused",
+                                                  since=since))
+        if len(failures) >= self.settings.login_failures_allowed:
+            self._audit_alone(attempt, "login.refused", {"reason": "too many failures"})
+            raise RateLimited("too many failed log-ins; try again later", 15 * 60)
+        user = self.accounts.user(username=username)
+        try:
+            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+            ok = user is not None and user.status == "active"
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok or user is None:
+            self._audit_alone(attempt, "login.refused", {"reason": "bad credentials or inactive"})
+            raise NotAuthenticated("wrong username or password, or the account is not active")
+        if _hasher.check_needs_rehash(user.password_hash):
+            self.accounts.set_password_hash(user.id, _hasher.hash(password))
+        actor = _actor_of(user, client)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        expires = (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
+        with self.store.transaction() as conn:
+            self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(), expires)
+            self._audit(conn, actor, "login", {})
+        return actor, token, csrf
+
+    def logout(self, actor: Actor, session_token: str) -> None:
+        with self.store.transaction() as conn:
+            self.accounts.end_session(conn, token_hash(session_token))
+            self._audit(conn, actor, "logout", {})
+
+    def authenticate(self, client: str, *, session_token: str | None = None,
+                     api_key: str | None = None, target: str = "") -> tuple[Actor, str | None]:
+        """The actor behind a session cookie or an API key, and the session's CSRF token
+        (None for API keys, which a browser never sends by itself). Refusals are audited."""
+        user, csrf = None, None
+        if api_key:
+            user_id = self.accounts.user_id_for_key(token_hash(api_key))
+            user = self.accounts.user(user_id=user_id) if user_id else None
+        elif session_token:
+            found = self.accounts.session(token_hash(session_token), self.now())
+            if found:
+                user, csrf = self.accounts.user(user_id=found[0]), found[1]
+        if user is None or user.status != "active":
+            reason = "invalid credentials" if (api_key or session_token) else "no credentials"
+            self._audit_alone(Actor(name="anonymous", role="anonymous", client=client),
+                              "auth.refused", {"reason": reason, "target": target[:200]})
+            raise NotAuthenticated("log in, or send a valid API key")
+        return _actor_of(user, client), csrf
+
+    # API keys -----------------------------------------------------------------------------
+
+    def create_api_key(self, actor: Actor, name: str) -> tuple[ApiKey, str]:
+        """A new API key for the actor: the key itself is returned once and stored hashed."""
+        if actor.user_id is None:
+            raise PolicyRefused("only user accounts have API keys")
+        name = name.strip()[:100] or "api key"
+        secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.store.transaction() as conn:
+            key_id = self.accounts.add_api_key(conn, actor.user_id, name, secret[:10],
+                                               token_hash(secret), self.now())
+            self._audit(conn, actor, "api_key.create", {"key_id": key_id, "name": name})
+        key = next(k for k in self.accounts.api_keys(actor.user_id) if k.id == key_id)
+        return key, secret
+
+    def api_keys(self, actor: Actor) -> list[ApiKey]:
+        return self.accounts.api_keys(actor.user_id) if actor.user_id is not None else []
+
+    def revoke_api_key(self, actor: Actor, key_id: int) -> None:
+        with self.store.transaction() as conn:
+            if actor.user_id is None or not self.accounts.revoke_api_key(conn, key_id, actor.user_id, self.now()):
+                raise InvalidRequest("you have no such active key")
+            self._audit(conn, actor, "api_key.revoke", {"key_id": key_id})
+
+
+def _actor_of(user: User, client: str) -> Actor:
+    return Actor(name=user.username, role=user.role, user_id=user.id,
+                 organisation_id=user.organisation_id, organisation=user.organisation, client=client)

@@ -1,0 +1,72 @@
+"""What every use case shares: settings, stores, the clock, and the authorise-or-refuse and
+audit helpers through which every policy decision is checked and recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy.engine import Connection
+
+from facesearch.config import Settings
+from facesearch.errors import Forbidden, PolicyRefused
+from facesearch.policy.roles import allowed
+from facesearch.store.accounts import AccountStore
+from facesearch.store.audit import AuditStore
+from facesearch.store.cases import Case, CaseStore
+from facesearch.store.crops import CropStore
+from facesearch.store.metadata import MetadataStore
+from facesearch.types import Actor
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ServiceBase:
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.store = MetadataStore(settings.metadata_url)
+        self.accounts = AccountStore(self.store.engine)
+        self.cases = CaseStore(self.store.engine)
+        self.trail = AuditStore(self.store.engine)
+        self.crops = CropStore(settings.crops_dir.resolve())
+
+    def close(self) -> None:
+        self.store.close()
+
+    def now(self) -> str:
+        return self.clock().isoformat(timespec="seconds")
+
+    def _audit(self, conn: Connection, actor: Actor, action: str, detail: dict,
+               case: Case | None = None) -> None:
+        """Append an audit record inside conn's transaction, chained to the one before."""
+        self.trail.append(conn, {
+            "at": self.now(), "actor": actor.name, "actor_id": actor.user_id,
+            "organisation": actor.organisation, "role": actor.role, "action": action,
+            "case_number": case.number if case else "", "purpose": case.purpose if case else "",
+            "client": actor.client, "detail": detail})
+
+    def _audit_alone(self, actor: Actor, action: str, detail: dict, case: Case | None = None) -> None:
+        with self.store.transaction() as conn:
+            self._audit(conn, actor, action, detail, case)
+
+    def authorise(self, actor: Actor, permission: str, action: str) -> None:
+        """Raise Forbidden, after auditing the refusal, unless actor's role holds permission."""
+        if not allowed(actor.role, permission):
+            self._audit_alone(actor, f"{action}.refused", {"reason": f"role {actor.role} lacks {permission}"})
+            raise Forbidden("you are not permitted to do this")
+
+    def refuse_request(self, actor: Actor, reason: str, target: str) -> None:
+        """Refuse a request a front end found malformed in a way that matters for security
+        (a missing CSRF token): audited like every other refusal."""
+        self._audit_alone(actor, "request.refused", {"reason": reason, "target": target[:200]})
+        raise Forbidden("the request was refused; reload the page and try again")
+
+    def _refuse(self, actor: Actor, action: str, message: str, case: Case | None = None) -> None:
+        self._audit_alone(actor, f"{action}.refused", {"reason": message}, case)
+        raise PolicyRefused(message)

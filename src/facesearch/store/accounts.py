@@ -1,0 +1,151 @@
+"""Organisations, users, API keys and web sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from facesearch.store.schema import api_keys, organisations, sessions, users
+
+
+@dataclass(frozen=True)
+class Organisation:
+    id: int
+    name: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    organisation_id: int
+    organisation: str
+    username: str
+    role: str
+    status: str
+    password_hash: str
+    created_at: str
+    approved_by: int | None
+    approved_at: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: str
+    revoked_at: str | None
+
+
+_USER_COLUMNS = (users, organisations.c.name.label("organisation"))
+
+
+class AccountStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # Organisations -------------------------------------------------------------------------
+
+    def organisation(self, name: str) -> Organisation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(organisations).where(organisations.c.name == name)).mappings().first()
+        return Organisation(**row) if row else None
+
+    def organisations(self) -> list[Organisation]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(organisations).order_by(organisations.c.name)).mappings()
+            return [Organisation(**r) for r in rows]
+
+    def add_organisation(self, conn: Connection, name: str, now: str) -> int:
+        return conn.execute(insert(organisations).values(name=name, created_at=now)).inserted_primary_key[0]
+
+    # Users ------------------------------------------------------------------------------------
+
+    def _users(self):  # noqa: ANN202 - a Select
+        return select(*_USER_COLUMNS).join(organisations, users.c.organisation_id == organisations.c.id)
+
+    def user(self, *, user_id: int | None = None, username: str | None = None) -> User | None:
+        query = self._users()
+        query = query.where(users.c.id == user_id) if user_id is not None else query.where(
+            users.c.username == username)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return User(**row) if row else None
+
+    def users(self, organisation_id: int | None = None) -> list[User]:
+        query = self._users().order_by(organisations.c.name, users.c.username)
+        if organisation_id is not None:
+            query = query.where(users.c.organisation_id == organisation_id)
+        with self.engine.connect() as conn:
+            return [User(**r) for r in conn.execute(query).mappings()]
+
+    def admins(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(users).where(
+                users.c.role == "admin")).scalar_one()
+
+    def add_user(self, conn: Connection, organisation_id: int, username: str, role: str,
+                 status: str, password_hash: str, now: str) -> int:
+        return conn.execute(insert(users).values(
+            organisation_id=organisation_id, username=username, role=role, status=status,
+            password_hash=password_hash, created_at=now)).inserted_primary_key[0]
+
+    def set_status(self, conn: Connection, user_id: int, status: str, by: int | None, now: str) -> None:
+        values: dict = {"status": status}
+        if status == "active":
+            values.update(approved_by=by, approved_at=now)
+        conn.execute(update(users).where(users.c.id == user_id).values(**values))
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+    # API keys ----------------------------------------------------------------------------------
+
+    def add_api_key(self, conn: Connection, user_id: int, name: str, prefix: str, key_hash: str,
+                    now: str) -> int:
+        return conn.execute(insert(api_keys).values(
+            user_id=user_id, name=name, prefix=prefix, key_hash=key_hash,
+            created_at=now)).inserted_primary_key[0]
+
+    def api_keys(self, user_id: int) -> list[ApiKey]:
+        query = select(api_keys.c.id, api_keys.c.user_id, api_keys.c.name, api_keys.c.prefix,
+                       api_keys.c.created_at, api_keys.c.revoked_at).where(
+            api_keys.c.user_id == user_id).order_by(api_keys.c.id)
+        with self.engine.connect() as conn:
+            return [ApiKey(**r) for r in conn.execute(query).mappings()]
+
+    def user_id_for_key(self, key_hash: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_keys.c.user_id).where(
+                api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))).scalar()
+
+    def revoke_api_key(self, conn: Connection, key_id: int, user_id: int, now: str) -> bool:
+        done = conn.execute(update(api_keys).where(
+            api_keys.c.id == key_id, api_keys.c.user_id == user_id,
+            api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+        return done.rowcount == 1
+
+    # Sessions -------------------------------------------------------------------------------
+
+    def add_session(self, conn: Connection, token_hash: str, user_id: int, csrf: str, now: str,
+                    expires_at: str) -> None:
+        conn.execute(insert(sessions).values(token_hash=token_hash, user_id=user_id,
+                                             csrf_token=csrf, created_at=now, expires_at=expires_at))
+
+    def session(self, token_hash: str, now: str) -> tuple[int, str] | None:
+        """(user id, CSRF token) of a session that has not expired."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions.c.user_id, sessions.c.csrf_token).where(
+                sessions.c.token_hash == token_hash, sessions.c.expires_at > now)).first()
+        return (row[0], row[1]) if row else None
+
+    def end_session(self, conn: Connection, token_hash: str) -> None:
+        conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+
+    def end_sessions_of(self, conn: Connection, user_id: int) -> None:
+        conn.execute(sessions.delete().where(sessions.c.user_id == user_id))

@@ -1,0 +1,351 @@
+"""The JSON API under /api/v1: one thin route per use case. Routes parse and shape; the
+service authorises, audits and does the work."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from facesearch.errors import InvalidRequest
+from facesearch.service import AuditFilter, CaseReport, SearchResult
+from facesearch.types import Actor
+from facesearch.web.auth import current_actor, service_of
+from facesearch.web.report import report_pdf
+
+router = APIRouter(prefix="/api/v1")
+operations = APIRouter()
+Caller = Annotated[Actor, Depends(current_actor)]
+
+
+# Bodies ---------------------------------------------------------------------------------------
+
+class NewUser(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+    role: Literal["admin", "supervisor", "investigator", "auditor"]
+    organisation: str = Field(min_length=1, max_length=200)
+
+
+class NewSource(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    lawful_basis: str = Field(max_length=100)
+    jurisdiction: str = Field(max_length=10)
+    description: str = Field(default="", max_length=2000)
+
+
+class NewCase(BaseModel):
+    number: str = Field(min_length=1, max_length=100)
+    purpose: str = Field(max_length=200)
+    authorisation: str = Field(default="", max_length=200)
+    keep_probes: bool = False
+
+
+class NewMark(BaseModel):
+    mark: Literal["possible", "confirmed", "rejected"]
+
+
+class NewKey(BaseModel):
+    name: str = Field(default="api key", max_length=100)
+
+
+class ServerPath(BaseModel):
+    source: str = Field(min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+
+
+class Purge(BaseModel):
+    jurisdiction: str = Field(min_length=1, max_length=10)
+
+
+# Shaping ---------------------------------------------------------------------------------------
+
+def user_json(user) -> dict:  # noqa: ANN001 - store.accounts.User
+    data = asdict(user)
+    data.pop("password_hash")
+    return data
+
+
+def search_json(result: SearchResult) -> dict:
+    data = asdict(result)
+    for face in data["faces"]:
+        for candidate in face["candidates"]:
+            candidate.pop("crop_path")  # a server path: clients fetch crop_url
+            candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
+    return data
+
+
+def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSearch
+    data = asdict(search)
+    for candidate, stored in zip(data["candidates"], search.candidates):
+        candidate["status"] = stored.status
+        candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
+    return data
+
+
+def report_json(report: CaseReport) -> dict:
+    return {"case": asdict(report.case), "organisation": report.organisation,
+            "generated_at": report.generated_at, "notice": report.notice,
+            "score_meaning": report.score_meaning,
+            "searches": [stored_search_json(s) for s in report.searches]}
+
+
+async def read_upload(upload: UploadFile) -> bytes:
+    return await upload.read()
+
+
+# Account ---------------------------------------------------------------------------------------
+
+@router.get("/me", tags=["account"])
+def me(actor: Caller) -> dict:
+    """Who the credentials belong to."""
+    return {"username": actor.name, "role": actor.role, "organisation": actor.organisation,
+            "user_id": actor.user_id}
+
+
+@router.get("/me/api-keys", tags=["account"])
+def list_keys(request: Request, actor: Caller) -> list[dict]:
+    return [asdict(k) for k in service_of(request).api_keys(actor)]
+
+
+@router.post("/me/api-keys", tags=["account"], status_code=201)
+def create_key(request: Request, actor: Caller, body: NewKey) -> dict:
+    """A new API key. The key is in this answer only; it is stored hashed."""
+    key, secret = service_of(request).create_api_key(actor, body.name)
+    return dict(asdict(key), key=secret)
+
+
+@router.delete("/me/api-keys/{key_id}", tags=["account"], status_code=204)
+def revoke_key(request: Request, actor: Caller, key_id: int) -> Response:
+    service_of(request).revoke_api_key(actor, key_id)
+    return Response(status_code=204)
+
+
+# Users -----------------------------------------------------------------------------------------
+
+@router.get("/users", tags=["users"])
+def list_users(request: Request, actor: Caller) -> list[dict]:
+    return [user_json(u) for u in service_of(request).users(actor)]
+
+
+@router.post("/users", tags=["users"], status_code=201)
+def create_user(request: Request, actor: Caller, body: NewUser) -> dict:
+    """Admins create users; investigators start pending until a supervisor approves them."""
+    return user_json(service_of(request).create_user(actor, body.username, body.password,
+                                                     body.role, body.organisation))
+
+
+@router.post("/users/{user_id}/approve", tags=["users"])
+def approve_user(request: Request, actor: Caller, user_id: int) -> dict:
+    return user_json(service_of(request).approve_user(actor, user_id))
+
+
+@router.post("/users/{user_id}/disable", tags=["users"])
+def disable_user(request: Request, actor: Caller, user_id: int) -> dict:
+    return user_json(service_of(request).disable_user(actor, user_id))
+
+
+# Sources, ingest, deletion -------------------------------------------------------------------------
+
+@router.get("/sources", tags=["gallery"])
+def list_sources(request: Request, actor: Caller) -> list[dict]:
+    return [asdict(s) for s in service_of(request).sources(actor)]
+
+
+@router.post("/sources", tags=["gallery"], status_code=201)
+def add_source(request: Request, actor: Caller, body: NewSource) -> dict:
+    return asdict(service_of(request).add_source(actor, body.name, body.lawful_basis,
+                                                 body.jurisdiction, body.description))
+
+
+@router.delete("/sources/{name}", tags=["gallery"])
+def delete_source(request: Request, actor: Caller, name: str) -> dict:
+    return asdict(service_of(request).delete(actor, source=name))
+
+
+@router.post("/ingest-jobs", tags=["gallery"], status_code=202)
+async def ingest_uploads(request: Request, actor: Caller, source: Annotated[str, Form()],
+                         files: Annotated[list[UploadFile], File()]) -> dict:
+    """Queue an ingest of uploaded images; poll the job for progress."""
+    uploads = [(f.filename or "image", await read_upload(f)) for f in files]
+    return asdict(service_of(request).start_ingest_job(actor, source, uploads=uploads))
+
+
+@router.post("/ingest-jobs/server-path", tags=["gallery"], status_code=202)
+def ingest_server_path(request: Request, actor: Caller, body: ServerPath) -> dict:
+    """Queue an ingest of a file or folder on the server (admins)."""
+    return asdict(service_of(request).start_ingest_job(actor, body.source, path=body.path))
+
+
+@router.get("/ingest-jobs", tags=["gallery"])
+def list_jobs(request: Request, actor: Caller) -> list[dict]:
+    return [asdict(j) for j in service_of(request).ingest_jobs(actor)]
+
+
+@router.get("/ingest-jobs/{job_id}", tags=["gallery"])
+def get_job(request: Request, actor: Caller, job_id: int) -> dict:
+    return asdict(service_of(request).ingest_jobs(actor, job_id)[0])
+
+
+@router.delete("/images/{sha256}", tags=["gallery"])
+def delete_image(request: Request, actor: Caller, sha256: str) -> dict:
+    if len(sha256) != 64:
+        raise InvalidRequest("give the image's sha256")
+    return asdict(service_of(request).delete(actor, image=sha256.lower()))
+
+
+@router.delete("/faces/{face_id}", tags=["gallery"])
+def delete_face(request: Request, actor: Caller, face_id: int) -> dict:
+    return asdict(service_of(request).delete(actor, face_id=face_id))
+
+
+@router.post("/purges", tags=["gallery"])
+def purge(request: Request, actor: Caller, body: Purge) -> dict:
+    """Delete everything collected under a jurisdiction."""
+    return asdict(service_of(request).purge_jurisdiction(actor, body.jurisdiction))
+
+
+@router.post("/suppressions", tags=["gallery"])
+async def suppress(request: Request, actor: Caller, photo: Annotated[UploadFile, File()],
+                   reason: Annotated[str, Form(min_length=1, max_length=500)]) -> dict:
+    """Remove the person in the photo and keep them out of ingest and search."""
+    data = await read_upload(photo)
+    return asdict(service_of(request).suppress(actor, data, reason))
+
+
+@router.post("/reindex", tags=["gallery"])
+def reindex(request: Request, actor: Caller) -> dict:
+    return {"faces": service_of(request).reindex(actor)}
+
+
+@router.get("/stats", tags=["gallery"])
+def stats(request: Request, actor: Caller) -> dict:
+    return service_of(request).stats(actor)
+
+
+@router.get("/policy", tags=["gallery"])
+def policy(request: Request, actor: Caller) -> dict:
+    return service_of(request).policy(actor)
+
+
+@router.get("/faces/{face_id}/crop", tags=["search"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def face_crop(request: Request, actor: Caller, face_id: int) -> Response:
+    """A face's crop: for admins, and for organisations whose candidate lists hold it."""
+    return Response(service_of(request).face_crop(actor, face_id), media_type="image/jpeg")
+
+
+# Cases, search, review ----------------------------------------------------------------------
+
+@router.get("/cases", tags=["cases"])
+def list_cases(request: Request, actor: Caller) -> list[dict]:
+    return [asdict(c) for c in service_of(request).list_cases(actor)]
+
+
+@router.post("/cases", tags=["cases"], status_code=201)
+def open_case(request: Request, actor: Caller, body: NewCase) -> dict:
+    return asdict(service_of(request).open_case(actor, body.number, body.purpose,
+                                                body.authorisation, body.keep_probes))
+
+
+@router.get("/cases/{case_id}", tags=["cases"])
+def get_case(request: Request, actor: Caller, case_id: int) -> dict:
+    case, searches = service_of(request).case_searches(actor, case_id)
+    return {"case": asdict(case), "searches": [stored_search_json(s) for s in searches]}
+
+
+@router.post("/cases/{case_id}/close", tags=["cases"])
+def close_case(request: Request, actor: Caller, case_id: int) -> dict:
+    return asdict(service_of(request).close_case(actor, case_id))
+
+
+@router.post("/probe-faces", tags=["search"])
+async def probe_faces(request: Request, actor: Caller, probe: Annotated[UploadFile, File()]) -> list[dict]:
+    """The faces in a probe photo, largest first, to choose one to search. Nothing is kept."""
+    data = await read_upload(probe)
+    return [asdict(f) for f in service_of(request).detect_faces(actor, data)]
+
+
+@router.post("/cases/{case_id}/searches", tags=["search"], status_code=201)
+async def search(request: Request, actor: Caller, case_id: int, probe: Annotated[UploadFile, File()],
+                 face: Annotated[str, Form(pattern=r"^(all|largest|[0-9]{1,3})$")] = "all",
+                 top: Annotated[int | None, Form(ge=1, le=50)] = None) -> dict:
+    """Search the gallery with a probe photo inside an open case. Candidates are
+    investigative leads for human review, not identifications."""
+    data = await read_upload(probe)
+    metrics = request.app.state.metrics
+    with metrics.search_seconds.time():
+        result = service_of(request).search(actor, case_id, data, top,
+                                            int(face) if face.isdigit() else face)
+    return search_json(result)
+
+
+@router.get("/cases/{case_id}/searches/{search_id}", tags=["search"])
+def get_search(request: Request, actor: Caller, case_id: int, search_id: int) -> dict:
+    _, found = service_of(request).case_searches(actor, case_id, search_id)
+    return stored_search_json(found[0])
+
+
+@router.post("/candidates/{candidate_id}/marks", tags=["search"], status_code=201)
+def mark(request: Request, actor: Caller, candidate_id: int, body: NewMark) -> dict:
+    """Mark a candidate; "confirmed" needs another investigator's earlier "possible"."""
+    marked = service_of(request).mark_candidate(actor, candidate_id, body.mark)
+    return dict(asdict(marked), status=marked.status)
+
+
+@router.get("/cases/{case_id}/report", tags=["cases"])
+def case_report(request: Request, actor: Caller, case_id: int) -> dict:
+    return report_json(service_of(request).case_report(actor, case_id))
+
+
+@router.get("/cases/{case_id}/report.pdf", tags=["cases"],
+            responses={200: {"content": {"application/pdf": {}}}})
+def case_report_pdf(request: Request, actor: Caller, case_id: int) -> Response:
+    service = service_of(request)
+    report = service.case_report(actor, case_id)
+    return Response(report_pdf(report, lambda face_id: service.face_crop(actor, face_id)),
+                    media_type="application/pdf", headers={
+                        "Content-Disposition": f'attachment; filename="case-{report.case.id}.pdf"'})
+
+
+# Audit --------------------------------------------------------------------------------------
+
+@router.get("/audit", tags=["audit"])
+def audit(request: Request, actor: Caller,
+          action: Annotated[str | None, Query(max_length=64)] = None,
+          user: Annotated[str | None, Query(alias="actor", max_length=200)] = None,
+          organisation: Annotated[str | None, Query(max_length=200)] = None,
+          case: Annotated[str | None, Query(max_length=100)] = None,
+          since: Annotated[str | None, Query(max_length=32)] = None,
+          until: Annotated[str | None, Query(max_length=32)] = None,
+          limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+          format: Annotated[Literal["json", "csv"] | None, Query()] = None) -> Response:
+    """Audit records, oldest first; format=csv or json downloads an export."""
+    where = AuditFilter(actor=user, organisation=organisation, action=action, case_number=case,
+                        since=since, until=until, limit=limit)
+    service = service_of(request)
+    if format is None:
+        return Response(json.dumps(service.audit_records(actor, where)), media_type="application/json")
+    text = service.export_audit(actor, where, format)
+    return PlainTextResponse(text, media_type="text/csv" if format == "csv" else "application/json",
+                             headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
+
+
+@router.get("/audit/verify", tags=["audit"])
+def audit_verify(request: Request, actor: Caller) -> dict:
+    """Recompute the hash chain; names the first record that breaks it."""
+    check = service_of(request).verify_audit(actor)
+    return {"records": check.records, "intact": check.intact, "broken_at": check.broken_at,
+            "reason": check.reason}
+
+
+@operations.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+def metrics(request: Request, actor: Caller) -> Response:
+    """Prometheus metrics of this server process (admins)."""
+    service_of(request).authorise(actor, "metrics", "metrics.read")
+    return Response(request.app.state.metrics.exposition(),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")

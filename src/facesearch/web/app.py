@@ -1,0 +1,206 @@
+"""create_app(service): the ASGI app. Security headers, body limits, structured logs, metrics
+and the one mapping from domain errors to HTTP answers live here; routes live in api.py and
+pages.py, and every decision they need is the service's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facesearch.config import Settings
+from facesearch.errors import (
+    BadImage,
+    FacesearchError,
+    Forbidden,
+    InvalidRequest,
+    NoFace,
+    NotAuthenticated,
+    NotFound,
+    PolicyRefused,
+    RateLimited,
+)
+from facesearch.service import FaceSearchService, build_service
+from facesearch.web.metrics import Metrics
+
+HERE = Path(__file__).parent
+STATUS = {NotAuthenticated: 401, Forbidden: 403, PolicyRefused: 403, NotFound: 404,
+          RateLimited: 429, BadImage: 422, NoFace: 422, InvalidRequest: 422}
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; "
+     b"style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+     b"form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+]
+log = logging.getLogger("facesearch.http")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line. Records carry ids, routes and timings, never names, images,
+    addresses or query strings: personal data belongs in the audit trail, not in logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+                 "event": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(entry)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("facesearch")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+class Guard:
+    """Pure ASGI middleware: refuses bodies over the upload limit before reading them, adds
+    security headers, times and logs each request, and counts it for /metrics."""
+
+    def __init__(self, app, max_body: int, metrics: Metrics) -> None:  # noqa: ANN001
+        self.app, self.max_body, self.metrics = app, max_body, metrics
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scope.setdefault("state", {})["request_id"] = request_id = secrets.token_hex(8)
+        status = {"code": 500}
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                await _plain(send, 413, "payload_too_large",
+                             f"the request body is over the {self.max_body}-byte limit")
+                self._done(scope, 413, started, request_id)
+                return
+            if length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+                await _plain(send, 411, "length_required", "send a Content-Length")
+                self._done(scope, 411, started, request_id)
+                return
+
+        async def send_with_headers(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                extra = list(SECURITY_HEADERS)
+                if not scope["path"].startswith("/static/"):
+                    extra.append((b"cache-control", b"no-store"))
+                extra.append((b"x-request-id", request_id.encode()))
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self._done(scope, status["code"], started, request_id)
+
+    def _done(self, scope, status: int, started: float, request_id: str) -> None:  # noqa: ANN001
+        route = getattr(scope.get("route"), "path", "unmatched")
+        seconds = time.perf_counter() - started
+        self.metrics.request(scope["method"], route, status, seconds)
+        log.info("request", extra={"fields": {
+            "request_id": request_id, "method": scope["method"], "route": route,
+            "status": status, "ms": round(seconds * 1000, 1),
+            "user_id": scope.get("state", {}).get("user_id")}})
+
+
+async def _plain(send, status: int, code: str, message: str) -> None:  # noqa: ANN001
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())] + SECURITY_HEADERS})
+    await send({"type": "http.response.body", "body": body})
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith(("/api/", "/metrics"))
+
+
+def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> FastAPI:
+    from facesearch.web import api, pages
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):  # noqa: ANN202
+        yield
+        if close_on_shutdown:
+            service.close()  # waits for a running ingest job to finish its current image
+
+    app = FastAPI(title="facesearch", version="1", docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Face search with provenance. Every call needs an API key "
+                  "(`Authorization: Bearer fsk_...`) or a browser session; candidates are "
+                  "investigative leads for human review, never identifications.")
+    app.state.service = service
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.metrics = metrics = Metrics(service)
+    service.ingest_listeners.append(metrics.ingest_progress)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)
+    app.include_router(api.operations)
+    app.include_router(pages.router)
+
+    def error_response(request: Request, status: int, code: str, message: str,
+                       headers: dict | None = None) -> Response:
+        if wants_json(request):
+            return JSONResponse({"error": {"code": code, "message": message}}, status, headers)
+        if status == 401:  # a browser gets the log-in form, still answered 401
+            return app.state.templates.TemplateResponse(
+                request, "login.html", {"actor": None, "error": message}, status_code=401)
+        return app.state.templates.TemplateResponse(
+            request, "error.html", {"status": status, "message": message, "actor": None},
+            status_code=status, headers=headers)
+
+    @app.exception_handler(FacesearchError)
+    async def domain_error(request: Request, exc: FacesearchError) -> Response:
+        status = next((s for kind, s in STATUS.items() if isinstance(exc, kind)), 400)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return error_response(request, status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error_response(request, 422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        messages = {404: "no such page", 405: "method not allowed"}
+        return error_response(request, exc.status_code, "http_error",
+                              messages.get(exc.status_code, "request refused"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"fields": {
+            "request_id": request.scope.get("state", {}).get("request_id")}})
+        return error_response(request, 500, "internal_error",
+                              "something went wrong on our side; the request id is in X-Request-Id")
+
+    return Guard(app, service.settings.max_upload_bytes, metrics)  # type: ignore[return-value]
+
+
+def app_from_environment():  # noqa: ANN201
+    """The factory `facesearch serve` hands to uvicorn: settings from FACESEARCH_* variables."""
+    configure_logging()
+    service = build_service(Settings())
+    service.recover_jobs()
+    return create_app(service, close_on_shutdown=True)

@@ -1,0 +1,212 @@
+"""Server-rendered pages (Jinja2). Like the API, each page is a thin adapter: the service
+authorises, audits and answers; forms post back here with the session's CSRF token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from facesearch.errors import NotAuthenticated
+from facesearch.service import LEAD_NOTICE, SCORE_MEANING, AuditFilter
+from facesearch.types import Actor
+from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, service_of
+
+router = APIRouter(include_in_schema=False)
+Caller = Annotated[Actor, Depends(current_actor)]
+HOME = {"investigator": "/cases", "supervisor": "/cases", "admin": "/admin/users",
+        "auditor": "/audit"}
+
+
+def render(request: Request, template: str, actor: Actor | None, status: int = 200,
+           **context: object) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(
+        request, template, dict(context, actor=actor, csrf=getattr(request.state, "csrf", None)),
+        status_code=status)
+
+
+def back(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# Log-in ---------------------------------------------------------------------------------------
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return render(request, "login.html", None)
+
+
+@router.post("/login")
+def login(request: Request, username: Annotated[str, Form(max_length=100)],
+          password: Annotated[str, Form(max_length=1000)]) -> Response:
+    try:
+        actor, token, _ = service_of(request).login(username, password, client_of(request))
+    except NotAuthenticated as exc:
+        return render(request, "login.html", None, status=401, error=exc.message)
+    response = back(HOME.get(actor.role, "/"))
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https",
+                        max_age=service_of(request).settings.session_hours * 3600)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, actor: Caller) -> Response:
+    service_of(request).logout(actor, request.cookies.get(SESSION_COOKIE, ""))
+    response = back("/login")
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/")
+def home(actor: Caller) -> Response:
+    return back(HOME.get(actor.role, "/account"))
+
+
+# Cases, search, review -------------------------------------------------------------------------
+
+@router.get("/cases", response_class=HTMLResponse)
+def cases_page(request: Request, actor: Caller) -> HTMLResponse:
+    service = service_of(request)
+    return render(request, "cases.html", actor, cases=service.list_cases(actor),
+                  purposes=service.settings.search_purposes)
+
+
+@router.post("/cases")
+def open_case(request: Request, actor: Caller, number: Annotated[str, Form(max_length=100)],
+              purpose: Annotated[str, Form(max_length=200)],
+              authorisation: Annotated[str, Form(max_length=200)] = "",
+              keep_probes: Annotated[bool, Form()] = False) -> Response:
+    case = service_of(request).open_case(actor, number, purpose, authorisation, keep_probes)
+    return back(f"/cases/{case.id}")
+
+
+@router.get("/cases/{case_id}", response_class=HTMLResponse)
+def case_page(request: Request, actor: Caller, case_id: int) -> HTMLResponse:
+    service = service_of(request)
+    case, searches = service.case_searches(actor, case_id)
+    return render(request, "case.html", actor, case=case, searches=searches,
+                  max_candidates=service.settings.max_candidates)
+
+
+@router.post("/cases/{case_id}/close")
+def close_case(request: Request, actor: Caller, case_id: int) -> Response:
+    service_of(request).close_case(actor, case_id)
+    return back(f"/cases/{case_id}")
+
+
+@router.get("/cases/{case_id}/searches/{search_id}", response_class=HTMLResponse)
+def search_page(request: Request, actor: Caller, case_id: int, search_id: int) -> HTMLResponse:
+    service = service_of(request)
+    case, found = service.case_searches(actor, case_id, search_id)
+    return render(request, "search.html", actor, case=case, search=found[0], notice=LEAD_NOTICE,
+                  score_meaning=SCORE_MEANING)
+
+
+@router.post("/candidates/{candidate_id}/mark")
+def mark(request: Request, actor: Caller, candidate_id: int,
+         mark: Annotated[str, Form(pattern="^(possible|confirmed|rejected)$")],
+         back_to: Annotated[str, Form(pattern=r"^/cases/[0-9]+/searches/[0-9]+$")]) -> Response:
+    service_of(request).mark_candidate(actor, candidate_id, mark)
+    return back(f"{back_to}#candidate-{candidate_id}")
+
+
+@router.get("/cases/{case_id}/report", response_class=HTMLResponse)
+def report_page(request: Request, actor: Caller, case_id: int) -> HTMLResponse:
+    report = service_of(request).case_report(actor, case_id)
+    return render(request, "report.html", actor, report=report)
+
+
+# Administration ----------------------------------------------------------------------------------
+
+@router.get("/admin/users", response_class=HTMLResponse)
+def users_page(request: Request, actor: Caller) -> HTMLResponse:
+    service = service_of(request)
+    return render(request, "users.html", actor, users=service.users(actor))
+
+
+@router.post("/admin/users")
+def create_user(request: Request, actor: Caller, username: Annotated[str, Form(max_length=100)],
+                password: Annotated[str, Form(max_length=1000)],
+                role: Annotated[str, Form(max_length=32)],
+                organisation: Annotated[str, Form(max_length=200)]) -> Response:
+    service_of(request).create_user(actor, username, password, role, organisation)
+    return back("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/approve")
+def approve_user(request: Request, actor: Caller, user_id: int) -> Response:
+    service_of(request).approve_user(actor, user_id)
+    return back("/admin/users")
+
+
+@router.post("/admin/users/{user_id}/disable")
+def disable_user(request: Request, actor: Caller, user_id: int) -> Response:
+    service_of(request).disable_user(actor, user_id)
+    return back("/admin/users")
+
+
+@router.get("/admin/sources", response_class=HTMLResponse)
+def sources_page(request: Request, actor: Caller) -> HTMLResponse:
+    service = service_of(request)
+    return render(request, "sources.html", actor, sources=service.sources(actor),
+                  jobs=service.ingest_jobs(actor))
+
+
+@router.post("/admin/sources")
+def add_source(request: Request, actor: Caller, name: Annotated[str, Form(max_length=200)],
+               lawful_basis: Annotated[str, Form(max_length=100)],
+               jurisdiction: Annotated[str, Form(max_length=10)],
+               description: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    service_of(request).add_source(actor, name, lawful_basis, jurisdiction, description)
+    return back("/admin/sources")
+
+
+@router.post("/admin/ingest")
+async def ingest(request: Request, actor: Caller, source: Annotated[str, Form(max_length=200)],
+                 files: Annotated[list[UploadFile], File()]) -> Response:
+    uploads = [(f.filename or "image", await f.read()) for f in files]
+    service_of(request).start_ingest_job(actor, source, uploads=uploads)
+    return back("/admin/sources")
+
+
+@router.get("/admin/policy", response_class=HTMLResponse)
+def policy_page(request: Request, actor: Caller) -> HTMLResponse:
+    return render(request, "policy.html", actor, policy=service_of(request).policy(actor))
+
+
+# Audit -------------------------------------------------------------------------------------------
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, actor: Caller, action: str | None = None,
+               who: str | None = None, organisation: str | None = None, case: str | None = None,
+               since: str | None = None, until: str | None = None, verify: bool = False) -> HTMLResponse:
+    service = service_of(request)
+    where = AuditFilter(actor=who or None, organisation=organisation or None, action=action or None,
+                        case_number=case or None, since=since or None, until=until or None, limit=500)
+    check = service.verify_audit(actor) if verify else None
+    records = service.audit_records(actor, where)
+    query = request.url.query
+    return render(request, "audit.html", actor, records=records, where=where, check=check,
+                  export_query=query)
+
+
+# Account ---------------------------------------------------------------------------------------------
+
+@router.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, actor: Caller) -> HTMLResponse:
+    return render(request, "account.html", actor, keys=service_of(request).api_keys(actor))
+
+
+@router.post("/account/keys", response_class=HTMLResponse)
+def create_key(request: Request, actor: Caller, name: Annotated[str, Form(max_length=100)]) -> HTMLResponse:
+    service = service_of(request)
+    _, secret = service.create_api_key(actor, name)
+    return render(request, "account.html", actor, keys=service.api_keys(actor), new_key=secret)
+
+
+@router.post("/account/keys/{key_id}/revoke")
+def revoke_key(request: Request, actor: Caller, key_id: int) -> Response:
+    service_of(request).revoke_api_key(actor, key_id)
+    return back("/account")

@@ -1,0 +1,123 @@
+// The search page: pick a probe (drop or file picker), show its faces boxed, choose one,
+// search, then open the stored result. The print button of the report page.
+"use strict";
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+async function postForm(url, form) {
+  const response = await fetch(url, { method: "POST", body: form, credentials: "same-origin",
+                                      headers: { "X-CSRF-Token": csrfToken() } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (body.error && body.error.message) || "the request failed";
+    throw new Error(response.status === 429 ? message + " (rate limit)" : message);
+  }
+  return body;
+}
+
+function setUpSearch(panel) {
+  const caseId = panel.dataset.case;
+  const input = panel.querySelector("#probe");
+  const drop = panel.querySelector("#drop");
+  const view = panel.querySelector("#probe-view");
+  const image = panel.querySelector("#probe-image");
+  const choice = panel.querySelector("#face-choice");
+  const button = panel.querySelector("#search-button");
+  const status = panel.querySelector("#search-status");
+  let probe = null;
+  let chosen = 0;
+
+  function choose(number) {
+    chosen = number;
+    panel.querySelectorAll(".face-box").forEach((box) =>
+      box.classList.toggle("chosen", Number(box.dataset.face) === number));
+    const radio = choice.querySelector(`input[value="${number}"]`);
+    if (radio) radio.checked = true;
+  }
+
+  function drawFaces(faces) {
+    panel.querySelectorAll(".face-box").forEach((box) => box.remove());
+    choice.querySelectorAll("label").forEach((label) => label.remove());
+    const scale = image.clientWidth / image.naturalWidth;
+    faces.forEach((face) => {
+      const box = document.createElement("button");
+      box.type = "button";
+      box.className = "face-box";
+      box.dataset.face = face.number;
+      box.setAttribute("aria-label", `Face ${face.number + 1}`);
+      box.style.left = `${face.box.left * scale}px`;
+      box.style.top = `${face.box.top * scale}px`;
+      box.style.width = `${(face.box.right - face.box.left) * scale}px`;
+      box.style.height = `${(face.box.bottom - face.box.top) * scale}px`;
+      box.addEventListener("click", () => choose(face.number));
+      image.parentElement.appendChild(box);
+      const label = document.createElement("label");
+      label.className = "check";
+      label.innerHTML = `<input type="radio" name="face" value="${face.number}"> Face ${face.number + 1}` +
+        (face.number === 0 ? " (largest)" : "");
+      label.querySelector("input").addEventListener("change", () => choose(face.number));
+      choice.appendChild(label);
+    });
+    choose(0);
+  }
+
+  async function load(file) {
+    probe = file;
+    button.disabled = true;
+    status.textContent = "Finding faces…";
+    image.src = URL.createObjectURL(file);
+    await image.decode().catch(() => {});
+    view.hidden = false;
+    const form = new FormData();
+    form.append("probe", file);
+    try {
+      const faces = await postForm("/api/v1/probe-faces", form);
+      if (!faces.length) {
+        status.textContent = "No face found in this photo; try another.";
+        return;
+      }
+      drawFaces(faces);
+      status.textContent = `${faces.length} face(s) found. Choose one and search.`;
+      button.disabled = false;
+    } catch (error) {
+      status.textContent = error.message;
+    }
+  }
+
+  input.addEventListener("change", () => input.files[0] && load(input.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    if (event.dataTransfer.files[0]) load(event.dataTransfer.files[0]);
+  });
+  drop.addEventListener("keydown", (event) => { if (event.key === "Enter") input.click(); });
+
+  button.addEventListener("click", async () => {
+    if (!probe) return;
+    button.disabled = true;
+    status.textContent = "Searching…";
+    const form = new FormData();
+    form.append("probe", probe);
+    form.append("face", String(chosen));
+    form.append("top", panel.querySelector("#top").value || "10");
+    try {
+      const result = await postForm(`/api/v1/cases/${caseId}/searches`, form);
+      window.location.href = `/cases/${caseId}/searches/${result.search_id}`;
+    } catch (error) {
+      status.textContent = error.message;
+      button.disabled = false;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const panel = document.getElementById("search-panel");
+  if (panel) setUpSearch(panel);
+  const print = document.getElementById("print");
+  if (print) print.addEventListener("click", () => window.print());
+});

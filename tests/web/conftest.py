@@ -1,0 +1,164 @@
+"""A real deployment for the web tests: a data directory with organisations, users of every
+role, API keys and a small LFW gallery, served by `facesearch serve` on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from facesearch.config import Settings
+from facesearch.service import FaceSearchService
+from tests.conftest import LFW, lfw_photos
+
+FACESEARCH = str(Path(sys.executable).parent / "facesearch")
+# People with at least four photos, chosen in code: photo 0 is a probe, photos 1-3 are indexed.
+PEOPLE = [p.name for p in sorted((LFW / "images").iterdir())
+          if len(list(p.glob("*.jpg"))) >= 4][10:16]
+# username -> (role, organisation); investigators of A are approved by sam, bob by bea.
+USERS = {
+    "ada": ("admin", "Agency A"),
+    "sam": ("supervisor", "Agency A"),
+    "ivy": ("investigator", "Agency A"),
+    "ian": ("investigator", "Agency A"),
+    "aud": ("auditor", "Agency A"),
+    "pat": ("investigator", "Agency A"),  # stays pending
+    "bea": ("supervisor", "Agency B"),
+    "bob": ("investigator", "Agency B"),
+}
+PURPOSE = "criminal investigation"
+
+
+def password_of(username: str) -> str:
+    return f"{username}-long-secret-passphrase"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Deployment:
+    url: str
+    home: Path
+    process: subprocess.Popen
+    keys: dict[str, str] = field(default_factory=dict)  # username -> API key
+    user_ids: dict[str, int] = field(default_factory=dict)
+
+    def client(self, username: str | None = None) -> httpx.Client:
+        """An API client with username's key, or an anonymous one."""
+        headers = {"Authorization": f"Bearer {self.keys[username]}"} if username else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.home / "metadata.sqlite3", timeout=30)
+
+    def audit(self, after: int = 0) -> list[dict]:
+        """Audit records with id > after, read straight from the database."""
+        with self.db() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM audit_log WHERE id > ? ORDER BY id", (after,)).fetchall()
+        return [dict(r, detail=json.loads(r["detail"])) for r in rows]
+
+    def last_audit_id(self) -> int:
+        with self.db() as db:
+            return db.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()[0]
+
+    def state_digest(self) -> str:
+        """Everything but the audit trail and sessions, to show that a refusal changed nothing."""
+        with self.db() as db:
+            tables = [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            parts = []
+            for table in tables:
+                if table in ("audit_log", "audit_head", "sessions", "sqlite_sequence"):
+                    continue
+                parts.append((table, sorted(map(repr, db.execute(f"SELECT * FROM {table}")))))
+        return repr(parts)
+
+
+def build_deployment(home: Path) -> dict[str, object]:
+    """Users, keys, a source and a gallery, made through the service as an operator would."""
+    settings = Settings(home=home, workers=1)
+    service = FaceSearchService(settings)
+    try:
+        operator = service.local_operator("test-operator")
+        ada = service.bootstrap_admin(operator, "ada", password_of("ada"), "Agency A")
+        admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
+        ids = {"ada": ada.id}
+        for username, (role, organisation) in USERS.items():
+            if username != "ada":
+                ids[username] = service.create_user(admin, username, password_of(username), role,
+                                                    organisation).id
+        for supervisor, investigators in (("sam", ["ivy", "ian"]), ("bea", ["bob"])):
+            boss, _, _ = service.login(supervisor, password_of(supervisor), "127.0.0.1")
+            for name in investigators:
+                service.approve_user(boss, ids[name])
+        keys = {}
+        for username in USERS:
+            if username == "pat":
+                continue
+            actor, _, _ = service.login(username, password_of(username), "127.0.0.1")
+            keys[username] = service.create_api_key(actor, "tests")[1]
+        service.add_source(admin, "lfw", "legitimate_interests", "US", "LFW test gallery")
+        photos = [p for name in PEOPLE for p in lfw_photos(name)[1:4]]
+        summary = service.ingest(admin, photos, "lfw")
+        assert summary.images_indexed == len(photos)
+        return {"keys": keys, "user_ids": ids}
+    finally:
+        service.close()
+
+
+def start_server(home: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environment = {**os.environ, "FACESEARCH_HOME": str(home), "FACESEARCH_WORKERS": "1",
+                   "FACESEARCH_SEARCHES_PER_MINUTE_USER": "1000",
+                   "FACESEARCH_SEARCHES_PER_MINUTE_ORGANISATION": "1000", **env}
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen([FACESEARCH, "serve", "--port", str(port)], env=environment,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited:\n" + (home / "server.log").read_text()[-3000:])
+        try:
+            if httpx.get(url + "/login", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start in 60 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory, lfw) -> Deployment:
+    home = tmp_path_factory.mktemp("web") / "data"
+    made = build_deployment(home)
+    process, url = start_server(home)
+    yield Deployment(url, home, process, made["keys"], made["user_ids"])
+    stop_server(process)
+
+
+def probe(person_index: int = 0) -> bytes:
+    """Photo 0 of one of the gallery's people: never indexed itself."""
+    return lfw_photos(PEOPLE[person_index])[0].read_bytes()

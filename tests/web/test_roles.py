@@ -1,0 +1,303 @@
+"""Every endpoint, every role, over real HTTP: allowed calls work; forbidden ones get 401 or
+403, change nothing, and leave an audit record of the refusal."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tests.conftest import LFW, lfw_photos
+from tests.web.conftest import PEOPLE, PURPOSE, Deployment, password_of, probe
+
+ROLE_USERS = {"admin": "ada", "supervisor": "sam", "investigator": "ivy", "auditor": "aud"}
+ALL = frozenset(ROLE_USERS)
+# Two people outside the gallery: one to upload and delete, one to suppress.
+OUTSIDERS = [p.name for p in sorted((LFW / "images").iterdir())
+             if len(list(p.glob("*.jpg"))) >= 3 and p.name not in PEOPLE][40:42]
+
+
+@dataclass
+class Targets:
+    """Ids the calls act on: a case of Agency A with a search and a candidate in it."""
+
+    case_id: int
+    search_id: int
+    candidate_id: int
+    face_id: int
+    job_id: int
+
+
+@dataclass
+class Call:
+    method: str
+    path: str  # a route template; {names} are filled from Targets or from prepare()
+    allowed: frozenset[str]
+    json: dict | Callable[[], dict] | None = None  # a callable gives a fresh body each call
+    data: dict | Callable[[], dict] | None = None
+    files: Callable[[], dict] | None = None
+    # Investigators of another organisation are refused too (the case is Agency A's).
+    same_organisation: bool = False
+    # Fresh, throwaway targets for the allowed call, so that it can really act.
+    prepare: Callable[[Deployment, Targets], dict] | None = None
+    expect: tuple[int, ...] = (200, 201, 202, 204, 303)
+    params: dict = field(default_factory=dict)
+
+
+def photo_file(path=None) -> Callable[[], dict]:  # noqa: ANN001
+    return lambda: {"probe": ("probe.jpg", (path or lfw_photos(PEOPLE[0])[0]).read_bytes(), "image/jpeg")}
+
+
+def wait_for_job(client: httpx.Client, job_id: int) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/ingest-jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError("ingest job did not finish")
+
+
+def uploaded_image(d: Deployment, photo) -> str:  # noqa: ANN001
+    """Ingest one photo through the API and return its sha256."""
+    data = photo.read_bytes()
+    with d.client("ada") as admin:
+        job = admin.post("/api/v1/ingest-jobs", data={"source": "lfw"},
+                         files={"files": (photo.name, data, "image/jpeg")}).json()
+        assert wait_for_job(admin, job["id"])["status"] == "done"
+    return hashlib.sha256(data).hexdigest()
+
+
+def fresh_case(d: Deployment, _: Targets) -> dict:
+    with d.client("ivy") as ivy:
+        case = ivy.post("/api/v1/cases", json={"number": f"T-{uuid.uuid4().hex[:8]}",
+                                                "purpose": PURPOSE}).json()
+    return {"case_id": case["id"]}
+
+
+def fresh_candidate(d: Deployment, t: Targets) -> dict:
+    with d.client("ivy") as ivy:
+        found = ivy.post(f"/api/v1/cases/{t.case_id}/searches", files=photo_file()(),
+                         data={"face": "largest", "top": "3"}).json()
+    return {"candidate_id": found["faces"][0]["candidates"][1]["candidate_id"]}
+
+
+def fresh_pending_user(d: Deployment, _: Targets) -> dict:
+    with d.client("ada") as admin:
+        user = admin.post("/api/v1/users", json={
+            "username": f"u{uuid.uuid4().hex[:8]}", "password": password_of("new"),
+            "role": "investigator", "organisation": "Agency A"}).json()
+    return {"user_id": user["id"]}
+
+
+def fresh_key(d: Deployment, _: Targets) -> dict:
+    # The allowed call revokes a key of the caller's own, made just for it.
+    return {}
+
+
+def fresh_source(d: Deployment, _: Targets) -> dict:
+    name = f"s{uuid.uuid4().hex[:8]}"
+    with d.client("ada") as admin:
+        admin.post("/api/v1/sources", json={"name": name, "lawful_basis": "public_task",
+                                            "jurisdiction": "US"}).raise_for_status()
+    return {"name": name}
+
+
+def fresh_image(d: Deployment, _: Targets) -> dict:
+    return {"sha256": uploaded_image(d, lfw_photos(OUTSIDERS[0])[0])}
+
+
+def fresh_face(d: Deployment, _: Targets) -> dict:
+    sha = uploaded_image(d, lfw_photos(OUTSIDERS[0])[1])
+    with d.db() as db:
+        face_id = db.execute("SELECT faces.id FROM faces JOIN images ON images.id = faces.image_id "
+                             "WHERE images.sha256 = ?", (sha,)).fetchone()[0]
+    return {"face_id": face_id}
+
+
+def new_user_body() -> dict:
+    return {"username": f"u{uuid.uuid4().hex[:8]}", "password": password_of("x"),
+            "role": "auditor", "organisation": "Agency A"}
+
+
+def new_source_body() -> dict:
+    return {"name": f"s{uuid.uuid4().hex[:8]}", "lawful_basis": "public_task", "jurisdiction": "US"}
+
+
+def fresh(body):  # noqa: ANN001, ANN201
+    return body() if callable(body) else body
+
+
+def wait_for_jobs(d: Deployment) -> None:
+    """Let ingest jobs that an allowed call started finish before the next state check."""
+    with d.client("ada") as admin:
+        for job in admin.get("/api/v1/ingest-jobs").json():
+            wait_for_job(admin, job["id"])
+
+
+def latest_job(d: Deployment, _: Targets) -> dict:
+    with d.client("ada") as admin:
+        return {"job_id": admin.get("/api/v1/ingest-jobs").json()[0]["id"]}
+
+
+def new_case_body() -> dict:
+    return {"number": f"C-{uuid.uuid4().hex[:8]}", "purpose": PURPOSE}
+
+
+CASE_READERS = frozenset({"supervisor", "investigator"})
+INVESTIGATOR = frozenset({"investigator"})
+ADMIN = frozenset({"admin"})
+CALLS = [
+    # Account
+    Call("GET", "/api/v1/me", ALL),
+    Call("GET", "/api/v1/me/api-keys", ALL),
+    Call("POST", "/api/v1/me/api-keys", ALL, json={"name": "matrix"}),
+    Call("DELETE", "/api/v1/me/api-keys/{key_id}", ALL, prepare=fresh_key),
+    # Users
+    Call("GET", "/api/v1/users", frozenset({"admin", "supervisor"})),
+    Call("POST", "/api/v1/users", ADMIN, json=new_user_body),
+    Call("POST", "/api/v1/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
+    Call("POST", "/api/v1/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
+    # Gallery
+    Call("GET", "/api/v1/sources", ALL),
+    Call("POST", "/api/v1/sources", ADMIN, json=new_source_body),
+    Call("DELETE", "/api/v1/sources/{name}", ADMIN, prepare=fresh_source),
+    Call("POST", "/api/v1/ingest-jobs", ADMIN, data={"source": "lfw"},
+         files=lambda: {"files": ("a.jpg", lfw_photos(PEOPLE[0])[1].read_bytes(), "image/jpeg")}),
+    Call("POST", "/api/v1/ingest-jobs/server-path", ADMIN,
+         json=lambda: {"source": "lfw", "path": str(lfw_photos(OUTSIDERS[0])[2])}),
+    Call("GET", "/api/v1/ingest-jobs", ADMIN),
+    Call("GET", "/api/v1/ingest-jobs/{job_id}", ADMIN, prepare=latest_job),
+    Call("DELETE", "/api/v1/images/{sha256}", ADMIN, prepare=fresh_image),
+    Call("DELETE", "/api/v1/faces/{face_id}", ADMIN, prepare=fresh_face),
+    Call("POST", "/api/v1/purges", ADMIN, json={"jurisdiction": "NZ"}),
+    Call("POST", "/api/v1/suppressions", ADMIN, data={"reason": "role matrix test"},
+         files=lambda: {"photo": ("p.jpg", lfw_photos(OUTSIDERS[1])[0].read_bytes(), "image/jpeg")}),
+    Call("POST", "/api/v1/reindex", ADMIN),
+    Call("GET", "/api/v1/stats", frozenset({"admin", "supervisor", "auditor"})),
+    Call("GET", "/api/v1/policy", ADMIN),
+    Call("GET", "/metrics", ADMIN),
+    # Cases, search, review
+    Call("GET", "/api/v1/faces/{face_id}/crop", frozenset({"admin", "supervisor", "investigator"}),
+         same_organisation=True),
+    Call("GET", "/api/v1/cases", CASE_READERS),
+    Call("POST", "/api/v1/cases", INVESTIGATOR, json=lambda: new_case_body()),
+    Call("GET", "/api/v1/cases/{case_id}", CASE_READERS, same_organisation=True),
+    Call("POST", "/api/v1/cases/{case_id}/close", INVESTIGATOR, same_organisation=True,
+         prepare=fresh_case),
+    Call("POST", "/api/v1/probe-faces", INVESTIGATOR, files=photo_file()),
+    Call("POST", "/api/v1/cases/{case_id}/searches", INVESTIGATOR, same_organisation=True,
+         files=photo_file(), data={"face": "largest", "top": "5"}),
+    Call("GET", "/api/v1/cases/{case_id}/searches/{search_id}", CASE_READERS, same_organisation=True),
+    Call("POST", "/api/v1/candidates/{candidate_id}/marks", INVESTIGATOR, same_organisation=True,
+         json={"mark": "rejected"}, prepare=fresh_candidate),
+    Call("GET", "/api/v1/cases/{case_id}/report", CASE_READERS, same_organisation=True),
+    Call("GET", "/api/v1/cases/{case_id}/report.pdf", CASE_READERS, same_organisation=True),
+    Call("GET", "/api/v1/audit", frozenset({"auditor"}), params={"action": "search"}),
+    Call("GET", "/api/v1/audit/verify", frozenset({"auditor"})),
+    # Pages (the same service calls behind HTML)
+    Call("GET", "/", ALL, expect=(303,)),
+    Call("GET", "/cases", CASE_READERS),
+    Call("POST", "/cases", INVESTIGATOR, data=lambda: new_case_body()),
+    Call("GET", "/cases/{case_id}", CASE_READERS, same_organisation=True),
+    Call("POST", "/cases/{case_id}/close", INVESTIGATOR, same_organisation=True, prepare=fresh_case),
+    Call("GET", "/cases/{case_id}/searches/{search_id}", CASE_READERS, same_organisation=True),
+    Call("POST", "/candidates/{candidate_id}/mark", INVESTIGATOR, same_organisation=True,
+         data={"mark": "rejected", "back_to": "/cases/1/searches/1"}, prepare=fresh_candidate),
+    Call("GET", "/cases/{case_id}/report", CASE_READERS, same_organisation=True),
+    Call("GET", "/admin/users", frozenset({"admin", "supervisor"})),
+    Call("POST", "/admin/users", ADMIN, data=new_user_body),
+    Call("POST", "/admin/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
+    Call("POST", "/admin/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
+    Call("GET", "/admin/sources", ADMIN),
+    Call("POST", "/admin/sources", ADMIN, data=new_source_body),
+    Call("POST", "/admin/ingest", ADMIN, data={"source": "lfw"},
+         files=lambda: {"files": ("b.jpg", lfw_photos(PEOPLE[2])[1].read_bytes(), "image/jpeg")}),
+    Call("GET", "/admin/policy", ADMIN),
+    Call("GET", "/audit", frozenset({"auditor"})),
+    Call("GET", "/account", ALL),
+    Call("POST", "/account/keys", ALL, data={"name": "matrix"}),
+    Call("POST", "/account/keys/{key_id}/revoke", ALL, prepare=fresh_key),
+    Call("POST", "/logout", ALL, expect=(303,)),
+]
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json")}
+
+
+@pytest.fixture(scope="module")
+def targets(deployment: Deployment) -> Targets:
+    with deployment.client("ivy") as ivy:
+        case = ivy.post("/api/v1/cases", json={"number": "ROLES-1", "purpose": PURPOSE}).json()
+        found = ivy.post(f"/api/v1/cases/{case['id']}/searches", files=photo_file()(),
+                         data={"face": "largest", "top": "5"}).json()
+    first = found["faces"][0]["candidates"][0]
+    with deployment.client("ada") as admin:
+        job = admin.get("/api/v1/ingest-jobs").json()
+    return Targets(case["id"], found["search_id"], first["candidate_id"], first["face_id"],
+                   job[0]["id"] if job else 1)
+
+
+def path_of(call: Call, values: dict) -> str:
+    return call.path.format(**values)
+
+
+def send(d: Deployment, username: str | None, call: Call, values: dict) -> httpx.Response:
+    with d.client(username) as client:
+        return client.request(call.method, path_of(call, values), json=fresh(call.json),
+                              data=fresh(call.data),
+                              files=call.files() if call.files else None, params=call.params,
+                              follow_redirects=False)
+
+
+def base_values(t: Targets) -> dict:
+    return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
+            "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
+            "name": "lfw", "sha256": "0" * 64}
+
+
+def test_the_matrix_covers_every_route_of_the_app() -> None:
+    from facesearch.web import api, pages
+
+    routes = {(method, route.path) for router in (api.router, api.operations, pages.router)
+              for route in router.routes for method in route.methods}
+    covered = {(c.method, c.path) for c in CALLS} | PUBLIC - {("GET", "/openapi.json")}
+    assert len(routes) > 50
+    assert routes - covered == set()
+    assert covered - routes == set()
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[f"{c.method} {c.path}" for c in CALLS])
+def test_each_role_is_allowed_or_refused_and_refusals_change_nothing(
+        deployment: Deployment, targets: Targets, call: Call) -> None:
+    values = base_values(targets)
+    refused_users: list[str | None] = [None]  # anonymous
+    refused_users += [user for role, user in ROLE_USERS.items() if role not in call.allowed]
+    if call.same_organisation:
+        refused_users.append("bob")  # an investigator of Agency B
+    for username in refused_users:
+        before_state, before_audit = deployment.state_digest(), deployment.last_audit_id()
+        response = send(deployment, username, call, values)
+        expected = 401 if username is None else 403
+        assert response.status_code == expected, (username, response.text[:300])
+        assert deployment.state_digest() == before_state, f"{username} changed something"
+        refusals = [r for r in deployment.audit(before_audit) if r["action"].endswith(".refused")]
+        assert refusals, f"no audit record of {username}'s refusal"
+        assert refusals[-1]["actor"] == (username or "anonymous")
+        assert refusals[-1]["client"] == "127.0.0.1"
+
+    for role in sorted(call.allowed):
+        username = ROLE_USERS[role]
+        values_for_call = dict(values)
+        if call.prepare is fresh_key:
+            with deployment.client(username) as client:
+                values_for_call["key_id"] = client.post("/api/v1/me/api-keys",
+                                                        json={"name": "x"}).json()["id"]
+        elif call.prepare:
+            values_for_call.update(call.prepare(deployment, targets))
+        response = send(deployment, username, call, values_for_call)
+        assert response.status_code in call.expect, (role, response.status_code, response.text[:300])
+        wait_for_jobs(deployment)

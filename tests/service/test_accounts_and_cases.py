@@ -1,0 +1,166 @@
+"""Accounts, cases and the audit chain through the service, with an injected clock."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from facesearch.config import Settings
+from facesearch.errors import Forbidden, InvalidRequest, NotAuthenticated, PolicyRefused, RateLimited
+from facesearch.policy.audit import first_broken
+from facesearch.service import FaceSearchService
+from tests.conftest import OPERATOR, lfw_photos
+
+PASSWORD = "a-long-enough-password"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def svc(tmp_path, clock: Clock):
+    service = FaceSearchService(Settings(home=tmp_path / "data", workers=1,
+                                         searches_per_minute_user=2, searches_per_day_user=3,
+                                         searches_per_minute_organisation=100,
+                                         login_failures_allowed=3), clock)
+    yield service
+    service.close()
+
+
+def people(svc: FaceSearchService) -> dict:
+    """An admin, a supervisor and two approved investigators of one organisation, logged in."""
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    admin = svc.login("ada", PASSWORD, "10.0.0.1")[0]
+    for name, role in (("sam", "supervisor"), ("ivy", "investigator"), ("ian", "investigator")):
+        svc.create_user(admin, name, PASSWORD, role, "Org")
+    sam = svc.login("sam", PASSWORD, "10.0.0.1")[0]
+    for name in ("ivy", "ian"):
+        svc.approve_user(sam, svc.accounts.user(username=name).id)
+    return {name: svc.login(name, PASSWORD, "10.0.0.1")[0] for name in ("ada", "sam", "ivy", "ian")}
+
+
+def test_only_the_first_admin_can_be_bootstrapped(svc: FaceSearchService) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    with pytest.raises(PolicyRefused):
+        svc.bootstrap_admin(OPERATOR, "eve", PASSWORD, "Org")
+    assert svc.trail.records()[-1]["action"] == "user.bootstrap.refused"
+
+
+def test_passwords_are_stored_as_argon2id_and_must_be_long(svc: FaceSearchService) -> None:
+    user = svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+    admin = svc.login("ada", PASSWORD, "x")[0]
+    with pytest.raises(InvalidRequest, match="12 characters"):
+        svc.create_user(admin, "short", "too-short", "auditor", "Org")
+
+
+def test_repeated_failed_logins_are_refused_for_a_while(svc: FaceSearchService, clock: Clock) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    for _ in range(3):
+        with pytest.raises(NotAuthenticated):
+            svc.login("ada", "wrong password!", "10.0.0.9")
+    with pytest.raises(RateLimited):
+        svc.login("ada", PASSWORD, "10.0.0.9")  # even the right password, for now
+    clock.advance(minutes=16)
+    assert svc.login("ada", PASSWORD, "10.0.0.9")[0].name == "ada"
+
+
+def test_a_session_expires(svc: FaceSearchService, clock: Clock) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    _, token, csrf = svc.login("ada", PASSWORD, "x")
+    actor, session_csrf = svc.authenticate("x", session_token=token)
+    assert actor.name == "ada" and session_csrf == csrf
+    clock.advance(hours=svc.settings.session_hours, seconds=1)
+    with pytest.raises(NotAuthenticated):
+        svc.authenticate("x", session_token=token)
+    assert svc.trail.records()[-1]["action"] == "auth.refused"
+
+
+def test_a_disabled_user_loses_sessions_and_keys(svc: FaceSearchService) -> None:
+    team = people(svc)
+    _, token, _ = svc.login("ivy", PASSWORD, "x")
+    _, key = svc.create_api_key(team["ivy"], "k")
+    svc.disable_user(team["ada"], team["ivy"].user_id)
+    for credentials in ({"session_token": token}, {"api_key": key}):
+        with pytest.raises(NotAuthenticated):
+            svc.authenticate("x", **credentials)
+
+
+def test_cases_need_a_configured_purpose_and_a_unique_number(svc: FaceSearchService) -> None:
+    ivy = people(svc)["ivy"]
+    with pytest.raises(InvalidRequest, match="purpose"):
+        svc.open_case(ivy, "A-1", "curiosity")
+    svc.open_case(ivy, "A-1", "missing person")
+    with pytest.raises(InvalidRequest, match="exists"):
+        svc.open_case(ivy, "A-1", "missing person")
+
+
+def test_rate_limits_count_stored_searches_and_say_when_to_retry(svc: FaceSearchService,
+                                                                clock: Clock) -> None:
+    ivy = people(svc)["ivy"]
+    case = svc.open_case(ivy, "R-1", "missing person")
+    photo = lfw_photos("Al_Sharpton")[0].read_bytes()
+    svc.search(ivy, case.id, photo)
+    clock.advance(seconds=20)
+    svc.search(ivy, case.id, photo)
+    with pytest.raises(RateLimited) as limited:
+        svc.search(ivy, case.id, photo)
+    assert limited.value.retry_after == 41  # the first search leaves the minute in 40 s
+    clock.advance(seconds=41)
+    svc.search(ivy, case.id, photo)  # third of the day
+    clock.advance(minutes=5)
+    with pytest.raises(RateLimited, match="try again"):
+        svc.search(ivy, case.id, photo)  # the per-day limit of 3
+    assert [r["action"] for r in svc.trail.records()].count("search.refused") == 2
+
+
+def test_the_audit_chain_holds_under_concurrent_appends(svc: FaceSearchService) -> None:
+    def add_sources(prefix: str) -> None:
+        for number in range(15):
+            svc.add_source(OPERATOR, f"{prefix}{number}", "public_task", "US")
+
+    threads = [threading.Thread(target=add_sources, args=(p,)) for p in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = list(svc.trail.chain())
+    assert len(records) == 60 and [r["id"] for r in records] == list(range(1, 61))
+    assert first_broken(records) is None
+    assert svc.verify_audit(OPERATOR).intact
+
+
+def test_an_edited_record_breaks_the_chain_at_exactly_that_record(svc: FaceSearchService) -> None:
+    for number in range(6):
+        svc.add_source(OPERATOR, f"s{number}", "public_task", "US")
+    records = list(svc.trail.chain())
+    records[3]["detail"] = records[3]["detail"].replace("s3", "s7")
+    assert first_broken(records) == (4, "its content does not match its hash (edited?)")
+    del records[3]
+    assert first_broken(records)[0] == 5
+
+
+def test_only_investigators_search_and_only_auditors_read_the_trail(svc: FaceSearchService) -> None:
+    team = people(svc)
+    case = svc.open_case(team["ivy"], "P-1", "missing person")
+    with pytest.raises(Forbidden):
+        svc.search(team["sam"], case.id, b"unused")
+    with pytest.raises(Forbidden):
+        svc.verify_audit(team["ada"])
+    actions = [r["action"] for r in svc.trail.records()][-2:]
+    assert actions == ["search.refused", "audit.verify.refused"]

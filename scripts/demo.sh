@@ -36,6 +36,6 @@ echo
 echo "searching with held-back photo $PROBE, in case DEMO-1"
 fs search "$PROBE" --case DEMO-1 --top 5
 echo
-echo "to use the web app: $0 is done; run"
+echo "for the web app, create its first admin, then serve on http://127.0.0.1:8000:"
 echo "  .venv/bin/facesearch --data $DATA user bootstrap-admin admin --organisation Demo"
 echo "  .venv/bin/facesearch --data $DATA serve"

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from facesearch.config import Settings
 from facesearch.errors import (
@@ -151,6 +152,9 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
                   "(`Authorization: Bearer fsk_...`) or a browser session; candidates are "
                   "investigative leads for human review, never identifications.")
     app.state.service = service
+    # Starlette spools uploads over 1 MiB to temporary files; keep them in memory up to the
+    # body limit so that a probe photo never touches the disk unless its case asks for that.
+    MultiPartParser.spool_max_size = service.settings.max_upload_bytes
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.metrics = metrics = Metrics(service)
     service.ingest_listeners.append(metrics.ingest_progress)

@@ -114,24 +114,20 @@ class Settings(BaseSettings):
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",
     )
 
-    @field_validator("search_purposes", mode="before")
+    @field_validator("search_purposes", "excluded_jurisdictions", mode="before")
     @classmethod
-    def _split_purposes(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
+        # Environment variables give "a, b"; JSON lists are accepted too.
         if isinstance(value, str) and not value.strip().startswith("["):
-            return [p.strip() for p in value.split(",") if p.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, str):
             return json.loads(value)
         return value
 
-    @field_validator("excluded_jurisdictions", mode="before")
+    @field_validator("excluded_jurisdictions")
     @classmethod
-    def _split_codes(cls, value: object) -> object:
-        # Environment variables give "FR,DE"; JSON lists are accepted too.
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [code.strip().upper() for code in value.split(",") if code.strip()]
-        if isinstance(value, str):
-            return json.loads(value)
-        return value
+    def _upper_codes(cls, value: list[str]) -> list[str]:
+        return [code.upper() for code in value]
 
     @property
     def metadata_url(self) -> str:

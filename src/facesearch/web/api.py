@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,9 @@ from facesearch.web.report import report_pdf
 router = APIRouter(prefix="/api/v1")
 operations = APIRouter()
 Caller = Annotated[Actor, Depends(current_actor)]
+# A row id in a path: database ids are 64-bit, and a larger number is a bad request (422),
+# not a database overflow (500).
+RowId = Annotated[int, Path(ge=-(2**63), le=2**63 - 1)]
 
 
 # Bodies ---------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def create_key(request: Request, actor: Caller, body: NewKey) -> dict:
 
 
 @router.delete("/me/api-keys/{key_id}", tags=["account"], status_code=204)
-def revoke_key(request: Request, actor: Caller, key_id: int) -> Response:
+def revoke_key(request: Request, actor: Caller, key_id: RowId) -> Response:
     service_of(request).revoke_api_key(actor, key_id)
     return Response(status_code=204)
 
@@ -140,12 +143,12 @@ def create_user(request: Request, actor: Caller, body: NewUser) -> dict:
 
 
 @router.post("/users/{user_id}/approve", tags=["users"])
-def approve_user(request: Request, actor: Caller, user_id: int) -> dict:
+def approve_user(request: Request, actor: Caller, user_id: RowId) -> dict:
     return user_json(service_of(request).approve_user(actor, user_id))
 
 
 @router.post("/users/{user_id}/disable", tags=["users"])
-def disable_user(request: Request, actor: Caller, user_id: int) -> dict:
+def disable_user(request: Request, actor: Caller, user_id: RowId) -> dict:
     return user_json(service_of(request).disable_user(actor, user_id))
 
 
@@ -187,7 +190,7 @@ def list_jobs(request: Request, actor: Caller) -> list[dict]:
 
 
 @router.get("/ingest-jobs/{job_id}", tags=["gallery"])
-def get_job(request: Request, actor: Caller, job_id: int) -> dict:
+def get_job(request: Request, actor: Caller, job_id: RowId) -> dict:
     return asdict(service_of(request).ingest_jobs(actor, job_id)[0])
 
 
@@ -199,7 +202,7 @@ def delete_image(request: Request, actor: Caller, sha256: str) -> dict:
 
 
 @router.delete("/faces/{face_id}", tags=["gallery"])
-def delete_face(request: Request, actor: Caller, face_id: int) -> dict:
+def delete_face(request: Request, actor: Caller, face_id: RowId) -> dict:
     return asdict(service_of(request).delete(actor, face_id=face_id))
 
 
@@ -234,7 +237,7 @@ def policy(request: Request, actor: Caller) -> dict:
 
 @router.get("/faces/{face_id}/crop", tags=["search"],
             responses={200: {"content": {"image/jpeg": {}}}})
-def face_crop(request: Request, actor: Caller, face_id: int) -> Response:
+def face_crop(request: Request, actor: Caller, face_id: RowId) -> Response:
     """A face's crop: for admins, and for organisations whose candidate lists hold it."""
     return Response(service_of(request).face_crop(actor, face_id), media_type="image/jpeg")
 
@@ -253,13 +256,13 @@ def open_case(request: Request, actor: Caller, body: NewCase) -> dict:
 
 
 @router.get("/cases/{case_id}", tags=["cases"])
-def get_case(request: Request, actor: Caller, case_id: int) -> dict:
+def get_case(request: Request, actor: Caller, case_id: RowId) -> dict:
     case, searches = service_of(request).case_searches(actor, case_id)
     return {"case": asdict(case), "searches": [stored_search_json(s) for s in searches]}
 
 
 @router.post("/cases/{case_id}/close", tags=["cases"])
-def close_case(request: Request, actor: Caller, case_id: int) -> dict:
+def close_case(request: Request, actor: Caller, case_id: RowId) -> dict:
     return asdict(service_of(request).close_case(actor, case_id))
 
 
@@ -271,7 +274,7 @@ async def probe_faces(request: Request, actor: Caller, probe: Annotated[UploadFi
 
 
 @router.post("/cases/{case_id}/searches", tags=["search"], status_code=201)
-async def search(request: Request, actor: Caller, case_id: int, probe: Annotated[UploadFile, File()],
+async def search(request: Request, actor: Caller, case_id: RowId, probe: Annotated[UploadFile, File()],
                  face: Annotated[str, Form(pattern=r"^(all|largest|[0-9]{1,3})$")] = "all",
                  top: Annotated[int | None, Form(ge=1, le=50)] = None) -> dict:
     """Search the gallery with a probe photo inside an open case. Candidates are
@@ -285,26 +288,26 @@ async def search(request: Request, actor: Caller, case_id: int, probe: Annotated
 
 
 @router.get("/cases/{case_id}/searches/{search_id}", tags=["search"])
-def get_search(request: Request, actor: Caller, case_id: int, search_id: int) -> dict:
+def get_search(request: Request, actor: Caller, case_id: RowId, search_id: RowId) -> dict:
     _, found = service_of(request).case_searches(actor, case_id, search_id)
     return stored_search_json(found[0])
 
 
 @router.post("/candidates/{candidate_id}/marks", tags=["search"], status_code=201)
-def mark(request: Request, actor: Caller, candidate_id: int, body: NewMark) -> dict:
+def mark(request: Request, actor: Caller, candidate_id: RowId, body: NewMark) -> dict:
     """Mark a candidate; "confirmed" needs another investigator's earlier "possible"."""
     marked = service_of(request).mark_candidate(actor, candidate_id, body.mark)
     return dict(asdict(marked), status=marked.status)
 
 
 @router.get("/cases/{case_id}/report", tags=["cases"])
-def case_report(request: Request, actor: Caller, case_id: int) -> dict:
+def case_report(request: Request, actor: Caller, case_id: RowId) -> dict:
     return report_json(service_of(request).case_report(actor, case_id))
 
 
 @router.get("/cases/{case_id}/report.pdf", tags=["cases"],
             responses={200: {"content": {"application/pdf": {}}}})
-def case_report_pdf(request: Request, actor: Caller, case_id: int) -> Response:
+def case_report_pdf(request: Request, actor: Caller, case_id: RowId) -> Response:
     service = service_of(request)
     report = service.case_report(actor, case_id)
     return Response(report_pdf(report, lambda face_id: service.face_crop(actor, face_id)),

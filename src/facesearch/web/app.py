@@ -171,7 +171,10 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
             return app.state.templates.TemplateResponse(
                 request, "login.html", {"actor": None, "error": message}, status_code=401)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message, "actor": None},
+            request, "error.html", {"status": status, "message": message,
+                                    "actor": getattr(request.state, "actor", None),
+                                    "csrf": getattr(request.state, "csrf", None),
+                                    "back": request.headers.get("referer", "")},
             status_code=status, headers=headers)
 
     @app.exception_handler(FacesearchError)

@@ -39,6 +39,7 @@ async def current_actor(request: Request) -> Actor:
         client_of(request), api_key=api_key,
         session_token=None if api_key else request.cookies.get(SESSION_COOKIE), target=target)
     request.state.user_id = actor.user_id
+    request.state.actor = actor  # error pages keep the header and log-out button
     request.state.csrf = csrf
     if csrf is not None and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from facesearch.errors import NotAuthenticated
 from facesearch.service import LEAD_NOTICE, SCORE_MEANING, AuditFilter
 from facesearch.types import Actor
+from facesearch.web.api import RowId
 from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, service_of
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +84,7 @@ def open_case(request: Request, actor: Caller, number: Annotated[str, Form(max_l
 
 
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
-def case_page(request: Request, actor: Caller, case_id: int) -> HTMLResponse:
+def case_page(request: Request, actor: Caller, case_id: RowId) -> HTMLResponse:
     service = service_of(request)
     case, searches = service.case_searches(actor, case_id)
     return render(request, "case.html", actor, case=case, searches=searches,
@@ -91,13 +92,13 @@ def case_page(request: Request, actor: Caller, case_id: int) -> HTMLResponse:
 
 
 @router.post("/cases/{case_id}/close")
-def close_case(request: Request, actor: Caller, case_id: int) -> Response:
+def close_case(request: Request, actor: Caller, case_id: RowId) -> Response:
     service_of(request).close_case(actor, case_id)
     return back(f"/cases/{case_id}")
 
 
 @router.get("/cases/{case_id}/searches/{search_id}", response_class=HTMLResponse)
-def search_page(request: Request, actor: Caller, case_id: int, search_id: int) -> HTMLResponse:
+def search_page(request: Request, actor: Caller, case_id: RowId, search_id: RowId) -> HTMLResponse:
     service = service_of(request)
     case, found = service.case_searches(actor, case_id, search_id)
     return render(request, "search.html", actor, case=case, search=found[0], notice=LEAD_NOTICE,
@@ -105,7 +106,7 @@ def search_page(request: Request, actor: Caller, case_id: int, search_id: int) -
 
 
 @router.post("/candidates/{candidate_id}/mark")
-def mark(request: Request, actor: Caller, candidate_id: int,
+def mark(request: Request, actor: Caller, candidate_id: RowId,
          mark: Annotated[str, Form(pattern="^(possible|confirmed|rejected)$")],
          back_to: Annotated[str, Form(pattern=r"^/cases/[0-9]+/searches/[0-9]+$")]) -> Response:
     service_of(request).mark_candidate(actor, candidate_id, mark)
@@ -113,7 +114,7 @@ def mark(request: Request, actor: Caller, candidate_id: int,
 
 
 @router.get("/cases/{case_id}/report", response_class=HTMLResponse)
-def report_page(request: Request, actor: Caller, case_id: int) -> HTMLResponse:
+def report_page(request: Request, actor: Caller, case_id: RowId) -> HTMLResponse:
     report = service_of(request).case_report(actor, case_id)
     return render(request, "report.html", actor, report=report)
 
@@ -136,13 +137,13 @@ def create_user(request: Request, actor: Caller, username: Annotated[str, Form(m
 
 
 @router.post("/admin/users/{user_id}/approve")
-def approve_user(request: Request, actor: Caller, user_id: int) -> Response:
+def approve_user(request: Request, actor: Caller, user_id: RowId) -> Response:
     service_of(request).approve_user(actor, user_id)
     return back("/admin/users")
 
 
 @router.post("/admin/users/{user_id}/disable")
-def disable_user(request: Request, actor: Caller, user_id: int) -> Response:
+def disable_user(request: Request, actor: Caller, user_id: RowId) -> Response:
     service_of(request).disable_user(actor, user_id)
     return back("/admin/users")
 
@@ -207,6 +208,6 @@ def create_key(request: Request, actor: Caller, name: Annotated[str, Form(max_le
 
 
 @router.post("/account/keys/{key_id}/revoke")
-def revoke_key(request: Request, actor: Caller, key_id: int) -> Response:
+def revoke_key(request: Request, actor: Caller, key_id: RowId) -> Response:
     service_of(request).revoke_api_key(actor, key_id)
     return back("/account")

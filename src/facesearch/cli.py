@@ -326,6 +326,7 @@ def serve(
     import uvicorn
 
     settings = state.settings
+    service()  # creates the schema here, once, before worker processes race to do it
     # Worker processes build their own service from the environment, so pass the choices on.
     os.environ["FACESEARCH_HOME"] = str(settings.home.resolve())
     uvicorn.run("facesearch.web.app:app_from_environment", factory=True,

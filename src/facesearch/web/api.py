@@ -97,8 +97,10 @@ def report_json(report: CaseReport) -> dict:
             "searches": [stored_search_json(s) for s in report.searches]}
 
 
-async def read_upload(upload: UploadFile) -> bytes:
-    return await upload.read()
+def read_upload(upload: UploadFile) -> bytes:
+    """The uploaded bytes. Routes that take uploads are plain functions, like all the others,
+    so that FastAPI runs them in its thread pool: the service's work blocks."""
+    return upload.file.read()
 
 
 # Account ---------------------------------------------------------------------------------------
@@ -171,10 +173,10 @@ def delete_source(request: Request, actor: Caller, name: str) -> dict:
 
 
 @router.post("/ingest-jobs", tags=["gallery"], status_code=202)
-async def ingest_uploads(request: Request, actor: Caller, source: Annotated[str, Form()],
+def ingest_uploads(request: Request, actor: Caller, source: Annotated[str, Form()],
                          files: Annotated[list[UploadFile], File()]) -> dict:
     """Queue an ingest of uploaded images; poll the job for progress."""
-    uploads = [(f.filename or "image", await read_upload(f)) for f in files]
+    uploads = [(f.filename or "image", read_upload(f)) for f in files]
     return asdict(service_of(request).start_ingest_job(actor, source, uploads=uploads))
 
 
@@ -213,10 +215,10 @@ def purge(request: Request, actor: Caller, body: Purge) -> dict:
 
 
 @router.post("/suppressions", tags=["gallery"])
-async def suppress(request: Request, actor: Caller, photo: Annotated[UploadFile, File()],
+def suppress(request: Request, actor: Caller, photo: Annotated[UploadFile, File()],
                    reason: Annotated[str, Form(min_length=1, max_length=500)]) -> dict:
     """Remove the person in the photo and keep them out of ingest and search."""
-    data = await read_upload(photo)
+    data = read_upload(photo)
     return asdict(service_of(request).suppress(actor, data, reason))
 
 
@@ -267,19 +269,19 @@ def close_case(request: Request, actor: Caller, case_id: RowId) -> dict:
 
 
 @router.post("/probe-faces", tags=["search"])
-async def probe_faces(request: Request, actor: Caller, probe: Annotated[UploadFile, File()]) -> list[dict]:
+def probe_faces(request: Request, actor: Caller, probe: Annotated[UploadFile, File()]) -> list[dict]:
     """The faces in a probe photo, largest first, to choose one to search. Nothing is kept."""
-    data = await read_upload(probe)
+    data = read_upload(probe)
     return [asdict(f) for f in service_of(request).detect_faces(actor, data)]
 
 
 @router.post("/cases/{case_id}/searches", tags=["search"], status_code=201)
-async def search(request: Request, actor: Caller, case_id: RowId, probe: Annotated[UploadFile, File()],
+def search(request: Request, actor: Caller, case_id: RowId, probe: Annotated[UploadFile, File()],
                  face: Annotated[str, Form(pattern=r"^(all|largest|[0-9]{1,3})$")] = "all",
                  top: Annotated[int | None, Form(ge=1, le=50)] = None) -> dict:
     """Search the gallery with a probe photo inside an open case. Candidates are
     investigative leads for human review, not identifications."""
-    data = await read_upload(probe)
+    data = read_upload(probe)
     metrics = request.app.state.metrics
     with metrics.search_seconds.time():
         result = service_of(request).search(actor, case_id, data, top,

@@ -165,9 +165,9 @@ def add_source(request: Request, actor: Caller, name: Annotated[str, Form(max_le
 
 
 @router.post("/admin/ingest")
-async def ingest(request: Request, actor: Caller, source: Annotated[str, Form(max_length=200)],
+def ingest(request: Request, actor: Caller, source: Annotated[str, Form(max_length=200)],
                  files: Annotated[list[UploadFile], File()]) -> Response:
-    uploads = [(f.filename or "image", await f.read()) for f in files]
+    uploads = [(f.filename or "image", f.file.read()) for f in files]
     service_of(request).start_ingest_job(actor, source, uploads=uploads)
     return back("/admin/sources")
 

@@ -38,11 +38,15 @@ source_app = typer.Typer(no_args_is_help=True, help="Register and list image sou
 case_app = typer.Typer(no_args_is_help=True, help="Open, list and close cases; searches need one.")
 user_app = typer.Typer(no_args_is_help=True, help="Create the first admin, add and approve users.")
 audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit trail.")
+retention_app = typer.Typer(no_args_is_help=True, help="Destroy data past its retention date.")
+org_app = typer.Typer(no_args_is_help=True, help="Organisation settings.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
 app.add_typer(source_app, name="source")
 app.add_typer(case_app, name="case")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
+app.add_typer(org_app, name="org")
 app.add_typer(eval_app, name="eval")
 progress_console = Console(stderr=True)
 
@@ -86,9 +90,12 @@ def source_add(
     lawful_basis: Annotated[str, typer.Option(help="GDPR Art. 6 basis, e.g. public_task.")],
     jurisdiction: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code, or 'unknown'.")],
     description: Annotated[str, typer.Option(help="Where it comes from, Art. 9 condition.")] = "",
+    retention_days: Annotated[Optional[int], typer.Option(
+        help="Days its images are kept (default FACESEARCH_SOURCE_RETENTION_DAYS).")] = None,
 ) -> None:
     """Register a source; ingest refuses images from unregistered sources."""
-    source = service().add_source(actor(), name, lawful_basis, jurisdiction, description)
+    source = service().add_source(actor(), name, lawful_basis, jurisdiction, description,
+                                  retention_days)
     echo(f"registered source {source.name} ({source.lawful_basis}, {source.jurisdiction})")
 
 
@@ -210,7 +217,11 @@ def reindex() -> None:
 def stats() -> None:
     """Counts of sources, images, faces and suppressions."""
     for key, value in service().stats(actor()).items():
-        echo(f"{key}\t{value}")
+        if isinstance(value, dict):
+            for part, count in sorted(value.items()):
+                echo(f"{key}.{part}\t{count}")
+        else:
+            echo(f"{key}\t{value}")
 
 
 @case_app.command("open")
@@ -326,13 +337,45 @@ def serve(
     import uvicorn
 
     settings = state.settings
-    service()  # creates the schema here, once, before worker processes race to do it
+    service().check_ready_to_serve()  # also creates the schema once, before workers race to
     # Worker processes build their own service from the environment, so pass the choices on.
     os.environ["FACESEARCH_HOME"] = str(settings.home.resolve())
     uvicorn.run("facesearch.web.app:app_from_environment", factory=True,
                 host=host or settings.host, port=port or settings.port,
                 workers=workers or settings.server_workers, log_config=None, access_log=False,
                 proxy_headers=False, server_header=False)
+
+
+@retention_app.command("run")
+def retention_run() -> None:
+    """Destroy what is past its retention date (the server also runs this on a schedule)."""
+    report = service().run_retention(actor())
+    echo(f"removed {report.images} images ({report.faces} faces), {report.probes} kept probes, "
+         f"{report.searches} searches with their candidate lists, {report.audit_records} audit "
+         f"records, {report.sessions} expired sessions")
+
+
+@app.command()
+def records(
+    fmt: Annotated[str, typer.Option("--format", help="json or text.")] = "text",
+) -> None:
+    """Print the record of processing activities (purposes, data, retention, measures)."""
+    record = service().record_of_processing(actor())
+    if fmt == "json":
+        echo(json.dumps(record, indent=2))
+        return
+    for key, value in record.items():
+        echo(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}")
+
+
+@org_app.command("restrict")
+def org_restrict(
+    name: str,
+    jurisdictions: Annotated[str, typer.Option(help="Comma-separated ISO codes; '' lifts it.")],
+) -> None:
+    """Limit an organisation's searches to faces from its own jurisdictions."""
+    codes = service().restrict_organisation(actor(), name, jurisdictions.split(","))
+    echo(f"{name}: searches limited to {', '.join(codes) or 'all jurisdictions'}")
 
 
 @eval_app.command("lfw")

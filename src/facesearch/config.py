@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -93,6 +93,35 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
         description="The largest HTTP request body (a probe, or a batch of images to ingest).",
+    )
+    source_retention_days: int = Field(
+        default=3 * 365,
+        description="Default retention of a new source's images, in days: three years, the "
+        "Illinois biometric-privacy (BIPA) limit. Each source can set its own.",
+    )
+    probe_retention_days: int = Field(
+        default=30, description="Days a kept probe photo (cases with keep_probes) is kept.")
+    candidate_retention_days: int = Field(
+        default=2 * 365, description="Days a search and its candidate list are kept.")
+    audit_retention_days: int = Field(
+        default=6 * 365, description="Days an audit record is kept (the chain is anchored "
+        "past the records removed).")
+    retention_interval_minutes: int = Field(
+        default=60, description="How often the server runs the retention job; 0 turns it off.")
+    public_requests_per_day: int = Field(
+        default=5, description="Opt-out and access requests one client address may make per day.")
+    access_report_hours: int = Field(
+        default=72, description="An access report's one-time link expires after this long.")
+    mode: Literal["development", "production"] = Field(
+        default="development",
+        description="development or production; production refuses to serve without "
+        "dpia_reference.",
+    )
+    dpia_reference: str = Field(
+        default="", description="Reference of the data-protection impact assessment.")
+    controller: str = Field(
+        default="the operator of this deployment",
+        description="The controller's name and contact, for the record of processing.",
     )
     host: str = Field(default="127.0.0.1", description="Address `facesearch serve` listens on.")
     port: int = Field(default=8000, description="Port `facesearch serve` listens on.")

@@ -32,7 +32,7 @@ def add(store: MetadataStore, sha: str, source_id: int, faces: int, jurisdiction
 
 
 def test_images_are_unique_by_sha256(store: MetadataStore) -> None:
-    source = store.add_source("s", "public_task", "US", "")
+    source = store.add_source("s", "public_task", "US", "", 1095)
     add(store, "a" * 64, source.id, 1)
     with pytest.raises(IntegrityError):
         add(store, "a" * 64, source.id, 1)
@@ -41,7 +41,7 @@ def test_images_are_unique_by_sha256(store: MetadataStore) -> None:
 
 
 def test_descriptors_round_trip_in_id_order_by_chunks(store: MetadataStore) -> None:
-    source = store.add_source("s", "public_task", "US", "")
+    source = store.add_source("s", "public_task", "US", "", 1095)
     ids = add(store, "a" * 64, source.id, 3) + add(store, "b" * 64, source.id, 2)
     chunks = list(store.face_vectors(chunk=2))
     assert [len(i) for i, _ in chunks] == [2, 2, 1]
@@ -53,7 +53,7 @@ def test_descriptors_round_trip_in_id_order_by_chunks(store: MetadataStore) -> N
 
 
 def test_deleting_faces_journals_their_erasure_and_drops_emptied_images(store: MetadataStore) -> None:
-    source = store.add_source("s", "public_task", "US", "")
+    source = store.add_source("s", "public_task", "US", "", 1095)
     ids = add(store, "a" * 64, source.id, 2)
     with store.transaction() as conn:
         assert store.delete_faces([ids[0]], conn) == 1
@@ -67,7 +67,7 @@ def test_deleting_faces_journals_their_erasure_and_drops_emptied_images(store: M
 
 
 def test_a_rolled_back_deletion_leaves_faces_and_no_journal(store: MetadataStore) -> None:
-    source = store.add_source("s", "public_task", "US", "")
+    source = store.add_source("s", "public_task", "US", "", 1095)
     ids = add(store, "a" * 64, source.id, 1)
     with pytest.raises(RuntimeError):
         with store.transaction() as conn:
@@ -77,8 +77,8 @@ def test_a_rolled_back_deletion_leaves_faces_and_no_journal(store: MetadataStore
 
 
 def test_deleting_by_jurisdiction_and_by_source(store: MetadataStore) -> None:
-    us = store.add_source("us", "public_task", "US", "")
-    fr = store.add_source("fr", "public_task", "FR", "")
+    us = store.add_source("us", "public_task", "US", "", 1095)
+    fr = store.add_source("fr", "public_task", "FR", "", 1095)
     add(store, "a" * 64, us.id, 2)
     add(store, "b" * 64, fr.id, 1, jurisdiction="FR")
     add(store, "c" * 64, fr.id, 0, jurisdiction="FR")
@@ -90,7 +90,7 @@ def test_deleting_by_jurisdiction_and_by_source(store: MetadataStore) -> None:
 
 
 def test_candidate_rows_join_face_image_and_source(store: MetadataStore) -> None:
-    source = store.add_source("archive", "consent", "DE", "")
+    source = store.add_source("archive", "consent", "DE", "", 1095)
     ids = add(store, "d" * 64, source.id, 1, jurisdiction="DE")
     row = store.candidate_rows(ids + [999])
     assert list(row) == ids
@@ -106,7 +106,7 @@ def test_suppression_templates_persist(store: MetadataStore) -> None:
 
 
 def test_face_ids_are_never_reused_after_the_newest_face_is_deleted(store: MetadataStore) -> None:
-    source = store.add_source("s", "public_task", "US", "")
+    source = store.add_source("s", "public_task", "US", "", 1095)
     first = add(store, "a" * 64, source.id, 1)
     with store.transaction() as conn:
         store.delete_faces(first, conn)

@@ -34,6 +34,7 @@ USERS = {
     "pat": ("investigator", "Agency A"),  # stays pending
     "bea": ("supervisor", "Agency B"),
     "bob": ("investigator", "Agency B"),
+    "dan": ("dpo", "Agency A"),  # the data-protection officer
 }
 PURPOSE = "criminal investigation"
 

@@ -20,12 +20,14 @@ def record_hash(record: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def first_broken(records: Iterable[Mapping[str, object]]) -> tuple[int, str] | None:
+def first_broken(records: Iterable[Mapping[str, object]],
+                 anchor: tuple[int, str] = (0, GENESIS)) -> tuple[int, str] | None:
     """(id, reason) of the first record that breaks the chain, or None if it is intact.
 
     An edited record fails its own hash; a deleted one leaves a gap in the ids and the next
-    record's prev_hash pointing at nothing; an inserted one fails on its prev_hash."""
-    expected_id, prev = 1, GENESIS
+    record's prev_hash pointing at nothing; an inserted one fails on its prev_hash. anchor is
+    (id, hash) of the last record removed by retention, after which the chain starts."""
+    expected_id, prev = anchor[0] + 1, anchor[1]
     for record in records:
         if record["id"] != expected_id:
             return int(record["id"]), f"expected record {expected_id} here (deleted?)"

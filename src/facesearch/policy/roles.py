@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from facesearch.errors import Forbidden, InvalidRequest
 
-ROLES = ("admin", "supervisor", "investigator", "auditor")
+ROLES = ("admin", "supervisor", "investigator", "auditor", "dpo")
 # The local CLI user: whoever can run commands on the data directory can read its files
 # anyway, so the CLI acts with every permission; its searches still need a case.
 OPERATOR = "operator"
@@ -19,7 +19,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "suppress": frozenset({"admin"}),
     "reindex": frozenset({"admin"}),
     "faces.read_any": frozenset({"admin"}),  # any face's crop; others see their cases' only
-    "stats": frozenset({"admin", "supervisor", "auditor"}),
+    "stats": frozenset({"admin", "supervisor", "auditor", "dpo"}),
     "metrics": frozenset({"admin"}),
     "policy.read": frozenset({"admin"}),
     "users.manage": frozenset({"admin"}),
@@ -30,6 +30,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "search": frozenset({"investigator"}),
     "candidates.mark": frozenset({"investigator"}),
     "audit.read": frozenset({"auditor"}),
+    # The data-protection officer answers access requests and keeps the record of processing.
+    "requests.manage": frozenset({"dpo"}),
+    "records.read": frozenset({"admin", "dpo", "auditor"}),
+    "retention.run": frozenset({"admin"}),
+    "organisations.manage": frozenset({"admin"}),
 }
 
 MARKS = ("possible", "confirmed", "rejected")

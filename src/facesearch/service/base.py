@@ -16,6 +16,7 @@ from facesearch.store.audit import AuditStore
 from facesearch.store.cases import Case, CaseStore
 from facesearch.store.crops import CropStore
 from facesearch.store.metadata import MetadataStore
+from facesearch.store.requests import RequestStore
 from facesearch.types import Actor
 
 Clock = Callable[[], datetime]
@@ -30,10 +31,11 @@ class ServiceBase:
         self.settings = settings
         self.clock = clock
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.store = MetadataStore(settings.metadata_url)
+        self.store = MetadataStore(settings.metadata_url, self.now)
         self.accounts = AccountStore(self.store.engine)
         self.cases = CaseStore(self.store.engine)
         self.trail = AuditStore(self.store.engine)
+        self.requests = RequestStore(self.store.engine)
         self.crops = CropStore(settings.crops_dir.resolve())
 
     def close(self) -> None:

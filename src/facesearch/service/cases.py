@@ -156,7 +156,8 @@ class Cases(Engine):
         self._check_rate(actor, case)
         with self._analysis_lock:
             probe_sha, probe_faces = self._probe_faces(photo, face)
-        results = self._rank(probe_faces, k)
+        organisation = self.accounts.organisation_by_id(case.organisation_id)
+        results = self._rank(probe_faces, k, organisation.jurisdiction_set if organisation else frozenset())
         probe_path = None
         if case.keep_probes:
             probe_path = self.settings.probes_dir / str(case.id) / probe_sha

@@ -45,7 +45,7 @@ from facesearch.policy.rules import (
     suppressed_mask,
 )
 from facesearch.service.base import Clock, ServiceBase, system_clock
-from facesearch.store.metadata import NewImage, Source, box_of, from_blob, utc_now
+from facesearch.store.metadata import NewImage, Source, box_of, from_blob
 from facesearch.types import Actor, Candidate, Face, ProbeResult
 
 DIMENSION = 128
@@ -166,7 +166,9 @@ class Engine(ServiceBase):
     # Sources -----------------------------------------------------------------------------
 
     def add_source(self, actor: Actor, name: str, lawful_basis: str, jurisdiction: str,
-                   description: str = "") -> Source:
+                   description: str = "", retention_days: int | None = None) -> Source:
+        """Register a source; its images are destroyed retention_days after collection
+        (default FACESEARCH_SOURCE_RETENTION_DAYS)."""
         self.authorise(actor, "sources.manage", "source.add")
         name = name.strip()
         if not name:
@@ -175,10 +177,14 @@ class Engine(ServiceBase):
         code = normalise_jurisdiction(jurisdiction)
         if self.store.source(name) is not None:
             raise InvalidRequest(f"source {name!r} is already registered")
-        source = self.store.add_source(name, basis, code, description)
+        days = self.settings.source_retention_days if retention_days is None else retention_days
+        if not 1 <= days <= 100 * 365:
+            raise InvalidRequest("retention must be between 1 day and 100 years")
+        source = self.store.add_source(name, basis, code, description, days)
         with self.store.transaction() as conn:
             self._audit(conn, actor, "source.add",
-                             {"source": name, "lawful_basis": basis, "jurisdiction": code})
+                             {"source": name, "lawful_basis": basis, "jurisdiction": code,
+                              "retention_days": days})
         return source
 
     def sources(self, actor: Actor) -> list[Source]:
@@ -291,7 +297,7 @@ class Engine(ServiceBase):
         face_ids = self.store.add_image(
             NewImage(sha256=result.sha256, location=result.location, page_url=None,
                      source_id=source.id, jurisdiction=source.jurisdiction,
-                     collected_at=utc_now(), width=result.width, height=result.height,
+                     collected_at=self.now(), width=result.width, height=result.height,
                      format=result.format),
             kept, crop_paths, withheld=int(withheld.sum()))
         if kept:
@@ -314,8 +320,10 @@ class Engine(ServiceBase):
 
     # Ranking ------------------------------------------------------------------------------
 
-    def _rank(self, probe_faces: list[Face], k: int) -> list[ProbeResult]:
-        """Ranked live, unsuppressed candidates within the match threshold for each probe face."""
+    def _rank(self, probe_faces: list[Face], k: int,
+              jurisdictions: frozenset[str] = frozenset()) -> list[ProbeResult]:
+        """Ranked live, unsuppressed candidates within the match threshold for each probe face;
+        only faces from the given jurisdictions, if any are given."""
         index = self.index
         templates = self.store.suppression_templates()
         calibration = self._calibration = self._calibration or load_calibration()
@@ -323,11 +331,12 @@ class Engine(ServiceBase):
         for number, probe in enumerate(probe_faces):
             # Over-fetch: some hits may be deleted or suppressed since the index was saved.
             with self._index_lock:
-                distances, ids = index.search(probe.embedding, k + 32)
+                distances, ids = index.search(probe.embedding, k + (256 if jurisdictions else 32))
             hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
                     if i >= 0 and d < self.settings.match_threshold]
             rows = self.store.candidate_rows([i for _, i in hits])
-            live = [(d, i) for d, i in hits if i in rows]
+            live = [(d, i) for d, i in hits if i in rows
+                    and (not jurisdictions or rows[i]["jurisdiction"] in jurisdictions)]
             if live and len(templates):
                 vectors = np.stack([from_blob(rows[i]["embedding"]) for _, i in live])
                 hidden = suppressed_mask(vectors, templates, self.settings.suppress_threshold)
@@ -396,19 +405,29 @@ class Engine(ServiceBase):
         self.authorise(actor, "suppress", "suppress")
         if not reason.strip():
             raise InvalidRequest("a suppression needs a reason")
-        _, faces = self._probe_faces(photo, "largest")
-        template = faces[0].embedding
+        template = self._template_of(photo)
         with self._writer():
-            # An exact scan of every stored descriptor, not the approximate index: an erasure
-            # must not miss a face that the index's recall would.
-            ids = [int(i) for chunk_ids, vectors in self.store.face_vectors()
-                   for i in chunk_ids[suppressed_mask(vectors, template[None, :],
-                                                      self.settings.suppress_threshold)]]
+            ids = self._faces_of(template)
             with self.store.transaction() as conn:
+                images = self.store.images_of_faces(conn, ids)
                 self.store.add_suppressions(template[None, :], reason, conn)
                 removed = self.store.delete_faces(ids, conn)
-                self._audit(conn, actor, "suppress", {"faces": removed, "reason": reason})
-        return DeletionReport(0, removed)
+                self._audit(conn, actor, "suppress", {"faces": removed, "images": images,
+                                                      "reason": reason})
+        return DeletionReport(images, removed)
+
+    def _template_of(self, photo: bytes) -> np.ndarray:
+        """The descriptor of a person's photo (its largest face)."""
+        with self._analysis_lock:
+            return self._probe_faces(photo, "largest")[1][0].embedding
+
+    def _faces_of(self, template: np.ndarray) -> list[int]:
+        """Ids of every stored face within suppress_threshold of the template. An exact scan
+        of every stored descriptor, not the approximate index: an erasure or an access report
+        must not miss a face that the index's recall would."""
+        return [int(i) for chunk_ids, vectors in self.store.face_vectors()
+                for i in chunk_ids[suppressed_mask(vectors, template[None, :],
+                                                   self.settings.suppress_threshold)]]
 
     # Maintenance -------------------------------------------------------------------------
 
@@ -443,6 +462,7 @@ class Engine(ServiceBase):
         counts: dict[str, object] = dict(self.store.counts())
         counts["index_kind"] = index.kind
         counts["index_vectors"] = len(index)
+        counts["faces_by_jurisdiction"] = self.store.faces_by_jurisdiction()
         return counts
 
 

@@ -64,7 +64,7 @@ class AuditTrail(ServiceBase):
                 count += 1
                 yield record
 
-        broken = first_broken(counted())
+        broken = first_broken(counted(), self.trail.anchor())
         check = ChainCheck(count, *(broken or (None, "")))
         self._audit_alone(actor, "audit.verify", {"records": count, "broken_at": check.broken_at})
         return check

@@ -15,6 +15,11 @@ class Organisation:
     id: int
     name: str
     created_at: str
+    jurisdictions: str  # comma-separated ISO codes its searches are limited to; "" = all
+
+    @property
+    def jurisdiction_set(self) -> frozenset[str]:
+        return frozenset(code for code in self.jurisdictions.split(",") if code)
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,19 @@ class AccountStore:
             rows = conn.execute(select(organisations).order_by(organisations.c.name)).mappings()
             return [Organisation(**r) for r in rows]
 
+    def organisation_by_id(self, organisation_id: int) -> Organisation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(organisations).where(
+                organisations.c.id == organisation_id)).mappings().first()
+        return Organisation(**row) if row else None
+
     def add_organisation(self, conn: Connection, name: str, now: str) -> int:
-        return conn.execute(insert(organisations).values(name=name, created_at=now)).inserted_primary_key[0]
+        return conn.execute(insert(organisations).values(
+            name=name, created_at=now, jurisdictions="")).inserted_primary_key[0]
+
+    def set_jurisdictions(self, conn: Connection, organisation_id: int, codes: list[str]) -> None:
+        conn.execute(update(organisations).where(organisations.c.id == organisation_id)
+                     .values(jurisdictions=",".join(codes)))
 
     # Users ------------------------------------------------------------------------------------
 
@@ -146,6 +162,9 @@ class AccountStore:
 
     def end_session(self, conn: Connection, token_hash: str) -> None:
         conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+
+    def end_expired_sessions(self, conn: Connection, now: str) -> int:
+        return conn.execute(sessions.delete().where(sessions.c.expires_at <= now)).rowcount
 
     def end_sessions_of(self, conn: Connection, user_id: int) -> None:
         conn.execute(sessions.delete().where(sessions.c.user_id == user_id))

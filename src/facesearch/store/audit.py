@@ -29,7 +29,8 @@ class AuditStore:
         self.engine = engine
         with engine.begin() as conn:
             if conn.execute(select(audit_head.c.id)).first() is None:
-                conn.execute(insert(audit_head).values(id=1, appends=0))
+                conn.execute(insert(audit_head).values(id=1, appends=0, pruned_through=0,
+                                                       pruned_hash=GENESIS))
 
     def append(self, conn: Connection, record: dict) -> dict:
         """Append inside conn's transaction. record: every chained field except id and
@@ -39,7 +40,9 @@ class AuditStore:
                      .values(appends=audit_head.c.appends + 1))
         last = conn.execute(select(audit_log.c.id, audit_log.c.hash)
                             .order_by(audit_log.c.id.desc()).limit(1)).first()
-        row = dict(record, id=(last[0] + 1) if last else 1, prev_hash=last[1] if last else GENESIS,
+        if last is None:  # empty, or every record pruned: continue from the anchor
+            last = conn.execute(select(audit_head.c.pruned_through, audit_head.c.pruned_hash)).first()
+        row = dict(record, id=last[0] + 1, prev_hash=last[1],
                    detail=json.dumps(record["detail"], sort_keys=True, separators=(",", ":")))
         row["hash"] = record_hash(row)
         conn.execute(insert(audit_log).values(**row))
@@ -66,6 +69,25 @@ class AuditStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(where.limit)).mappings().all()
         return [dict(r, detail=json.loads(r["detail"])) for r in rows]
+
+    def anchor(self) -> tuple[int, str]:
+        """(id, hash) of the last record removed by retention: the chain starts after it."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_head.c.pruned_through, audit_head.c.pruned_hash)).first()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+    def prune_before(self, conn: Connection, cutoff: str) -> int:
+        """Remove the records older than cutoff, from the start of the chain, and anchor the
+        chain at the last one removed. Returns how many went."""
+        last = conn.execute(select(audit_log.c.id, audit_log.c.hash).where(audit_log.c.at < cutoff)
+                            .order_by(audit_log.c.id.desc()).limit(1)).first()
+        if last is None:
+            return 0
+        # Records are appended in time order, so everything up to the newest old one goes.
+        removed = conn.execute(audit_log.delete().where(audit_log.c.id <= last[0])).rowcount
+        conn.execute(update(audit_head).where(audit_head.c.id == 1)
+                     .values(pruned_through=last[0], pruned_hash=last[1]))
+        return removed
 
     def chain(self, batch: int = 10_000) -> Iterator[dict]:
         """Every record exactly as stored, in id order, for checking the chain."""

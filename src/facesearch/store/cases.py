@@ -48,6 +48,7 @@ class StoredCandidate:
     source: str
     jurisdiction: str
     collected_at: str
+    erased_at: str | None = None  # the face was erased; provenance above is blank
     marks: list[Mark] = field(default_factory=list)
 
     @property
@@ -183,6 +184,23 @@ class CaseStore:
                         searches.c.organisation_id == organisation_id))
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one() > 0
+
+    def old_probe_paths(self, conn: Connection, cutoff: str) -> list[str]:
+        """Kept probe files of searches before cutoff; forgotten by the database as returned."""
+        rows = conn.execute(select(searches.c.id, searches.c.probe_path).where(
+            searches.c.at < cutoff, searches.c.probe_path.is_not(None))).all()
+        if rows:
+            conn.execute(update(searches).where(searches.c.id.in_([r[0] for r in rows]))
+                         .values(probe_path=None))
+        return [r[1] for r in rows]
+
+    def delete_searches_before(self, conn: Connection, cutoff: str) -> int:
+        """Delete searches before cutoff with their candidate lists and marks."""
+        old = select(searches.c.id).where(searches.c.at < cutoff)
+        old_candidates = select(candidates.c.id).where(candidates.c.search_id.in_(old))
+        conn.execute(marks.delete().where(marks.c.candidate_id.in_(old_candidates)))
+        conn.execute(candidates.delete().where(candidates.c.search_id.in_(old)))
+        return conn.execute(searches.delete().where(searches.c.at < cutoff)).rowcount
 
     # Ingest jobs -------------------------------------------------------------------------------
 

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, insert, select
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from facesearch.store.schema import (
+    candidates,
+    cases,
     faces,
     images,
     metadata,
+    notifications,
     pending_erasures,
+    searches,
     sources,
     suppressions,
 )
@@ -43,6 +47,7 @@ class Source:
     jurisdiction: str
     description: str
     created_at: str
+    retention_days: int
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,8 @@ class MetadataStore:
     connection joins the caller's transaction (so the service can audit in it); every other
     method is a transaction of its own."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, now: Callable[[], str] = utc_now) -> None:
+        self.now = now  # the service's clock, so that tests can move time
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -84,11 +90,12 @@ class MetadataStore:
 
     # Sources -----------------------------------------------------------------------------
 
-    def add_source(self, name: str, lawful_basis: str, jurisdiction: str, description: str) -> Source:
+    def add_source(self, name: str, lawful_basis: str, jurisdiction: str, description: str,
+                   retention_days: int) -> Source:
         with self.engine.begin() as conn:
             conn.execute(insert(sources).values(
                 name=name, lawful_basis=lawful_basis, jurisdiction=jurisdiction,
-                description=description, created_at=utc_now()))
+                description=description, created_at=self.now(), retention_days=retention_days))
         source = self.source(name)
         assert source is not None
         return source
@@ -165,6 +172,22 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return {r["face_id"]: dict(r) for r in conn.execute(query).mappings()}
 
+    def faces_by_jurisdiction(self) -> dict[str, int]:
+        query = (select(images.c.jurisdiction, func.count(faces.c.id))
+                 .join(faces, faces.c.image_id == images.c.id).group_by(images.c.jurisdiction))
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).all())
+
+    def expired_images(self, now: datetime) -> list[int]:
+        """Ids of images collected longer ago than their source's retention period."""
+        found: list[int] = []
+        with self.engine.connect() as conn:
+            for source_id, days in conn.execute(select(sources.c.id, sources.c.retention_days)).all():
+                cutoff = (now - timedelta(days=days)).isoformat(timespec="seconds")
+                found += conn.execute(select(images.c.id).where(
+                    images.c.source_id == source_id, images.c.collected_at < cutoff)).scalars()
+        return found
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {
@@ -190,6 +213,7 @@ class MetadataStore:
                 continue
             conn.execute(insert(pending_erasures), [
                 {"face_id": r[0], "crop_path": r[1]} for r in rows])
+            self._erase_from_candidate_lists(conn, [r[0] for r in rows])
             conn.execute(delete(faces).where(faces.c.id.in_(chunk)))
             touched = {r[2] for r in rows}
             conn.execute(delete(images).where(
@@ -198,9 +222,39 @@ class MetadataStore:
             deleted += len(rows)
         return deleted
 
+    def images_of_faces(self, conn: Connection, face_ids: list[int]) -> int:
+        """How many distinct images hold these faces."""
+        found: set[int] = set()
+        for start in range(0, len(face_ids), 500):
+            found.update(conn.execute(select(faces.c.image_id).where(
+                faces.c.id.in_(face_ids[start:start + 500]))).scalars())
+        return len(found)
+
+    def _erase_from_candidate_lists(self, conn: Connection, face_ids: list[int]) -> None:
+        """Blank erased faces' provenance in stored candidate lists, mark when, and tell each
+        investigator who received one, on their next visit."""
+        now = self.now()
+        told = conn.execute(
+            select(searches.c.user_id, cases.c.number, searches.c.id, candidates.c.rank)
+            .join(searches, candidates.c.search_id == searches.c.id)
+            .join(cases, searches.c.case_id == cases.c.id)
+            .where(candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None),
+                   searches.c.user_id.is_not(None))).all()
+        conn.execute(update(candidates).where(
+            candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None)).values(
+            erased_at=now, image_sha256="", location="", page_url=None, source="",
+            jurisdiction="", collected_at=""))
+        if told:
+            conn.execute(insert(notifications), [
+                {"user_id": user_id, "created_at": now,
+                 "message": f"Candidate {rank} of search {search_id} in case {number} was "
+                            f"erased on {now[:10]}; it no longer appears in the case."}
+                for user_id, number, search_id, rank in told])
+
     def delete_images_where(self, conn: Connection, *, image_sha256: str | None = None,
                             image_location: str | None = None, source: str | None = None,
-                            jurisdiction: str | None = None) -> tuple[int, int]:
+                            jurisdiction: str | None = None,
+                            image_ids: list[int] | None = None) -> tuple[int, int]:
         """Delete matching images with all their faces; returns (images, faces) deleted."""
         query = select(images.c.id)
         if image_sha256 is not None:
@@ -212,6 +266,8 @@ class MetadataStore:
                 sources.c.name == source)
         if jurisdiction is not None:
             query = query.where(images.c.jurisdiction == jurisdiction)
+        if image_ids is not None:
+            query = query.where(images.c.id.in_(image_ids))
         image_ids = list(conn.execute(query).scalars())
         face_total = 0
         for start in range(0, len(image_ids), 500):
@@ -237,7 +293,7 @@ class MetadataStore:
     # Suppression --------------------------------------------------------------------------
 
     def add_suppressions(self, templates: np.ndarray, reason: str, conn: Connection) -> None:
-        now = utc_now()
+        now = self.now()
         conn.execute(insert(suppressions), [
             {"embedding": to_blob(t), "reason": reason, "created_at": now} for t in templates])
 

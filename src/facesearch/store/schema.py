@@ -27,6 +27,7 @@ sources = Table(
     Column("jurisdiction", String(7), nullable=False),  # ISO 3166-1 alpha-2 or "unknown"
     Column("description", Text, nullable=False, default=""),
     Column("created_at", String(32), nullable=False),
+    Column("retention_days", Integer, nullable=False),  # images older than this are destroyed
 )
 
 images = Table(
@@ -112,6 +113,9 @@ audit_head = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("appends", Integer, nullable=False),
+    # Retention removes the oldest records; the chain then starts after this anchor.
+    Column("pruned_through", Integer, nullable=False, default=0),
+    Column("pruned_hash", String(64), nullable=False, default="0" * 64),
 )
 
 organisations = Table(
@@ -120,6 +124,8 @@ organisations = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", String(32), nullable=False),
+    # Comma-separated ISO codes: its searches return only faces from these; empty = all.
+    Column("jurisdictions", Text, nullable=False, default=""),
 )
 
 users = Table(
@@ -206,6 +212,8 @@ candidates = Table(
     Column("source", String(200), nullable=False),
     Column("jurisdiction", String(7), nullable=False),
     Column("collected_at", String(32), nullable=False),
+    # Set when the face is erased: the provenance above is blanked, the row says when.
+    Column("erased_at", String(32)),
 )
 
 marks = Table(
@@ -230,4 +238,41 @@ ingest_jobs = Table(
     Column("finished_at", String(32)),
     Column("progress", Text, nullable=False, default="{}"),  # JSON counts, as IngestSummary
     Column("error", Text),
+)
+
+# Messages for users, shown on their next visit (a candidate they received was erased).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("message", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("seen_at", String(32)),
+)
+
+# Data-subject requests: opt-outs (erasure and objection, done at once) and access requests
+# (queued for the data-protection officer). Selfies are never stored; an access request keeps
+# the person's template only until it is answered.
+subject_requests = Table(
+    "subject_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("public_id", String(32), nullable=False, unique=True),  # on the receipt
+    Column("kind", String(16), nullable=False),  # erasure or access
+    Column("status", String(16), nullable=False),  # done, pending, approved, rejected, delivered
+    Column("received_at", String(32), nullable=False),
+    Column("deadline", String(32), nullable=False),
+    Column("extended_reason", Text),  # set once, when the deadline is extended
+    Column("contact", Text, nullable=False, default=""),
+    Column("client_hash", String(64), nullable=False, index=True),  # for per-client limits
+    Column("template", LargeBinary),  # access requests until answered
+    Column("images_found", Integer, nullable=False, default=0),
+    Column("faces_removed", Integer, nullable=False, default=0),
+    Column("decided_by", String(200)),
+    Column("decided_at", String(32)),
+    Column("decision_note", Text),
+    Column("report_token_hash", String(64), unique=True),
+    Column("report_expires_at", String(32)),
+    Column("report_used_at", String(32)),
 )

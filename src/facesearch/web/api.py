@@ -39,6 +39,7 @@ class NewSource(BaseModel):
     lawful_basis: str = Field(max_length=100)
     jurisdiction: str = Field(max_length=10)
     description: str = Field(default="", max_length=2000)
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
 
 
 class NewCase(BaseModel):
@@ -164,7 +165,8 @@ def list_sources(request: Request, actor: Caller) -> list[dict]:
 @router.post("/sources", tags=["gallery"], status_code=201)
 def add_source(request: Request, actor: Caller, body: NewSource) -> dict:
     return asdict(service_of(request).add_source(actor, body.name, body.lawful_basis,
-                                                 body.jurisdiction, body.description))
+                                                 body.jurisdiction, body.description,
+                                                 body.retention_days))
 
 
 @router.delete("/sources/{name}", tags=["gallery"])
@@ -354,3 +356,93 @@ def metrics(request: Request, actor: Caller) -> Response:
     service_of(request).authorise(actor, "metrics", "metrics.read")
     return Response(request.app.state.metrics.exposition(),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# Data-protection officer and governance ----------------------------------------------------------
+
+class Decision(BaseModel):
+    note: str = Field(default="", max_length=1000)
+
+
+class Extension(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class Jurisdictions(BaseModel):
+    jurisdictions: list[Annotated[str, Field(max_length=10)]] = Field(max_length=300)
+
+
+@router.get("/me/notifications", tags=["account"])
+def notifications(request: Request, actor: Caller) -> list[dict]:
+    """Unseen notices (such as erased candidates); they count as seen once returned."""
+    return [asdict(n) for n in service_of(request).take_notifications(actor)]
+
+
+@router.get("/access-requests", tags=["data protection"])
+def access_requests(request: Request, actor: Caller) -> list[dict]:
+    """Access requests for the data-protection officer; `overdue` marks open ones past due."""
+    return [asdict(r) for r in service_of(request).access_requests(actor)]
+
+
+@router.post("/access-requests/{request_id}/approve", tags=["data protection"])
+def approve_access(request: Request, actor: Caller, request_id: RowId, body: Decision) -> dict:
+    """Approve after verifying identity outside the system: returns the one-time report link
+    to send to the person (it is not stored)."""
+    token = service_of(request).decide_access_request(actor, request_id, True, body.note)
+    return {"report_link": f"/access/report/{token}", "api_link": f"/api/v1/public/access-reports/{token}"}
+
+
+@router.post("/access-requests/{request_id}/reject", tags=["data protection"])
+def reject_access(request: Request, actor: Caller, request_id: RowId, body: Decision) -> dict:
+    service_of(request).decide_access_request(actor, request_id, False, body.note)
+    return {"status": "rejected"}
+
+
+@router.post("/access-requests/{request_id}/extend", tags=["data protection"])
+def extend_access(request: Request, actor: Caller, request_id: RowId, body: Extension) -> dict:
+    """Extend the deadline once, by two months, with a reason."""
+    return asdict(service_of(request).extend_access_request(actor, request_id, body.reason))
+
+
+@router.get("/records-of-processing", tags=["data protection"])
+def records(request: Request, actor: Caller) -> dict:
+    return service_of(request).record_of_processing(actor)
+
+
+@router.get("/records-of-processing.md", tags=["data protection"], response_class=PlainTextResponse)
+def records_document(request: Request, actor: Caller) -> Response:
+    """The record of processing as a Markdown document."""
+    record = service_of(request).record_of_processing(actor)
+    return PlainTextResponse(record_markdown(record), media_type="text/markdown", headers={
+        "Content-Disposition": 'attachment; filename="record-of-processing.md"'})
+
+
+@router.put("/organisations/{name}/jurisdictions", tags=["users"])
+def restrict_organisation(request: Request, actor: Caller, name: str, body: Jurisdictions) -> dict:
+    """Limit an organisation's searches to faces from these jurisdictions (empty: no limit)."""
+    return {"organisation": name,
+            "jurisdictions": service_of(request).restrict_organisation(actor, name, body.jurisdictions)}
+
+
+@router.post("/retention", tags=["data protection"])
+def run_retention(request: Request, actor: Caller) -> dict:
+    """Run the retention job now (the server also runs it on a schedule)."""
+    return asdict(service_of(request).run_retention(actor))
+
+
+def record_markdown(record: dict) -> str:
+    """The record of processing as a document: one section per entry."""
+    lines = ["# Record of processing activities", "", f"Generated {record['generated_at']}.", ""]
+    for key, value in record.items():
+        if key == "generated_at":
+            continue
+        lines += [f"## {key.replace('_', ' ').capitalize()}", ""]
+        if isinstance(value, dict):
+            lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in value.items()]
+        elif isinstance(value, list):
+            lines += [f"- {', '.join(f'{k}: {v}' for k, v in item.items()) if isinstance(item, dict) else item}"
+                      for item in value] or ["- none"]
+        else:
+            lines.append(str(value))
+        lines.append("")
+    return "\n".join(lines)

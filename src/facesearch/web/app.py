@@ -4,6 +4,7 @@ pages.py, and every decision they need is the service's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
 
@@ -33,6 +35,7 @@ from facesearch.errors import (
     RateLimited,
 )
 from facesearch.service import FaceSearchService, build_service
+from facesearch.types import Actor
 from facesearch.web.metrics import Metrics
 
 HERE = Path(__file__).parent
@@ -139,11 +142,16 @@ def wants_json(request: Request) -> bool:
 
 
 def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> FastAPI:
-    from facesearch.web import api, pages
+    from facesearch.web import api, pages, public
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
+        minutes = service.settings.retention_interval_minutes
+        scheduler = asyncio.create_task(run_retention_every(service, minutes)) if (
+            close_on_shutdown and minutes > 0) else None
         yield
+        if scheduler:
+            scheduler.cancel()
         if close_on_shutdown:
             service.close()  # waits for a running ingest job to finish its current image
 
@@ -161,6 +169,7 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)
     app.include_router(api.operations)
+    app.include_router(public.router)
     app.include_router(pages.router)
 
     def error_response(request: Request, status: int, code: str, message: str,
@@ -205,9 +214,24 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
     return Guard(app, service.settings.max_upload_bytes, metrics)  # type: ignore[return-value]
 
 
+SCHEDULER = Actor(name="retention-scheduler", role="operator", client="scheduler")
+
+
+async def run_retention_every(service: FaceSearchService, minutes: int) -> None:
+    """The retention job, at start and then every `minutes`, in a worker thread."""
+    while True:
+        try:
+            report = await run_in_threadpool(service.run_retention, SCHEDULER)
+            log.info("retention", extra={"fields": report.__dict__})
+        except Exception:  # noqa: BLE001 - a failed run is logged and tried again next time
+            log.exception("retention failed")
+        await asyncio.sleep(minutes * 60)
+
+
 def app_from_environment():  # noqa: ANN201
     """The factory `facesearch serve` hands to uvicorn: settings from FACESEARCH_* variables."""
     configure_logging()
     service = build_service(Settings())
+    service.check_ready_to_serve()
     service.recover_jobs()
     return create_app(service, close_on_shutdown=True)

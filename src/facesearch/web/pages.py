@@ -17,13 +17,15 @@ from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, servic
 router = APIRouter(include_in_schema=False)
 Caller = Annotated[Actor, Depends(current_actor)]
 HOME = {"investigator": "/cases", "supervisor": "/cases", "admin": "/admin/users",
-        "auditor": "/audit"}
+        "auditor": "/audit", "dpo": "/dpo"}
 
 
 def render(request: Request, template: str, actor: Actor | None, status: int = 200,
            **context: object) -> HTMLResponse:
+    notices = service_of(request).take_notifications(actor) if actor else []
     return request.app.state.templates.TemplateResponse(
-        request, template, dict(context, actor=actor, csrf=getattr(request.state, "csrf", None)),
+        request, template, dict(context, actor=actor, notices=notices,
+                                csrf=getattr(request.state, "csrf", None)),
         status_code=status)
 
 
@@ -211,3 +213,37 @@ def create_key(request: Request, actor: Caller, name: Annotated[str, Form(max_le
 def revoke_key(request: Request, actor: Caller, key_id: RowId) -> Response:
     service_of(request).revoke_api_key(actor, key_id)
     return back("/account")
+
+
+# Data-protection officer ------------------------------------------------------------------------------
+
+@router.get("/dpo", response_class=HTMLResponse)
+def dpo_page(request: Request, actor: Caller) -> HTMLResponse:
+    requests = service_of(request).access_requests(actor)
+    return render(request, "dpo.html", actor, requests=requests,
+                  overdue=sum(r.overdue for r in requests))
+
+
+@router.post("/dpo/requests/{request_id}/decide", response_class=HTMLResponse)
+def dpo_decide(request: Request, actor: Caller, request_id: RowId,
+               decision: Annotated[str, Form(pattern="^(approve|reject)$")],
+               note: Annotated[str, Form(max_length=1000)] = "") -> Response:
+    service = service_of(request)
+    token = service.decide_access_request(actor, request_id, decision == "approve", note)
+    requests = service.access_requests(actor)
+    return render(request, "dpo.html", actor, requests=requests,
+                  overdue=sum(r.overdue for r in requests),
+                  link=f"{str(request.base_url).rstrip('/')}/access/report/{token}" if token else None)
+
+
+@router.post("/dpo/requests/{request_id}/extend")
+def dpo_extend(request: Request, actor: Caller, request_id: RowId,
+               reason: Annotated[str, Form(min_length=1, max_length=1000)]) -> Response:
+    service_of(request).extend_access_request(actor, request_id, reason)
+    return back("/dpo")
+
+
+@router.get("/records", response_class=HTMLResponse)
+def records_page(request: Request, actor: Caller) -> HTMLResponse:
+    return render(request, "records.html", actor,
+                  record=service_of(request).record_of_processing(actor))

@@ -45,6 +45,11 @@ def report_pdf(report: CaseReport, crop_of: Callable[[int], bytes]) -> bytes:
         for c in search.candidates:
             if pdf.get_y() > 260:
                 pdf.add_page()
+            if c.erased_at:
+                pdf.set_font("Helvetica", "I", 9)
+                pdf.cell(0, 6, _text(f"#{c.rank}: erased on {c.erased_at[:10]}"),
+                         new_x="LMARGIN", new_y="NEXT")
+                continue
             top = pdf.get_y()
             try:
                 pdf.image(io.BytesIO(crop_of(c.face_id)), x=10, y=top, w=18, h=18)

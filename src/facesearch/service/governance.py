@@ -1,0 +1,115 @@
+"""Retention, jurisdiction restrictions and the record of processing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
+from facesearch.policy.rules import normalise_jurisdiction
+from facesearch.service.engine import Engine
+from facesearch.types import Actor
+
+
+@dataclass
+class RetentionReport:
+    images: int = 0  # past their source's retention
+    faces: int = 0
+    probes: int = 0  # kept probe photos past probe retention
+    searches: int = 0  # searches and their candidate lists past candidate retention
+    audit_records: int = 0
+    sessions: int = 0  # expired web sessions
+
+
+class Governance(Engine):
+    def run_retention(self, actor: Actor) -> RetentionReport:
+        """Destroy exactly what is past its date, by the service's clock: images (with faces,
+        vectors and crops) past their source's retention, kept probes, searches with their
+        candidate lists, audit records (the chain is anchored past them) and expired sessions."""
+        self.authorise(actor, "retention.run", "retention")
+        now, s = self.clock(), self.settings
+
+        def cut(days: int) -> str:
+            return (now - timedelta(days=days)).isoformat(timespec="seconds")
+
+        report = RetentionReport()
+        with self._writer():
+            expired = self.store.expired_images(now)
+            with self.store.transaction() as conn:
+                report.images, report.faces = self.store.delete_images_where(conn, image_ids=expired)
+                for path in self.cases.old_probe_paths(conn, cut(s.probe_retention_days)):
+                    Path(path).unlink(missing_ok=True)
+                    report.probes += 1
+                report.searches = self.cases.delete_searches_before(conn, cut(s.candidate_retention_days))
+                report.sessions = self.accounts.end_expired_sessions(conn, self.now())
+                report.audit_records = self.trail.prune_before(conn, cut(s.audit_retention_days))
+                self._audit(conn, actor, "retention", report.__dict__)
+        return report
+
+    def check_ready_to_serve(self) -> None:
+        """Refuse to serve in production mode before an impact assessment is on record."""
+        if self.settings.mode == "production" and not self.settings.dpia_reference.strip():
+            raise PolicyRefused("production mode needs the reference of a data-protection impact "
+                                "assessment: set FACESEARCH_DPIA_REFERENCE")
+
+    def restrict_organisation(self, actor: Actor, organisation: str, jurisdictions: list[str]) -> list[str]:
+        """Limit an organisation's searches to faces collected under these jurisdictions
+        (an empty list lifts the restriction)."""
+        self.authorise(actor, "organisations.manage", "organisation.restrict")
+        found = self.accounts.organisation(organisation)
+        if found is None:
+            raise NotFound(f"no organisation {organisation!r}")
+        codes = sorted({normalise_jurisdiction(code) for code in jurisdictions if code.strip()})
+        if "unknown" in codes:
+            raise InvalidRequest("restrict to ISO 3166-1 codes, not 'unknown'")
+        with self.store.transaction() as conn:
+            self.accounts.set_jurisdictions(conn, found.id, codes)
+            self._audit(conn, actor, "organisation.restrict", {"organisation": organisation,
+                                                               "jurisdictions": codes})
+        return codes
+
+    def record_of_processing(self, actor: Actor) -> dict:
+        """The record of processing activities (GDPR Art. 30), from the settings in force and
+        live statistics."""
+        self.authorise(actor, "records.read", "records.read")
+        s = self.settings
+        counts = self.store.counts()
+        sources = self.store.sources()
+        return {
+            "controller": s.controller,
+            "dpia_reference": s.dpia_reference or "none recorded",
+            "mode": s.mode,
+            "purposes": s.search_purposes,
+            "data_subjects": "people whose faces appear in images from the registered sources; "
+                             "people who make opt-out or access requests; the system's users",
+            "categories_of_data": [
+                "face crops (150 px, aligned) and 128-number face descriptors (biometric data)",
+                "image provenance: location, page URL, source, jurisdiction, collection date",
+                "suppression templates of people who opted out (descriptors only, no photos)",
+                "user accounts, cases, searches (probe hashes, not probes unless a case keeps them) "
+                "and candidate lists",
+                "audit records (who, when, what, from which address)",
+            ],
+            "recipients": [o.name for o in self.accounts.organisations()],
+            "sources": [{"name": x.name, "lawful_basis": x.lawful_basis, "jurisdiction": x.jurisdiction,
+                         "retention_days": x.retention_days} for x in sources],
+            "retention": {"images": "per source (above)", "kept_probes_days": s.probe_retention_days,
+                          "searches_and_candidates_days": s.candidate_retention_days,
+                          "audit_records_days": s.audit_retention_days,
+                          "sessions_hours": s.session_hours},
+            "excluded_jurisdictions": s.excluded_jurisdictions,
+            "security_measures": [
+                "accounts with roles; investigators approved by a supervisor of their organisation",
+                "argon2id passwords, hashed API keys, session cookies with CSRF tokens",
+                "every search tied to a user, a case and a purpose; rate limits per user and organisation",
+                "two-person confirmation of candidates",
+                "hash-chained audit trail of every access and refusal",
+                "deletion of vectors, crops and metadata together, journalled against crashes",
+                "server bound to loopback by default; security headers; upload limits",
+            ],
+            "statistics": {**counts, "faces_by_jurisdiction": self.store.faces_by_jurisdiction(),
+                           "opt_outs": sum(1 for r in self.requests.all("erasure")),
+                           "access_requests": len(self.requests.all("access"))},
+            "generated_at": self.now(),
+        }

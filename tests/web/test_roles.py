@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import LFW, lfw_photos
 from tests.web.conftest import PEOPLE, PURPOSE, Deployment, password_of, probe
 
-ROLE_USERS = {"admin": "ada", "supervisor": "sam", "investigator": "ivy", "auditor": "aud"}
+ROLE_USERS = {"admin": "ada", "supervisor": "sam", "investigator": "ivy", "auditor": "aud",
+              "dpo": "dan"}
 ALL = frozenset(ROLE_USERS)
 # Two people outside the gallery: one to upload and delete, one to suppress.
 OUTSIDERS = [p.name for p in sorted((LFW / "images").iterdir())
@@ -120,6 +121,15 @@ def fresh_face(d: Deployment, _: Targets) -> dict:
     return {"face_id": face_id}
 
 
+def fresh_access_request(d: Deployment, _: Targets) -> dict:
+    """A pending access request, made on the public API, and its id for the officer."""
+    made = httpx.post(d.url + "/api/v1/public/access-requests", data={"contact": "me@example.org"},
+                      files={"selfie": ("s.jpg", probe(3), "image/jpeg")}).json()
+    with d.client("dan") as dan:
+        listed = dan.get("/api/v1/access-requests").json()
+    return {"request_id": next(r["id"] for r in listed if r["public_id"] == made["request_id"])}
+
+
 def new_user_body() -> dict:
     return {"username": f"u{uuid.uuid4().hex[:8]}", "password": password_of("x"),
             "role": "auditor", "organisation": "Agency A"}
@@ -152,6 +162,8 @@ def new_case_body() -> dict:
 CASE_READERS = frozenset({"supervisor", "investigator"})
 INVESTIGATOR = frozenset({"investigator"})
 ADMIN = frozenset({"admin"})
+DPO = frozenset({"dpo"})
+RECORDS = frozenset({"admin", "dpo", "auditor"})
 CALLS = [
     # Account
     Call("GET", "/api/v1/me", ALL),
@@ -179,7 +191,7 @@ CALLS = [
     Call("POST", "/api/v1/suppressions", ADMIN, data={"reason": "role matrix test"},
          files=lambda: {"photo": ("p.jpg", lfw_photos(OUTSIDERS[1])[0].read_bytes(), "image/jpeg")}),
     Call("POST", "/api/v1/reindex", ADMIN),
-    Call("GET", "/api/v1/stats", frozenset({"admin", "supervisor", "auditor"})),
+    Call("GET", "/api/v1/stats", frozenset({"admin", "supervisor", "auditor", "dpo"})),
     Call("GET", "/api/v1/policy", ADMIN),
     Call("GET", "/metrics", ADMIN),
     # Cases, search, review
@@ -200,6 +212,25 @@ CALLS = [
     Call("GET", "/api/v1/cases/{case_id}/report.pdf", CASE_READERS, same_organisation=True),
     Call("GET", "/api/v1/audit", frozenset({"auditor"}), params={"action": "search"}),
     Call("GET", "/api/v1/audit/verify", frozenset({"auditor"})),
+    # Data protection and governance
+    Call("GET", "/api/v1/me/notifications", ALL),
+    Call("GET", "/api/v1/access-requests", DPO),
+    Call("POST", "/api/v1/access-requests/{request_id}/approve", DPO, json={"note": "passport seen"},
+         prepare=fresh_access_request),
+    Call("POST", "/api/v1/access-requests/{request_id}/reject", DPO, json={"note": "no match"},
+         prepare=fresh_access_request),
+    Call("POST", "/api/v1/access-requests/{request_id}/extend", DPO, json={"reason": "complex"},
+         prepare=fresh_access_request),
+    Call("GET", "/api/v1/records-of-processing", RECORDS),
+    Call("GET", "/api/v1/records-of-processing.md", RECORDS),
+    Call("PUT", "/api/v1/organisations/{organisation}/jurisdictions", ADMIN, json={"jurisdictions": []}),
+    Call("POST", "/api/v1/retention", ADMIN),
+    Call("GET", "/dpo", DPO),
+    Call("POST", "/dpo/requests/{request_id}/decide", DPO, data={"decision": "reject"},
+         prepare=fresh_access_request),
+    Call("POST", "/dpo/requests/{request_id}/extend", DPO, data={"reason": "complex"},
+         prepare=fresh_access_request),
+    Call("GET", "/records", RECORDS),
     # Pages (the same service calls behind HTML)
     Call("GET", "/", ALL, expect=(303,)),
     Call("GET", "/cases", CASE_READERS),
@@ -225,7 +256,11 @@ CALLS = [
     Call("POST", "/account/keys/{key_id}/revoke", ALL, prepare=fresh_key),
     Call("POST", "/logout", ALL, expect=(303,)),
 ]
-PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json")}
+# Open to anyone: log-in, and the data-subject pages and API (limited per client instead).
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json"),
+          ("GET", "/opt-out"), ("POST", "/opt-out"), ("GET", "/access"), ("POST", "/access"),
+          ("GET", "/access/report/{token}"), ("POST", "/api/v1/public/opt-out"),
+          ("POST", "/api/v1/public/access-requests"), ("GET", "/api/v1/public/access-reports/{token}")}
 
 
 @pytest.fixture(scope="module")
@@ -256,13 +291,13 @@ def send(d: Deployment, username: str | None, call: Call, values: dict) -> httpx
 def base_values(t: Targets) -> dict:
     return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
             "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
-            "name": "lfw", "sha256": "0" * 64}
+            "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency B"}
 
 
 def test_the_matrix_covers_every_route_of_the_app() -> None:
-    from facesearch.web import api, pages
+    from facesearch.web import api, pages, public
 
-    routes = {(method, route.path) for router in (api.router, api.operations, pages.router)
+    routes = {(method, route.path) for router in (api.router, api.operations, pages.router, public.router)
               for route in router.routes for method in route.methods}
     covered = {(c.method, c.path) for c in CALLS} | PUBLIC - {("GET", "/openapi.json")}
     assert len(routes) > 50

@@ -11,7 +11,7 @@ OPERATOR = "operator"
 
 # permission -> roles that hold it (the operator holds all)
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "sources.read": frozenset({"admin", "supervisor", "investigator", "auditor"}),
+    "sources.read": frozenset({"admin", "supervisor", "investigator", "auditor", "dpo"}),
     "sources.manage": frozenset({"admin"}),
     "ingest": frozenset({"admin"}),
     "ingest.server_path": frozenset({"admin"}),

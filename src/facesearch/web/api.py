@@ -417,11 +417,11 @@ def records_document(request: Request, actor: Caller) -> Response:
         "Content-Disposition": 'attachment; filename="record-of-processing.md"'})
 
 
-@router.put("/organisations/{name}/jurisdictions", tags=["users"])
-def restrict_organisation(request: Request, actor: Caller, name: str, body: Jurisdictions) -> dict:
+@router.put("/organisations/{organisation}/jurisdictions", tags=["users"])
+def restrict_organisation(request: Request, actor: Caller, organisation: str, body: Jurisdictions) -> dict:
     """Limit an organisation's searches to faces from these jurisdictions (empty: no limit)."""
-    return {"organisation": name,
-            "jurisdictions": service_of(request).restrict_organisation(actor, name, body.jurisdictions)}
+    codes = service_of(request).restrict_organisation(actor, organisation, body.jurisdictions)
+    return {"organisation": organisation, "jurisdictions": codes}
 
 
 @router.post("/retention", tags=["data protection"])

@@ -149,3 +149,16 @@ def run_env(data: Path, env: dict, *args: str, ok: bool = True) -> subprocess.Co
     if ok:
         assert done.returncode == 0, done.stderr
     return done
+
+
+def test_retention_records_and_organisation_limits_from_the_command_line(data: Path) -> None:
+    out = run(data, "retention", "run").stdout
+    assert out.startswith("removed 0 images (0 faces)")  # everything here is new
+    record = json.loads(run(data, "records", "--format", "json").stdout)
+    assert record["sources"][0]["name"] == "press" and record["sources"][0]["retention_days"] == 1095
+    assert "missing person" in record["purposes"]
+    assert "local: searches limited to DE" in run(data, "org", "restrict", "local",
+                                                  "--jurisdictions", "de").stdout
+    assert "all jurisdictions" in run(data, "org", "restrict", "local", "--jurisdictions", "").stdout
+    assert run(data, "org", "restrict", "nobody", "--jurisdictions", "de", ok=False).returncode == 3
+    assert "faces_by_jurisdiction.DE\t" in run(data, "stats").stdout

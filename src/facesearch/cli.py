@@ -40,6 +40,7 @@ user_app = typer.Typer(no_args_is_help=True, help="Create the first admin, add a
 audit_app = typer.Typer(no_args_is_help=True, help="Verify and export the audit trail.")
 retention_app = typer.Typer(no_args_is_help=True, help="Destroy data past its retention date.")
 org_app = typer.Typer(no_args_is_help=True, help="Organisation settings.")
+crawl_app = typer.Typer(no_args_is_help=True, help="Collect images from a named scope of the web.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
 app.add_typer(source_app, name="source")
 app.add_typer(case_app, name="case")
@@ -47,6 +48,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(retention_app, name="retention")
 app.add_typer(org_app, name="org")
+app.add_typer(crawl_app, name="crawl")
 app.add_typer(eval_app, name="eval")
 progress_console = Console(stderr=True)
 
@@ -376,6 +378,95 @@ def org_restrict(
     """Limit an organisation's searches to faces from its own jurisdictions."""
     codes = service().restrict_organisation(actor(), name, jurisdictions.split(","))
     echo(f"{name}: searches limited to {', '.join(codes) or 'all jurisdictions'}")
+
+
+@crawl_app.command("start")
+def crawl_start(
+    source: Annotated[str, typer.Option(help="Registered source (lawful basis, jurisdiction).")],
+    purpose: Annotated[str, typer.Option(help="Why these pages are collected.")],
+    seed: Annotated[Optional[list[str]], typer.Option(help="Start page (repeatable).")] = None,
+    allow: Annotated[Optional[list[str]], typer.Option(
+        help="Host, URL prefix or pattern with * that pages must match (repeatable; required).")] = None,
+    urls: Annotated[Optional[Path], typer.Option(
+        help="A file of image URLs, one per line, to collect instead of crawling.")] = None,
+    depth: Annotated[int, typer.Option(help="Links followed from a seed.")] = 2,
+    max_pages: Annotated[int, typer.Option(help="Pages fetched at most.")] = 200,
+    run: Annotated[bool, typer.Option("--run/--no-run", help="Run it now.")] = True,
+) -> None:
+    """Create a crawl job (and run it unless --no-run)."""
+    images = [line.strip() for line in _read(urls).decode().splitlines()
+              if line.strip() and not line.startswith("#")] if urls else None
+    job = service().start_crawl(actor(), seed or [], allow or [], source, purpose, depth,
+                                max_pages, images)
+    echo(f"crawl job {job.id} created")
+    if run:
+        _run_crawl(job.id)
+
+
+@crawl_app.command("run")
+def crawl_run(job: int) -> None:
+    """Run a queued or interrupted crawl job until it is done, paused or cancelled."""
+    _run_crawl(job)
+
+
+@crawl_app.command("status")
+def crawl_status(job: int) -> None:
+    """A job's state and its frontier counts by kind, state and reason."""
+    status = service().crawl_status(actor(), job)
+    echo(f"job {status.job.id}: {status.job.status}, source {status.job.source}, "
+         f"purpose {status.job.purpose}")
+    for kind in ("page", "image"):
+        for key, count in sorted(status.counts[kind].items()):
+            echo(f"{kind}\t{key}\t{count}")
+    echo(f"bytes\t{status.counts['totals']['bytes']}\nfaces\t{status.counts['totals']['faces']}")
+
+
+@crawl_app.command("pause")
+def crawl_pause(job: int) -> None:
+    """Pause a job; a running crawl stops after its current batch."""
+    echo(f"job {job}: {service().set_crawl_state(actor(), job, 'pause').status}")
+
+
+@crawl_app.command("resume")
+def crawl_resume(job: int) -> None:
+    """Queue a paused job again and run it."""
+    service().set_crawl_state(actor(), job, "resume")
+    _run_crawl(job)
+
+
+@crawl_app.command("cancel")
+def crawl_cancel(job: int) -> None:
+    """Cancel a job for good."""
+    echo(f"job {job}: {service().set_crawl_state(actor(), job, 'cancel').status}")
+
+
+def _run_crawl(job: int) -> None:
+    from rich.live import Live
+    from rich.table import Table
+
+    def view(live_progress) -> Table:  # noqa: ANN001 - a CrawlProgress
+        table = Table(title=f"crawl job {job}", show_header=True)
+        for column in ("pages/s", "images/s", "faces/s", "pages", "images", "faces", "MB"):
+            table.add_column(column, justify="right")
+        p = live_progress
+        table.add_row(f"{p.rate(p.pages):.1f}", f"{p.rate(p.images):.1f}", f"{p.rate(p.faces):.1f}",
+                      str(p.pages), str(p.images), str(p.faces), f"{p.bytes / 1e6:.1f}")
+        for reason, count in sorted(p.problems.items()):
+            table.add_row("", "", "", "", "", reason, str(count))
+        for host, state in sorted(p.hosts.items()):
+            table.add_row(host, "", "", "", "", f"{state['requests']} requests",
+                          f"delay {state['delay']:.1f}s")
+        return table
+
+    with Live(console=progress_console, transient=False) as screen:
+        status = service().run_crawl(actor(), job, lambda p: screen.update(view(p)))
+    counts = status.counts
+    echo(f"job {job}: {status.job.status}; pages {sum(counts['page'].values())}, images "
+         f"{sum(counts['image'].values())}, faces {counts['totals']['faces']}")
+    for kind in ("page", "image"):
+        for key, count in sorted(counts[kind].items()):
+            if key != "done":
+                echo(f"  {kind} {key}: {count}")
 
 
 @eval_app.command("lfw")

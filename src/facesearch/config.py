@@ -123,6 +123,22 @@ class Settings(BaseSettings):
         default="the operator of this deployment",
         description="The controller's name and contact, for the record of processing.",
     )
+    crawl_user_agent: str = Field(
+        default="facesearch-crawler/1 (lawful face search; opt out: /opt-out on the operator's site)",
+        description="User-Agent of the crawler: name the operator and link its opt-out page.",
+    )
+    crawl_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Networks (CIDR, comma-separated) the crawler may fetch from although they "
+        "are loopback, private, link-local or reserved; empty: public addresses only.",
+    )
+    crawl_timeout_seconds: float = Field(default=10.0, description="Crawler timeout per request.")
+    crawl_max_bytes: int = Field(default=10 * 1024 * 1024, description="Largest page or image fetched.")
+    crawl_max_redirects: int = Field(default=5, description="Redirects followed per URL.")
+    crawl_delay_seconds: float = Field(
+        default=1.0, description="Least time between two requests to one host; a robots.txt "
+        "Crawl-delay raises it.")
+    crawl_concurrency: int = Field(default=8, description="Hosts fetched from at the same time.")
     host: str = Field(default="127.0.0.1", description="Address `facesearch serve` listens on.")
     port: int = Field(default=8000, description="Port `facesearch serve` listens on.")
     server_workers: int = Field(
@@ -143,7 +159,8 @@ class Settings(BaseSettings):
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",
     )
 
-    @field_validator("search_purposes", "excluded_jurisdictions", mode="before")
+    @field_validator("search_purposes", "excluded_jurisdictions", "crawl_allowed_networks",
+                     mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         # Environment variables give "a, b"; JSON lists are accepted too.

@@ -34,6 +34,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "requests.manage": frozenset({"dpo"}),
     "records.read": frozenset({"admin", "dpo", "auditor"}),
     "retention.run": frozenset({"admin"}),
+    "crawl": frozenset({"admin"}),
     "organisations.manage": frozenset({"admin"}),
 }
 

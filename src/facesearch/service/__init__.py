@@ -13,6 +13,7 @@ from facesearch.service.accounts import Accounts
 from facesearch.service.base import Clock, system_clock
 from facesearch.service.cases import LEAD_NOTICE, CaseReport, Cases, ProbeFace, SearchResult
 from facesearch.service.engine import DeletionReport, IngestSummary
+from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.governance import Governance, RetentionReport
 from facesearch.service.jobs import Jobs
 from facesearch.service.rights import AccessAcknowledgement, AccessReport, Receipt, Rights
@@ -20,7 +21,7 @@ from facesearch.service.trail import AuditTrail, ChainCheck
 from facesearch.store.audit import AuditFilter
 
 
-class FaceSearchService(Cases, Jobs, Rights, Governance, Accounts, AuditTrail):
+class FaceSearchService(Cases, Jobs, Rights, Governance, Crawling, Accounts, AuditTrail):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
@@ -37,5 +38,5 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
 
 
 __all__ = ["LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
-           "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
+           "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
            "FaceSearchService", "IngestSummary", "ProbeFace", "SearchResult", "build_service"]

@@ -14,6 +14,7 @@ from facesearch.policy.roles import allowed
 from facesearch.store.accounts import AccountStore
 from facesearch.store.audit import AuditStore
 from facesearch.store.cases import Case, CaseStore
+from facesearch.store.crawl import CrawlStore
 from facesearch.store.crops import CropStore
 from facesearch.store.metadata import MetadataStore
 from facesearch.store.requests import RequestStore
@@ -36,6 +37,7 @@ class ServiceBase:
         self.cases = CaseStore(self.store.engine)
         self.trail = AuditStore(self.store.engine)
         self.requests = RequestStore(self.store.engine)
+        self.crawls = CrawlStore(self.store.engine)
         self.crops = CropStore(settings.crops_dir.resolve())
 
     def close(self) -> None:

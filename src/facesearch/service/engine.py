@@ -274,7 +274,8 @@ class Engine(ServiceBase):
             yield fresh[start:start + INGEST_BATCH]
 
     def _write_one(self, result: Analysed, source: Source, templates: np.ndarray,
-                   summary: IngestSummary, index: FaissIndex) -> None:
+                   summary: IngestSummary, index: FaissIndex, page_url: str | None = None,
+                   provenance: str = "{}") -> None:
         summary.images_seen += 1
         if result.error is not None:
             self._skip(summary, result.location, result.error)
@@ -295,10 +296,10 @@ class Engine(ServiceBase):
         for face, crop in zip(kept, crop_paths):
             self.crops.write(crop, face.chip_jpeg)
         face_ids = self.store.add_image(
-            NewImage(sha256=result.sha256, location=result.location, page_url=None,
+            NewImage(sha256=result.sha256, location=result.location, page_url=page_url,
                      source_id=source.id, jurisdiction=source.jurisdiction,
                      collected_at=self.now(), width=result.width, height=result.height,
-                     format=result.format),
+                     format=result.format, provenance=provenance),
             kept, crop_paths, withheld=int(withheld.sum()))
         if kept:
             with self._index_lock:

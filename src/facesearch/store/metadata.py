@@ -61,6 +61,7 @@ class NewImage:
     width: int
     height: int
     format: str
+    provenance: str = "{}"  # JSON
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
@@ -111,6 +112,14 @@ class MetadataStore:
         return [Source(**r) for r in rows]
 
     # Images and faces ---------------------------------------------------------------------
+
+    def image_by_sha(self, sha256: str) -> tuple[str, int] | None:
+        """(location, number of faces) of the image with these bytes, if indexed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images.c.location, func.count(faces.c.id))
+                               .select_from(images).outerjoin(faces, faces.c.image_id == images.c.id)
+                               .where(images.c.sha256 == sha256).group_by(images.c.id)).first()
+        return (row[0], int(row[1])) if row else None
 
     def known_hashes(self, hashes: list[str]) -> set[str]:
         found: set[str] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
+    Index,
     Column,
     Float,
     ForeignKey,
@@ -44,6 +45,8 @@ images = Table(
     Column("height", Integer, nullable=False),
     Column("format", String(16), nullable=False),
     Column("withheld_faces", Integer, nullable=False, default=0),  # suppressed at ingest
+    # JSON: for web images the page title, alt text, fetch time and crawl job; {} for files.
+    Column("provenance", Text, nullable=False, default="{}"),
 )
 
 faces = Table(
@@ -275,4 +278,53 @@ subject_requests = Table(
     Column("report_token_hash", String(64), unique=True),
     Column("report_expires_at", String(32)),
     Column("report_used_at", String(32)),
+)
+
+crawl_jobs = Table(
+    "crawl_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("seeds", Text, nullable=False),  # JSON list of URLs
+    Column("allow", Text, nullable=False),  # JSON list of hosts, URL prefixes or * patterns
+    Column("max_depth", Integer, nullable=False),
+    Column("max_pages", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # queued, running, paused, cancelled, done
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+)
+
+# The frontier: every URL a job met, once, with what became of it. Its state is committed
+# with each result, so a killed crawl resumes where it stopped and ends in the same state.
+crawl_urls = Table(
+    "crawl_urls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("crawl_jobs.id"), nullable=False),
+    Column("url", Text, nullable=False),  # normalised
+    Column("kind", String(8), nullable=False),  # page or image
+    Column("depth", Integer, nullable=False),
+    Column("state", String(12), nullable=False),  # queued, done, refused, failed, skipped
+    Column("reason", String(40), nullable=False, default=""),  # why refused, failed or skipped
+    Column("page_url", Text),  # for an image: the page it was found on
+    Column("page_title", Text, nullable=False, default=""),
+    Column("alt_text", Text, nullable=False, default=""),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("fetched_at", String(32)),
+    Column("bytes", Integer, nullable=False, default=0),
+    Column("faces", Integer, nullable=False, default=0),
+    UniqueConstraint("job_id", "url", "kind"),
+)
+Index("crawl_urls_queue", crawl_urls.c.job_id, crawl_urls.c.state, crawl_urls.c.id)
+
+crawl_hosts = Table(
+    "crawl_hosts",
+    metadata,
+    Column("job_id", Integer, ForeignKey("crawl_jobs.id"), primary_key=True),
+    Column("host", String(300), primary_key=True),  # scheme://host[:port]
+    Column("robots", Text),  # robots.txt as fetched; empty when there is none
+    Column("fetched_at", String(32), nullable=False),
 )

@@ -1,0 +1,1 @@
+"""Collection from the public web: targeted, polite, resumable, and safe against SSRF."""

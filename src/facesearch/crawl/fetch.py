@@ -1,0 +1,94 @@
+"""One HTTP fetch, the careful way: every address and every redirect target checked against
+SSRF, a byte limit, a timeout, a redirect limit and conditional requests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import httpx
+
+from facesearch.crawl.extract import normalise_url
+from facesearch.crawl.guard import check_url
+from facesearch.errors import PolicyRefused
+
+
+class FetchRefused(Exception):
+    """The URL was not fetched, or not completely: reason is a short keyword for counting."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+@dataclass
+class Fetched:
+    url: str  # after redirects
+    status: int  # 200, or 304 when a conditional request found it unchanged
+    headers: httpx.Headers
+    body: bytes
+
+    def text(self) -> str:
+        """The body decoded with its declared charset (UTF-8 when none or unknown)."""
+        charset = "utf-8"
+        for part in self.headers.get("content-type", "").split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            if key.lower() == "charset" and value:
+                charset = value.strip('"')
+        try:
+            return self.body.decode(charset, "replace")
+        except LookupError:
+            return self.body.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    allowed_networks: list
+    max_bytes: int
+    max_redirects: int
+    timeout: float
+
+
+async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
+                etag: str | None = None, last_modified: str | None = None) -> Fetched:
+    """GET url, following redirects by hand so that each target is checked before it is
+    asked. Raises FetchRefused with reason ssrf, dns, redirects, too_large, timeout, network
+    or http_<status>."""
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    for _ in range(limits.max_redirects + 1):
+        try:
+            await asyncio.to_thread(check_url, url, limits.allowed_networks)
+        except PolicyRefused as exc:
+            raise FetchRefused(exc.message.split(":")[0], exc.message) from None
+        try:
+            async with client.stream("GET", url, headers=headers, follow_redirects=False,
+                                     timeout=limits.timeout) as response:
+                if response.is_redirect:
+                    target = normalise_url(urljoin(url, response.headers.get("location", "")))
+                    if target is None:
+                        raise FetchRefused("ssrf", "redirect to a non-http URL")
+                    url = target
+                    continue
+                if response.status_code == 304:
+                    return Fetched(url, 304, response.headers, b"")
+                if response.status_code != 200:
+                    raise FetchRefused(f"http_{response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limits.max_bytes:
+                    raise FetchRefused("too_large", f"{declared} bytes declared")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limits.max_bytes:
+                        raise FetchRefused("too_large", f"over {limits.max_bytes} bytes")
+                return Fetched(url, 200, response.headers, bytes(body))
+        except httpx.TimeoutException:
+            raise FetchRefused("timeout") from None
+        except httpx.HTTPError as exc:
+            raise FetchRefused("network", type(exc).__name__) from None
+    raise FetchRefused("redirects", f"more than {limits.max_redirects} redirects")

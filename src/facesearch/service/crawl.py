@@ -1,0 +1,376 @@
+"""Collection from the public web: crawl jobs over a named scope, polite and resumable, whose
+images go through the same ingest code and policy as local files."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+from protego import Protego
+
+from facesearch.crawl.extract import normalise_url, parse_page, robots_directives
+from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
+from facesearch.crawl.guard import parse_networks
+from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
+from facesearch.ingest import ImageTask, analyse_batch
+from facesearch.policy.rules import check_jurisdiction_allowed, check_lawful_basis
+from facesearch.service.engine import Engine, IngestSummary
+from facesearch.store.crawl import CrawlJob, FrontierUrl
+from facesearch.types import Actor
+
+STOP_IMAGES = {"noindex", "noimageindex", "noai", "none"}
+
+
+@dataclass
+class CrawlProgress:
+    """Live figures of one crawl run, for the CLI's view and the server's page."""
+
+    started: float = field(default_factory=time.monotonic)
+    pages: int = 0
+    images: int = 0
+    faces: int = 0
+    bytes: int = 0
+    problems: Counter = field(default_factory=Counter)  # reason -> count
+    hosts: dict[str, dict] = field(default_factory=dict)  # host -> requests, delay
+
+    def rate(self, count: int) -> float:
+        return count / max(time.monotonic() - self.started, 1e-9)
+
+
+@dataclass
+class CrawlStatus:
+    job: CrawlJob
+    counts: dict  # {"page": {state[:reason]: n}, "image": {...}, "totals": {bytes, faces}}
+
+
+@dataclass
+class _Host:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    robots: Protego | None = None
+    delay: float = 0.0
+    next_at: float = 0.0
+    requests: int = 0
+
+
+@dataclass
+class _Outcome:
+    state: str  # done, refused, failed, skipped; "fetched" for an image still to ingest
+    reason: str = ""
+    body: bytes = b""
+    url: str = ""  # after redirects
+    etag: str | None = None
+    last_modified: str | None = None
+    children: list[dict] = field(default_factory=list)  # frontier rows a page adds
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def allowed_by(url: str, allow: list[str]) -> bool:
+    """An allowlist entry is a host name (any URL on it), a URL prefix, or a pattern with *."""
+    host = urlsplit(url).hostname or ""
+    for entry in allow:
+        if "*" in entry:
+            if fnmatch.fnmatchcase(url, entry):
+                return True
+        elif "://" in entry:
+            if url.startswith(entry):
+                return True
+        elif host == entry.lower() or host.endswith("." + entry.lower()):
+            return True
+    return False
+
+
+class Crawling(Engine):
+    # Jobs ------------------------------------------------------------------------------------
+
+    def start_crawl(self, actor: Actor, seeds: list[str], allow: list[str], source: str,
+                    purpose: str, max_depth: int = 2, max_pages: int = 200,
+                    images: list[str] | None = None) -> CrawlJob:
+        """A crawl job over a named scope, queued until run. images: image URLs to collect
+        directly (a URL list); they are their own allowlist."""
+        self.authorise(actor, "crawl", "crawl.start")
+        allow = [a.strip() for a in allow if a.strip()]
+        images = [u for u in (normalise_url(x) for x in images or []) if u]
+        if not allow and not images:
+            self._refuse(actor, "crawl.start", "a crawl needs an allowlist of hosts or URL patterns: "
+                         "untargeted scraping of facial images is prohibited (EU AI Act Art. 5(1)(e))")
+        found = self.store.source(source)
+        if found is None:
+            self._refuse(actor, "crawl.start", f"source {source!r} is not registered")
+        try:
+            check_lawful_basis(found.lawful_basis)
+            check_jurisdiction_allowed(found.jurisdiction, self.settings.excluded_jurisdictions)
+        except PolicyRefused as exc:
+            self._refuse(actor, "crawl.start", exc.message)
+        if not purpose.strip():
+            raise InvalidRequest("a crawl needs a purpose")
+        pages = [normalise_url(s) for s in seeds]
+        if any(p is None for p in pages):
+            raise InvalidRequest("seeds must be http or https URLs")
+        if any(not allowed_by(p, allow) for p in pages):
+            raise InvalidRequest("every seed must be inside the allowlist")
+        if not 0 <= max_depth <= 20 or not 1 <= max_pages <= 1_000_000:
+            raise InvalidRequest("depth 0-20 and 1 to 1,000,000 pages")
+        with self.store.transaction() as conn:
+            job_id = self.crawls.add_job(conn, source=source, purpose=purpose.strip(), seeds=pages + images,
+                                         allow=allow or images, max_depth=max_depth,
+                                         max_pages=max_pages, created_by=actor.name,
+                                         created_at=self.now())
+            self.crawls.enqueue(conn, job_id, [{"url": p, "kind": "page", "depth": 0} for p in pages]
+                                + [{"url": u, "kind": "image", "depth": 0} for u in images])
+            self._audit(conn, actor, "crawl.start", {"job_id": job_id, "source": source,
+                                                     "purpose": purpose, "allow": allow,
+                                                     "seeds": len(pages), "images": len(images)})
+        job = self.crawls.job(job_id)
+        assert job is not None
+        return job
+
+    def crawl_status(self, actor: Actor, job_id: int) -> CrawlStatus:
+        self.authorise(actor, "crawl", "crawl.status")
+        job = self.crawls.job(job_id)
+        if job is None:
+            raise NotFound("no such crawl job")
+        return CrawlStatus(job, self.crawls.counts(job_id))
+
+    def crawl_jobs(self, actor: Actor) -> list[CrawlJob]:
+        self.authorise(actor, "crawl", "crawl.status")
+        return self.crawls.jobs()
+
+    def set_crawl_state(self, actor: Actor, job_id: int, command: str) -> CrawlJob:
+        """pause, resume (queue it to run again) or cancel a job."""
+        self.authorise(actor, "crawl", f"crawl.{command}")
+        job = self.crawls.job(job_id)
+        if job is None:
+            raise NotFound("no such crawl job")
+        allowed = {"pause": ({"queued", "running"}, "paused"), "resume": ({"paused"}, "queued"),
+                   "cancel": ({"queued", "running", "paused"}, "cancelled")}
+        if command not in allowed:
+            raise InvalidRequest("pause, resume or cancel")
+        states, target = allowed[command]
+        if job.status not in states:
+            raise InvalidRequest(f"the job is {job.status}")
+        with self.store.transaction() as conn:
+            self.crawls.set_status(conn, job_id, target, self.now() if target == "cancelled" else None)
+            self._audit(conn, actor, f"crawl.{command}", {"job_id": job_id})
+        changed = self.crawls.job(job_id)
+        assert changed is not None
+        return changed
+
+    def run_crawl(self, actor: Actor, job_id: int,
+                  progress: Callable[[CrawlProgress], None] | None = None) -> CrawlStatus:
+        """Run a queued (or interrupted) job until its frontier is empty, or it is paused or
+        cancelled. Safe to run again after a crash: it goes on from the committed frontier."""
+        self.authorise(actor, "crawl", "crawl.run")
+        job = self.crawls.job(job_id)
+        if job is None:
+            raise NotFound("no such crawl job")
+        if job.status not in ("queued", "running"):
+            raise InvalidRequest(f"the job is {job.status}; resume it first" if job.status == "paused"
+                                 else f"the job is {job.status}")
+        source = self.store.source(job.source)
+        if source is None:
+            self._refuse(actor, "crawl.run", "the job's source is no longer registered")
+        try:
+            check_jurisdiction_allowed(source.jurisdiction, self.settings.excluded_jurisdictions)
+        except PolicyRefused as exc:
+            self._refuse(actor, "crawl.run", exc.message)
+        with self.store.transaction() as conn:
+            self.crawls.set_status(conn, job_id, "running")
+        live = CrawlProgress()
+        asyncio.run(self._crawl(job, live, progress))
+        status = self.crawl_status(actor, job_id)
+        with self.store.transaction() as conn:
+            self._audit(conn, actor, "crawl.run", {"job_id": job_id, "status": status.job.status,
+                                                   "pages": live.pages, "images": live.images,
+                                                   "faces": live.faces, "bytes": live.bytes,
+                                                   "problems": dict(live.problems)})
+        return status
+
+    # The crawl loop ------------------------------------------------------------------------------
+
+    async def _crawl(self, job: CrawlJob, live: CrawlProgress,
+                     progress: Callable[[CrawlProgress], None] | None) -> None:
+        s = self.settings
+        limits = FetchLimits(parse_networks(s.crawl_allowed_networks), s.crawl_max_bytes,
+                             s.crawl_max_redirects, s.crawl_timeout_seconds)
+        hosts: dict[str, _Host] = {}
+        async with httpx.AsyncClient(headers={"User-Agent": s.crawl_user_agent}) as client:
+            while True:
+                current = self.crawls.job(job.id)
+                if current is None or current.status != "running":
+                    return
+                batch = self.crawls.next_queued(job.id, max(1, s.crawl_concurrency) * 2)
+                if not batch:
+                    with self.store.transaction() as conn:
+                        self.crawls.set_status(conn, job.id, "done", self.now())
+                    return
+                outcomes = await asyncio.gather(*(self._visit(client, job, url, hosts, limits, live)
+                                                  for url in batch))
+                self._commit(job, batch, outcomes, live)
+                for host, state in hosts.items():
+                    live.hosts[host] = {"requests": state.requests, "delay": state.delay}
+                if progress:
+                    progress(live)
+
+    async def _host(self, client: httpx.AsyncClient, job: CrawlJob, url: str,
+                    hosts: dict[str, _Host], limits: FetchLimits) -> _Host:
+        """The host's state, reading its robots.txt first (once per job, kept in the database
+        so that a resumed crawl obeys the same rules)."""
+        name = host_of(url)
+        host = hosts.setdefault(name, _Host())
+        if host.robots is None:
+            async with host.lock:
+                if host.robots is None:
+                    text = self.crawls.robots(job.id, name)
+                    if text is None:
+                        text = await self._fetch_robots(client, name, limits, host)
+                        self.crawls.save_robots(job.id, name, text, self.now())
+                        text = self.crawls.robots(job.id, name) or ""
+                    host.robots = Protego.parse(text)
+                    delay = host.robots.crawl_delay(self.settings.crawl_user_agent)
+                    host.delay = max(self.settings.crawl_delay_seconds, float(delay or 0))
+                    host.next_at = time.monotonic() + host.delay
+        return host
+
+    async def _fetch_robots(self, client: httpx.AsyncClient, name: str, limits: FetchLimits,
+                            host: _Host) -> str:
+        try:
+            host.requests += 1
+            got = await fetch(client, f"{name}/robots.txt", limits)
+            return got.body.decode("utf-8", "replace")
+        except FetchRefused as exc:
+            if exc.reason in ("ssrf", "dns"):
+                raise  # the host itself is refused
+            # No robots.txt (4xx) allows everything; an unreachable one (5xx, timeout) forbids
+            # everything for now, as RFC 9309 asks.
+            return "" if exc.reason.startswith("http_4") else "User-agent: *\nDisallow: /\n"
+
+    async def _visit(self, client: httpx.AsyncClient, job: CrawlJob, url: FrontierUrl,
+                     hosts: dict[str, _Host], limits: FetchLimits, live: CrawlProgress) -> _Outcome:
+        try:
+            host = await self._host(client, job, url.url, hosts, limits)
+        except FetchRefused as exc:
+            return _Outcome("refused" if exc.reason in ("ssrf", "dns") else "failed", exc.reason)
+        assert host.robots is not None
+        if not host.robots.can_fetch(url.url, self.settings.crawl_user_agent):
+            return _Outcome("refused", "robots")
+        async with host.lock:  # one request at a time per host, crawl_delay apart
+            wait = host.next_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                host.requests += 1
+                got = await fetch(client, url.url, limits, url.etag, url.last_modified)
+            except FetchRefused as exc:
+                return _Outcome("refused" if exc.reason in ("ssrf", "dns", "too_large") else "failed",
+                                exc.reason)
+            finally:
+                host.next_at = time.monotonic() + host.delay
+        live.bytes += len(got.body)
+        meta = {"url": got.url, "etag": got.headers.get("etag"),
+                "last_modified": got.headers.get("last-modified")}
+        if got.status == 304:
+            return _Outcome("skipped", "not_modified", **meta)
+        header_directives = robots_directives(", ".join(got.headers.get_list("x-robots-tag")))
+        if url.kind == "image":
+            if header_directives & STOP_IMAGES:
+                return _Outcome("refused", "noimageindex", **meta)
+            return _Outcome("fetched", body=got.body, **meta)
+        if "html" not in got.headers.get("content-type", "text/html"):
+            return _Outcome("failed", "not_html", **meta)
+        live.pages += 1
+        page = parse_page(got.text(), got.url)
+        directives = header_directives | page.directives
+        outcome = _Outcome("done", **meta)
+        refused_images = "noimageindex" if directives & STOP_IMAGES else ""
+        for image in page.images:
+            outcome.children.append({"url": image.url, "kind": "image", "depth": url.depth + 1,
+                                     "page_url": got.url, "page_title": page.title,
+                                     "alt_text": image.alt, **({"state": "refused", "reason": refused_images}
+                                                               if refused_images else {})})
+        if "nofollow" not in directives and "none" not in directives and url.depth < job.max_depth:
+            for link in page.links:
+                row = {"url": link, "kind": "page", "depth": url.depth + 1, "page_url": got.url}
+                if not allowed_by(link, job.allow):
+                    row.update(state="refused", reason="off_allowlist")
+                outcome.children.append(row)
+        return outcome
+
+    def _commit(self, job: CrawlJob, batch: list[FrontierUrl], outcomes: list[_Outcome],
+                live: CrawlProgress) -> None:
+        """Record a batch's results in frontier order: pages with the URLs they found, images
+        through the ingest path (the same policy as local files)."""
+        images = [(u, o) for u, o in zip(batch, outcomes) if o.state == "fetched"]
+        faces_of = self._ingest_fetched(job, images, live) if images else {}
+        with self.store.transaction() as conn:
+            for url, outcome in zip(batch, outcomes):
+                state, reason, faces = outcome.state, outcome.reason, 0
+                if state == "fetched":
+                    state, reason, faces = faces_of[url.id]
+                if reason:
+                    live.problems[reason] += 1
+                self.crawls.finish(conn, url.id, state=state, reason=reason, fetched_at=self.now(),
+                                   etag=outcome.etag, last_modified=outcome.last_modified,
+                                   bytes=len(outcome.body), faces=faces)
+                if outcome.children:
+                    self._enqueue_children(conn, job, outcome.children)
+
+    def _enqueue_children(self, conn, job: CrawlJob, children: list[dict]) -> None:  # noqa: ANN001
+        pages = self.crawls.pages_known(conn, job.id)
+        rows = []
+        for row in children:
+            if row["kind"] == "page" and "state" not in row:
+                if pages >= job.max_pages:
+                    row = {**row, "state": "refused", "reason": "page_limit"}
+                else:
+                    pages += 1
+            rows.append(row)
+        self.crawls.enqueue(conn, job.id, rows)
+
+    def _ingest_fetched(self, job: CrawlJob, fetched: list[tuple[FrontierUrl, _Outcome]],
+                        live: CrawlProgress) -> dict[int, tuple[str, str, int]]:
+        """Analyse and store fetched images as the writer; returns, per frontier id, its
+        (state, reason, faces indexed)."""
+        source = self.store.source(job.source)
+        if source is None:
+            return {u.id: ("refused", "source_removed", 0) for u, _ in fetched}
+        results: dict[int, tuple[str, str, int]] = {}
+        with self._writer() as index:
+            templates = self.store.suppression_templates()
+            for url, outcome in fetched:
+                sha = hashlib.sha256(outcome.body).hexdigest()
+                known = self.store.image_by_sha(sha)
+                if known is not None:
+                    # The same bytes under another URL are a duplicate; under this URL they are
+                    # this URL's own result, committed just before a crash.
+                    results[url.id] = (("done", "", known[1]) if known[0] == outcome.url
+                                       else ("skipped", "duplicate", 0))
+                    continue
+                task = ImageTask(sha, outcome.url, outcome.body)
+                with self._analysis_lock:
+                    analysed = analyse_batch([task], self.settings)[0]
+                summary = IngestSummary()
+                provenance = {"page_title": url.page_title, "alt_text": url.alt_text,
+                              "fetched_at": self.now(), "crawl_job": job.id}
+                self._write_one(analysed, source, templates, summary, index,
+                                page_url=url.page_url, provenance=json.dumps(provenance))
+                if analysed.error:
+                    results[url.id] = ("failed", "bad_image", 0)
+                elif summary.images_indexed == 0:
+                    results[url.id] = ("refused", "suppressed", 0)
+                else:
+                    results[url.id] = ("done", "", summary.faces_indexed)
+                    live.images += 1
+                    live.faces += summary.faces_indexed
+        return results

@@ -28,10 +28,6 @@ class FaceSearchService(Cases, Jobs, Rights, Governance, Crawling, Accounts, Aud
         super().__init__(settings, clock)
         self.ingest_listeners: list = []  # callables(IngestSummary), e.g. the server's metrics
 
-    def close(self) -> None:
-        self.wait_for_jobs()
-        super().close()
-
 
 def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearchService:
     return FaceSearchService(settings, clock)

@@ -4,6 +4,7 @@ audit helpers through which every policy decision is checked and recorded."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from sqlalchemy.engine import Connection
@@ -40,8 +41,24 @@ class ServiceBase:
         self.crawls = CrawlStore(self.store.engine)
         self.crops = CropStore(settings.crops_dir.resolve())
 
+    _executor: ThreadPoolExecutor | None = None
+
     def close(self) -> None:
+        self.wait_for_jobs()
         self.store.close()
+
+    def in_background(self, work: Callable[..., object], *args: object) -> None:
+        """Run work(*args) in the service's background thread: ingest and crawl jobs of the
+        server, one at a time, since each is a writer."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs")
+        self._executor.submit(work, *args)
+
+    def wait_for_jobs(self) -> None:
+        """Let queued background jobs finish (the server calls this when it stops)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def now(self) -> str:
         return self.clock().isoformat(timespec="seconds")

@@ -19,7 +19,7 @@ from protego import Protego
 from facesearch.crawl.extract import normalise_url, parse_page, robots_directives
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import parse_networks
-from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
+from facesearch.errors import FacesearchError, InvalidRequest, NotFound, PolicyRefused
 from facesearch.ingest import ImageTask, analyse_batch
 from facesearch.policy.rules import check_jurisdiction_allowed, check_lawful_basis
 from facesearch.service.engine import Engine, IngestSummary
@@ -196,6 +196,21 @@ class Crawling(Engine):
                                                    "faces": live.faces, "bytes": live.bytes,
                                                    "problems": dict(live.problems)})
         return status
+
+    def run_crawl_in_background(self, actor: Actor, job_id: int) -> CrawlJob:
+        """Queue a run of the job in the server's background thread; poll crawl_status."""
+        self.authorise(actor, "crawl", "crawl.run")
+        job = self.crawls.job(job_id)
+        if job is None:
+            raise NotFound("no such crawl job")
+        self.in_background(self._run_quietly, actor, job_id)
+        return job
+
+    def _run_quietly(self, actor: Actor, job_id: int) -> None:
+        try:
+            self.run_crawl(actor, job_id)
+        except FacesearchError:
+            pass  # refusals are audited by run_crawl; the job's status tells the rest
 
     # The crawl loop ------------------------------------------------------------------------------
 

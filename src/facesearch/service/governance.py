@@ -109,7 +109,8 @@ class Governance(Engine):
                 "server bound to loopback by default; security headers; upload limits",
             ],
             "statistics": {**counts, "faces_by_jurisdiction": self.store.faces_by_jurisdiction(),
-                           "opt_outs": sum(1 for r in self.requests.all("erasure")),
-                           "access_requests": len(self.requests.all("access"))},
+                           "opt_outs": sum(r.status == "done" for r in self.requests.all("erasure")),
+                           "access_requests": sum(r.status != "invalid"
+                                                  for r in self.requests.all("access"))},
             "generated_at": self.now(),
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
@@ -17,8 +16,6 @@ UPLOAD_PREFIX = "upload:"
 
 
 class Jobs(Engine):
-    _executor: ThreadPoolExecutor | None = None
-
     def start_ingest_job(self, actor: Actor, source: str, *, path: str | None = None,
                          uploads: list[tuple[str, bytes]] | None = None) -> IngestJob:
         """Queue an ingest of uploaded images (their location is recorded as
@@ -37,9 +34,7 @@ class Jobs(Engine):
                                                    "server_path": path is not None})
         paths = [Path(path)] if path else [self._stage(job_id, uploads or [])]
         staged = None if path else paths[0]
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
-        self._executor.submit(self._run_job, actor, job_id, source, paths, staged)
+        self.in_background(self._run_job, actor, job_id, source, paths, staged)
         return self.cases.jobs(job_id)[0]
 
     def ingest_jobs(self, actor: Actor, job_id: int | None = None) -> list[IngestJob]:
@@ -53,12 +48,6 @@ class Jobs(Engine):
         """Mark jobs that a stopped server left queued or running as interrupted (what they
         committed is kept; the same ingest started again finishes them)."""
         self.cases.interrupt_running_jobs(self.now())
-
-    def wait_for_jobs(self) -> None:
-        """Let queued jobs finish (the server calls this when it stops)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
     def _stage(self, job_id: int, uploads: list[tuple[str, bytes]]) -> Path:
         folder = self.settings.uploads_dir / f"job-{job_id}"

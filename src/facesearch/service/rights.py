@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from facesearch.errors import Forbidden, InvalidRequest, NotFound, RateLimited
+from facesearch.errors import FacesearchError, Forbidden, InvalidRequest, NotFound, RateLimited
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.engine import Engine
@@ -70,7 +70,9 @@ class AccessReport:
 
 
 def public_actor(client: str) -> Actor:
-    return Actor(name="public", role="public", client=client)
+    """The audit's view of an anonymous requester: a pseudonym of their address, not the
+    address itself (enough to connect one client's requests, for abuse; no more)."""
+    return Actor(name="public", role="public", client="client-" + client_hash(client)[:16])
 
 
 def client_hash(client: str) -> str:
@@ -87,7 +89,7 @@ class Rights(Engine):
         suppression with the request's reference as its reason."""
         actor = public_actor(client)
         self._check_public_rate(actor, client)
-        template = self._template_of(selfie)
+        template = self._public_template(actor, client, selfie, "optout")
         public_id = secrets.token_hex(8)
         with self._writer():
             ids = self._faces_of(template)
@@ -111,7 +113,7 @@ class Rights(Engine):
         if not contact.strip():
             raise InvalidRequest("give an address where the officer can reach you")
         self._check_public_rate(actor, client)
-        template = self._template_of(selfie)
+        template = self._public_template(actor, client, selfie, "access.request")
         received = self.clock()
         public_id = secrets.token_hex(8)
         deadline = add_months(received, 1).isoformat(timespec="seconds")
@@ -122,6 +124,21 @@ class Rights(Engine):
                               template=to_blob(template))
             self._audit(conn, actor, "access.request", {"request": public_id})
         return AccessAcknowledgement(public_id, received.isoformat(timespec="seconds"), deadline)
+
+    def _public_template(self, actor: Actor, client: str, selfie: bytes, action: str):  # noqa: ANN202
+        """The selfie's template. A photo that fails still counts toward the client's daily
+        limit (as a request with status "invalid"), so face detection is not free to abuse."""
+        try:
+            return self._template_of(selfie)
+        except FacesearchError as exc:
+            now = self.now()
+            with self.store.transaction() as conn:
+                self.requests.add(conn, public_id=secrets.token_hex(8),
+                                  kind="erasure" if action == "optout" else "access",
+                                  status="invalid", received_at=now, deadline=now,
+                                  client_hash=client_hash(client))
+                self._audit(conn, actor, f"{action}.refused", {"reason": exc.message})
+            raise
 
     def _check_public_rate(self, actor: Actor, client: str) -> None:
         since = (self.clock() - timedelta(days=1)).isoformat(timespec="seconds")
@@ -139,7 +156,7 @@ class Rights(Engine):
         return [AccessRequestView(
             r.id, r.public_id, r.status, r.received_at, r.deadline, r.extended_reason, r.contact,
             r.decided_by, r.decided_at, overdue=r.status == "pending" and r.deadline < now)
-            for r in self.requests.all("access")]
+            for r in self.requests.all("access") if r.status != "invalid"]
 
     def extend_access_request(self, actor: Actor, request_id: int, reason: str) -> AccessRequestView:
         """Extend the deadline once, by two months, with a recorded reason."""

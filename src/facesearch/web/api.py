@@ -446,3 +446,51 @@ def record_markdown(record: dict) -> str:
             lines.append(str(value))
         lines.append("")
     return "\n".join(lines)
+
+
+# Crawling ---------------------------------------------------------------------------------------------
+
+class NewCrawl(BaseModel):
+    source: str = Field(min_length=1, max_length=200)
+    purpose: str = Field(min_length=1, max_length=500)
+    seeds: list[Annotated[str, Field(max_length=2000)]] = Field(default=[], max_length=1000)
+    allow: list[Annotated[str, Field(max_length=2000)]] = Field(default=[], max_length=1000)
+    image_urls: list[Annotated[str, Field(max_length=2000)]] = Field(default=[], max_length=100_000)
+    max_depth: int = Field(default=2, ge=0, le=20)
+    max_pages: int = Field(default=200, ge=1, le=1_000_000)
+
+
+def crawl_json(status) -> dict:  # noqa: ANN001 - service CrawlStatus
+    return {"job": asdict(status.job), "counts": status.counts}
+
+
+@router.post("/crawls", tags=["crawling"], status_code=202)
+def start_crawl(request: Request, actor: Caller, body: NewCrawl) -> dict:
+    """Start a crawl of a named scope (an allowlist is required) in the background."""
+    service = service_of(request)
+    job = service.start_crawl(actor, body.seeds, body.allow, body.source, body.purpose,
+                              body.max_depth, body.max_pages, body.image_urls)
+    service.run_crawl_in_background(actor, job.id)
+    return crawl_json(service.crawl_status(actor, job.id))
+
+
+@router.get("/crawls", tags=["crawling"])
+def list_crawls(request: Request, actor: Caller) -> list[dict]:
+    return [asdict(j) for j in service_of(request).crawl_jobs(actor)]
+
+
+@router.get("/crawls/{job_id}", tags=["crawling"])
+def crawl_status(request: Request, actor: Caller, job_id: RowId) -> dict:
+    """A job's state and its frontier counted by kind, state and reason."""
+    return crawl_json(service_of(request).crawl_status(actor, job_id))
+
+
+@router.post("/crawls/{job_id}/{command}", tags=["crawling"])
+def crawl_command(request: Request, actor: Caller, job_id: RowId,
+                  command: Annotated[str, Path(pattern="^(pause|resume|cancel)$")]) -> dict:
+    """pause, resume (runs it again in the background) or cancel."""
+    service = service_of(request)
+    job = service.set_crawl_state(actor, job_id, command)
+    if command == "resume":
+        service.run_crawl_in_background(actor, job.id)
+    return crawl_json(service.crawl_status(actor, job_id))

@@ -247,3 +247,26 @@ def dpo_extend(request: Request, actor: Caller, request_id: RowId,
 def records_page(request: Request, actor: Caller) -> HTMLResponse:
     return render(request, "records.html", actor,
                   record=service_of(request).record_of_processing(actor))
+
+
+# Crawling ------------------------------------------------------------------------------------------------
+
+@router.get("/admin/crawls", response_class=HTMLResponse)
+def crawls_page(request: Request, actor: Caller) -> HTMLResponse:
+    service = service_of(request)
+    statuses = [service.crawl_status(actor, job.id) for job in service.crawl_jobs(actor)[:20]]
+    return render(request, "crawls.html", actor, statuses=statuses, sources=service.sources(actor),
+                  running=any(s.job.status in ("queued", "running") for s in statuses))
+
+
+@router.post("/admin/crawls")
+def start_crawl(request: Request, actor: Caller, source: Annotated[str, Form(max_length=200)],
+                purpose: Annotated[str, Form(max_length=500)],
+                seeds: Annotated[str, Form(max_length=100_000)],
+                allow: Annotated[str, Form(max_length=100_000)],
+                max_depth: Annotated[int, Form(ge=0, le=20)] = 2,
+                max_pages: Annotated[int, Form(ge=1, le=1_000_000)] = 200) -> Response:
+    service = service_of(request)
+    job = service.start_crawl(actor, seeds.split(), allow.split(), source, purpose, max_depth, max_pages)
+    service.run_crawl_in_background(actor, job.id)
+    return back("/admin/crawls")

@@ -3,13 +3,16 @@ to collect with their provenance. Pure functions over text, tolerant of broken H
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
-# Robots directives that stop collection: noindex (the page), noimageindex (its images) and
-# noai (no use for machine learning, which a face template is).
-STOPPING = ("noindex", "noimageindex", "noai", "none")
+# Robots directives that stop image collection: noindex (the page), noimageindex (its
+# images), noai and noimageai (no use for machine learning, which a face template is).
+STOP_IMAGES = frozenset({"noindex", "noimageindex", "noai", "noimageai", "none"})
+# Directives that carry a value after a colon, unlike "googlebot: noindex" (a user agent).
+VALUED = ("max-image-preview", "max-snippet", "max-video-preview", "unavailable_after")
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Page:
 
     @property
     def images_allowed(self) -> bool:
-        return not self.directives & {"noindex", "noimageindex", "noai", "none"}
+        return not self.directives & STOP_IMAGES
 
     @property
     def follow(self) -> bool:
@@ -46,9 +49,8 @@ def normalise_url(url: str, base: str = "") -> str | None:
         return None
     if scheme not in ("http", "https") or not host:
         return None
-    netloc = host if port in (None, 80 if scheme == "http" else 443) else f"{host}:{port}"
-    if ":" in host and not host.startswith("["):  # IPv6 literal
-        netloc = f"[{host}]" + (f":{port}" if port not in (None, 80, 443) else "")
+    name = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    netloc = name if port in (None, 80 if scheme == "http" else 443) else f"{name}:{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
@@ -57,7 +59,9 @@ def robots_directives(value: str) -> set[str]:
     scoped to a user agent ("otherbot: noindex") is read as applying to every crawler."""
     found = set()
     for part in value.lower().split(","):
-        part = part.split(":")[-1].strip()
+        part = part.strip()
+        if not part.startswith(VALUED):
+            part = part.split(":")[-1].strip()
         if part:
             found.add(part)
     return found
@@ -68,6 +72,8 @@ class _Parser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.base, self.page = base, Page()
         self._in_title = False
+        self._title_done = False  # only the document's first <title>, not an SVG's
+        self._svg_depth = 0
         self._seen_images: set[str] = set()
 
     def _image(self, url: str | None, alt: str = "") -> None:
@@ -79,16 +85,28 @@ class _Parser(HTMLParser):
             self.page.images.append(ImageRef(found, alt.strip()[:500]))
 
     def _srcset(self, value: str | None, alt: str = "") -> None:
-        for candidate in (value or "").split(","):
-            words = candidate.split()
-            if words:
-                self._image(words[0], alt)
+        # As the HTML spec parses it: a URL runs to whitespace (it may hold commas, as CDN
+        # URLs do); a comma ending it, or one after its descriptors, ends the candidate.
+        text, position = value or "", 0
+        while position < len(text):
+            match = re.compile(r"[\s,]*(\S+)").match(text, position)
+            if match is None:
+                break
+            url, position = match.group(1), match.end()
+            if url.endswith(","):
+                url = url.rstrip(",")
+            else:
+                comma = text.find(",", position)
+                position = len(text) if comma < 0 else comma + 1
+            self._image(url, alt)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k.lower(): v or "" for k, v in attrs}
         if tag == "base" and a.get("href"):
             self.base = urljoin(self.base, a["href"])
-        elif tag == "title":
+        elif tag == "svg":
+            self._svg_depth += 1
+        elif tag == "title" and not self._title_done and not self._svg_depth:
             self._in_title = True
         elif tag == "meta":
             name = (a.get("name") or "").lower()
@@ -109,8 +127,10 @@ class _Parser(HTMLParser):
                 self.page.links.append(found)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
+        if tag == "title" and self._in_title:
+            self._in_title, self._title_done = False, True
+        elif tag == "svg" and self._svg_depth:
+            self._svg_depth -= 1
 
     def handle_data(self, data: str) -> None:
         if self._in_title and len(self.page.title) < 500:

@@ -17,7 +17,9 @@ def forbidden_address(address: IPAddress) -> str | None:
     """Why an address may not be fetched from, or None if it is a public unicast address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    # Most specific first: Python counts link-local, unspecified and reserved ranges as
+    # private too.
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
     if not address.is_global:  # shared (100.64/10), documentation and similar ranges
@@ -37,8 +39,11 @@ def check_url(url: str, allowed_networks: list, resolve=socket.getaddrinfo) -> l
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PolicyRefused("ssrf: only http and https URLs are fetched")
     try:
-        infos = resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                        type=socket.SOCK_STREAM)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise PolicyRefused("ssrf: the URL's port is not a port number") from None
+    try:
+        infos = resolve(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise PolicyRefused("dns: the host does not resolve") from None
     addresses = sorted({info[4][0] for info in infos})

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from protego import Protego
 
-from facesearch.crawl.extract import normalise_url, parse_page, robots_directives
+from facesearch.crawl.extract import STOP_IMAGES, normalise_url, parse_page, robots_directives
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import parse_networks
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound, PolicyRefused
@@ -26,7 +26,6 @@ from facesearch.service.engine import Engine, IngestSummary
 from facesearch.store.crawl import CrawlJob, FrontierUrl
 from facesearch.types import Actor
 
-STOP_IMAGES = {"noindex", "noimageindex", "noai", "none"}
 
 
 @dataclass

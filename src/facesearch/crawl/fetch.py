@@ -51,10 +51,11 @@ class FetchLimits:
 
 
 async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
-                etag: str | None = None, last_modified: str | None = None) -> Fetched:
+                etag: str | None = None, last_modified: str | None = None,
+                pause: float = 0.0) -> Fetched:
     """GET url, following redirects by hand so that each target is checked before it is
-    asked. Raises FetchRefused with reason ssrf, dns, redirects, too_large, timeout, network
-    or http_<status>."""
+    asked, pause seconds apart (the host's crawl delay). Raises FetchRefused with reason
+    ssrf, dns, redirects, too_large, timeout, network or http_<status>."""
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
@@ -68,11 +69,12 @@ async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
         try:
             async with client.stream("GET", url, headers=headers, follow_redirects=False,
                                      timeout=limits.timeout) as response:
-                if response.is_redirect:
+                if response.has_redirect_location:
                     target = normalise_url(urljoin(url, response.headers.get("location", "")))
                     if target is None:
                         raise FetchRefused("ssrf", "redirect to a non-http URL")
                     url = target
+                    await asyncio.sleep(pause)
                     continue
                 if response.status_code == 304:
                     return Fetched(url, 304, response.headers, b"")

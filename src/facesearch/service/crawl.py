@@ -65,6 +65,7 @@ class _Outcome:
     reason: str = ""
     body: bytes = b""
     url: str = ""  # after redirects
+    faces: int = 0  # an unchanged image's faces, already indexed
     etag: str | None = None
     last_modified: str | None = None
     children: list[dict] = field(default_factory=list)  # frontier rows a page adds
@@ -285,7 +286,7 @@ class Crawling(Engine):
                 await asyncio.sleep(wait)
             try:
                 host.requests += 1
-                got = await fetch(client, url.url, limits, url.etag, url.last_modified)
+                got = await fetch(client, url.url, limits, url.etag, url.last_modified, host.delay)
             except FetchRefused as exc:
                 return _Outcome("refused" if exc.reason in ("ssrf", "dns", "too_large") else "failed",
                                 exc.reason)
@@ -295,7 +296,22 @@ class Crawling(Engine):
         meta = {"url": got.url, "etag": got.headers.get("etag"),
                 "last_modified": got.headers.get("last-modified")}
         if got.status == 304:
-            return _Outcome("skipped", "not_modified", **meta)
+            meta.update(etag=url.etag, last_modified=url.last_modified)
+            if url.kind == "image":
+                held = self.store.image_by_sha_at(got.url)
+                return (_Outcome("done", "not_modified", faces=held[1], **meta) if held
+                        else _Outcome("skipped", "not_modified", **meta))
+            outcome = _Outcome("done", "not_modified", **meta)
+            for child in self.crawls.found_on(url.url, job.id):  # unchanged: the same children
+                if child["kind"] == "page" and url.depth >= job.max_depth:
+                    continue
+                row = {"url": child["url"], "kind": child["kind"], "depth": url.depth + 1,
+                       "page_url": url.url, "page_title": child["page_title"],
+                       "alt_text": child["alt_text"]}
+                if child["state"] == "refused" and child["reason"] in ("off_allowlist", "noimageindex"):
+                    row.update(state="refused", reason=child["reason"])
+                outcome.children.append(row)
+            return outcome
         header_directives = robots_directives(", ".join(got.headers.get_list("x-robots-tag")))
         if url.kind == "image":
             if header_directives & STOP_IMAGES:
@@ -329,10 +345,10 @@ class Crawling(Engine):
         faces_of = self._ingest_fetched(job, images, live) if images else {}
         with self.store.transaction() as conn:
             for url, outcome in zip(batch, outcomes):
-                state, reason, faces = outcome.state, outcome.reason, 0
+                state, reason, faces = outcome.state, outcome.reason, outcome.faces
                 if state == "fetched":
                     state, reason, faces = faces_of[url.id]
-                if reason:
+                if reason and state != "done":
                     live.problems[reason] += 1
                 self.crawls.finish(conn, url.id, state=state, reason=reason, fetched_at=self.now(),
                                    etag=outcome.etag, last_modified=outcome.last_modified,

@@ -65,13 +65,36 @@ class CrawlStore:
     # Frontier ---------------------------------------------------------------------------------
 
     def enqueue(self, conn: Connection, job_id: int, rows: list[dict]) -> None:
-        """Add URLs the job has not met yet (the first sighting wins: its depth, its page)."""
+        """Add URLs the job has not met yet (the first sighting wins: its depth, its page),
+        with the validators of an earlier job's visit, so that a revisit asks conditionally."""
         for row in rows:
             known = conn.execute(select(crawl_urls.c.id).where(
                 crawl_urls.c.job_id == job_id, crawl_urls.c.url == row["url"],
                 crawl_urls.c.kind == row["kind"])).first()
-            if known is None:
-                conn.execute(insert(crawl_urls).values(job_id=job_id, **{"state": "queued", **row}))
+            if known is not None:
+                continue
+            earlier = conn.execute(select(crawl_urls.c.etag, crawl_urls.c.last_modified).where(
+                crawl_urls.c.url == row["url"], crawl_urls.c.kind == row["kind"],
+                crawl_urls.c.job_id != job_id, crawl_urls.c.state == "done")
+                .order_by(crawl_urls.c.id.desc()).limit(1)).first()
+            validators = {"etag": earlier[0], "last_modified": earlier[1]} if earlier else {}
+            conn.execute(insert(crawl_urls).values(job_id=job_id, **{"state": "queued", **validators, **row}))
+
+    def found_on(self, page_url: str, job_id: int) -> list[dict]:
+        """What an earlier visit of a page found (links and images), for a page unchanged
+        since (304): the same children, as that visit recorded them."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(crawl_urls.c.job_id).where(
+                crawl_urls.c.url == page_url, crawl_urls.c.kind == "page",
+                crawl_urls.c.job_id != job_id, crawl_urls.c.state == "done")
+                .order_by(crawl_urls.c.id.desc()).limit(1)).scalar()
+            if last is None:
+                return []
+            rows = conn.execute(select(crawl_urls.c.url, crawl_urls.c.kind, crawl_urls.c.page_title,
+                                       crawl_urls.c.alt_text, crawl_urls.c.state, crawl_urls.c.reason)
+                                .where(crawl_urls.c.job_id == last, crawl_urls.c.page_url == page_url)
+                                .order_by(crawl_urls.c.id)).mappings().all()
+        return [dict(r) for r in rows]
 
     def next_queued(self, job_id: int, limit: int) -> list[FrontierUrl]:
         query = (select(crawl_urls.c.id, crawl_urls.c.url, crawl_urls.c.kind, crawl_urls.c.depth,

@@ -121,6 +121,14 @@ class MetadataStore:
                                .where(images.c.sha256 == sha256).group_by(images.c.id)).first()
         return (row[0], int(row[1])) if row else None
 
+    def image_by_sha_at(self, location: str) -> tuple[str, int] | None:
+        """(sha256, number of faces) of the indexed image at a location, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images.c.sha256, func.count(faces.c.id))
+                               .select_from(images).outerjoin(faces, faces.c.image_id == images.c.id)
+                               .where(images.c.location == location).group_by(images.c.id)).first()
+        return (row[0], int(row[1])) if row else None
+
     def known_hashes(self, hashes: list[str]) -> set[str]:
         found: set[str] = set()
         with self.engine.connect() as conn:

@@ -440,6 +440,16 @@ def crawl_cancel(job: int) -> None:
     echo(f"job {job}: {service().set_crawl_state(actor(), job, 'cancel').status}")
 
 
+@crawl_app.command("warc")
+def crawl_warc(
+    archive: Annotated[Path, typer.Argument(help="A WARC file (.warc or .warc.gz).")],
+    source: Annotated[str, typer.Option(help="Registered source the archive belongs to.")],
+) -> None:
+    """Index the images of a WARC archive, with their URLs and capture dates as provenance."""
+    for outcome, count in sorted(service().ingest_warc(actor(), archive, source).items()):
+        echo(f"{outcome}\t{count}")
+
+
 def _run_crawl(job: int) -> None:
     from rich.live import Live
     from rich.table import Table

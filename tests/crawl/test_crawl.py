@@ -174,3 +174,46 @@ def test_a_crawl_killed_with_sigkill_resumes_to_the_state_of_an_uninterrupted_on
     ours, theirs = indexed(home), indexed(clean_home)
     assert {u: (p, s, f) for u, (p, _, s, f) in ours.items()} == {
         u: (p, s, f) for u, (p, _, s, f) in theirs.items()}
+
+
+def write_warc(path: Path, images: list[tuple[str, bytes]], page: str) -> None:
+    """A WARC archive as a web archiver writes it: a request (with Referer) and a response
+    record per image, and one HTML page."""
+    from io import BytesIO
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(path, "wb") as stream:
+        writer = WARCWriter(stream, gzip=True)
+        html = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(page, "response", payload=BytesIO(b"<html></html>"),
+                                                      http_headers=html))
+        for url, body in images:
+            request = StatusAndHeaders("GET / HTTP/1.1", [("Referer", page)], is_http_request=True)
+            writer.write_record(writer.create_warc_record(url, "request", payload=BytesIO(b""),
+                                                          http_headers=request))
+            headers = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(body),
+                                                          http_headers=headers))
+
+
+def test_a_warc_archive_is_indexed_with_the_same_provenance_and_policy(tmp_path: Path) -> None:
+    archive = tmp_path / "capture.warc.gz"
+    photos = [lfw_photos("Aaron_Peirsol")[1], lfw_photos("Abdullah")[1], lfw_photos("Adam_Sandler")[1]]
+    images = [(f"https://news.example/img/{p.name}", p.read_bytes()) for p in photos]
+    images.append(("https://news.example/img/copy.jpg", photos[0].read_bytes()))  # same bytes
+    write_warc(archive, images, "https://news.example/story.html")
+    service = FaceSearchService(crawl_settings(tmp_path / "data"))
+    try:
+        service.add_source(OPERATOR, "archive", "legitimate_interests", "US")
+        service.suppress(OPERATOR, lfw_photos("Adam_Sandler")[0].read_bytes(), "objection 9")
+        counts = service.ingest_warc(OPERATOR, archive, "archive")
+    finally:
+        service.close()
+    assert counts == {"done": 2, "skipped:duplicate": 1, "refused:suppressed": 1}
+    stored = indexed(tmp_path / "data")
+    assert set(stored) == {images[0][0], images[1][0]}
+    page_url, provenance, _, faces = stored[images[0][0]]
+    assert page_url == "https://news.example/story.html" and faces == 1
+    assert provenance["warc_file"] == "capture.warc.gz" and provenance["warc_date"]

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -370,37 +371,93 @@ class Crawling(Engine):
 
     def _ingest_fetched(self, job: CrawlJob, fetched: list[tuple[FrontierUrl, _Outcome]],
                         live: CrawlProgress) -> dict[int, tuple[str, str, int]]:
-        """Analyse and store fetched images as the writer; returns, per frontier id, its
-        (state, reason, faces indexed)."""
-        source = self.store.source(job.source)
+        """Analyse and store fetched images; returns, per frontier id, its (state, reason,
+        faces indexed)."""
+        return self._store_images(job.source, [
+            (url.id, outcome.url, outcome.body, url.page_url,
+             {"page_title": url.page_title, "alt_text": url.alt_text, "fetched_at": self.now(),
+              "crawl_job": job.id}) for url, outcome in fetched], live)
+
+    def _store_images(self, source_name: str, items: list[tuple[int, str, bytes, str | None, dict]],
+                      live: CrawlProgress) -> dict[int, tuple[str, str, int]]:
+        """Images from the web (key, URL, bytes, page URL, provenance) through the ingest
+        path as the writer: deduplicated by content, analysed, suppressed people withheld.
+        Returns per key (state, reason, faces indexed)."""
+        source = self.store.source(source_name)
         if source is None:
-            return {u.id: ("refused", "source_removed", 0) for u, _ in fetched}
+            return {key: ("refused", "source_removed", 0) for key, *_ in items}
         results: dict[int, tuple[str, str, int]] = {}
         with self._writer() as index:
             templates = self.store.suppression_templates()
-            for url, outcome in fetched:
-                sha = hashlib.sha256(outcome.body).hexdigest()
+            for key, location, body, page_url, provenance in items:
+                sha = hashlib.sha256(body).hexdigest()
                 known = self.store.image_by_sha(sha)
                 if known is not None:
                     # The same bytes under another URL are a duplicate; under this URL they are
                     # this URL's own result, committed just before a crash.
-                    results[url.id] = (("done", "", known[1]) if known[0] == outcome.url
-                                       else ("skipped", "duplicate", 0))
+                    results[key] = (("done", "", known[1]) if known[0] == location
+                                    else ("skipped", "duplicate", 0))
                     continue
-                task = ImageTask(sha, outcome.url, outcome.body)
                 with self._analysis_lock:
-                    analysed = analyse_batch([task], self.settings)[0]
+                    analysed = analyse_batch([ImageTask(sha, location, body)], self.settings)[0]
                 summary = IngestSummary()
-                provenance = {"page_title": url.page_title, "alt_text": url.alt_text,
-                              "fetched_at": self.now(), "crawl_job": job.id}
                 self._write_one(analysed, source, templates, summary, index,
-                                page_url=url.page_url, provenance=json.dumps(provenance))
+                                page_url=page_url, provenance=json.dumps(provenance))
                 if analysed.error:
-                    results[url.id] = ("failed", "bad_image", 0)
+                    results[key] = ("failed", "bad_image", 0)
                 elif summary.images_indexed == 0:
-                    results[url.id] = ("refused", "suppressed", 0)
+                    results[key] = ("refused", "suppressed", 0)
                 else:
-                    results[url.id] = ("done", "", summary.faces_indexed)
+                    results[key] = ("done", "", summary.faces_indexed)
                     live.images += 1
                     live.faces += summary.faces_indexed
         return results
+
+    # WARC archives ---------------------------------------------------------------------------
+
+    def ingest_warc(self, actor: Actor, path: Path, source: str) -> dict[str, int]:
+        """Index the images in a WARC archive (response records of image/* content) with
+        their target URL, referring page (from the request record) and capture date as
+        provenance. Returns counts by outcome."""
+        from warcio.archiveiterator import ArchiveIterator
+
+        self.authorise(actor, "crawl", "crawl.warc")
+        found = self.store.source(source)
+        if found is None:
+            self._refuse(actor, "crawl.warc", f"source {source!r} is not registered")
+        try:
+            check_lawful_basis(found.lawful_basis)
+            check_jurisdiction_allowed(found.jurisdiction, self.settings.excluded_jurisdictions)
+        except PolicyRefused as exc:
+            self._refuse(actor, "crawl.warc", exc.message)
+        referers: dict[str, str] = {}
+        items: list[tuple[int, str, bytes, str | None, dict]] = []
+        try:
+            with open(path, "rb") as stream:
+                for record in ArchiveIterator(stream):
+                    target = record.rec_headers.get_header("WARC-Target-URI") or ""
+                    if record.rec_type == "request" and record.http_headers:
+                        referers[target] = record.http_headers.get_header("Referer") or ""
+                    if (record.rec_type != "response" or not record.http_headers
+                            or record.http_headers.get_statuscode() != "200"
+                            or not (record.http_headers.get_header("Content-Type") or "").startswith("image/")):
+                        continue
+                    url = normalise_url(target)
+                    if url is None:
+                        continue
+                    body = record.content_stream().read(self.settings.max_image_bytes + 1)
+                    items.append((len(items), url, body, None, {
+                        "warc_file": path.name, "warc_date": record.rec_headers.get_header("WARC-Date"),
+                        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID")}))
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read {path.name}: {exc.strerror or exc}") from None
+        except Exception as exc:  # noqa: BLE001 - warcio raises assorted errors on damaged files
+            raise InvalidRequest(f"{path.name} is not a readable WARC file: {type(exc).__name__}") from None
+        items = [(key, url, body, normalise_url(referers.get(url, "")) , prov)
+                 for key, url, body, _, prov in items]
+        results = self._store_images(source, items, CrawlProgress())
+        counts = Counter(f"{state}:{reason}" if reason else state for state, reason, _ in results.values())
+        with self.store.transaction() as conn:
+            self._audit(conn, actor, "crawl.warc", {"file": path.name, "source": source,
+                                                    "images": len(items), "outcomes": dict(counts)})
+        return dict(counts)

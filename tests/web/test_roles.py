@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from facesearch.config import Settings
+from facesearch.service import FaceSearchService
 from tests.conftest import LFW, lfw_photos
 from tests.web.conftest import PEOPLE, PURPOSE, Deployment, password_of, probe
 
@@ -130,6 +132,28 @@ def fresh_access_request(d: Deployment, _: Targets) -> dict:
     return {"request_id": next(r["id"] for r in listed if r["public_id"] == made["request_id"])}
 
 
+SEED = "http://127.0.0.1:9/"
+
+
+def new_crawl_body() -> dict:
+    return {"source": "lfw", "purpose": "role matrix", "seeds": [SEED], "allow": [SEED]}
+
+
+def latest_crawl(d: Deployment, _: Targets) -> dict:
+    with d.client("ada") as admin:
+        return {"job_id": admin.get("/api/v1/crawls").json()[0]["id"]}
+
+
+def queued_crawl(d: Deployment, _: Targets) -> dict:
+    """A crawl job created but not run (the API runs what it creates), to cancel."""
+    service = FaceSearchService(Settings(home=d.home))
+    try:
+        job = service.start_crawl(service.local_operator("test"), [SEED], [SEED], "lfw", "matrix")
+    finally:
+        service.close()
+    return {"job_id": job.id, "command": "cancel"}
+
+
 def new_user_body() -> dict:
     return {"username": f"u{uuid.uuid4().hex[:8]}", "password": password_of("x"),
             "role": "auditor", "organisation": "Agency A"}
@@ -144,10 +168,15 @@ def fresh(body):  # noqa: ANN001, ANN201
 
 
 def wait_for_jobs(d: Deployment) -> None:
-    """Let ingest jobs that an allowed call started finish before the next state check."""
+    """Let ingest and crawl jobs that an allowed call started finish before the next state
+    check."""
     with d.client("ada") as admin:
         for job in admin.get("/api/v1/ingest-jobs").json():
             wait_for_job(admin, job["id"])
+        deadline = time.monotonic() + 60
+        while any(j["status"] in ("queued", "running") for j in admin.get("/api/v1/crawls").json()):
+            assert time.monotonic() < deadline, "a crawl job did not end"
+            time.sleep(0.2)
 
 
 def latest_job(d: Deployment, _: Targets) -> dict:
@@ -231,6 +260,13 @@ CALLS = [
     Call("POST", "/dpo/requests/{request_id}/extend", DPO, data={"reason": "complex"},
          prepare=fresh_access_request),
     Call("GET", "/records", RECORDS),
+    # Crawling (the loopback seed is refused by the SSRF guard: the job ends at once)
+    Call("POST", "/api/v1/crawls", ADMIN, json=lambda: new_crawl_body()),
+    Call("GET", "/api/v1/crawls", ADMIN),
+    Call("GET", "/api/v1/crawls/{job_id}", ADMIN, prepare=latest_crawl),
+    Call("POST", "/api/v1/crawls/{job_id}/{command}", ADMIN, prepare=queued_crawl),
+    Call("GET", "/admin/crawls", ADMIN),
+    Call("POST", "/admin/crawls", ADMIN, data=lambda: {**new_crawl_body(), "seeds": SEED, "allow": SEED}),
     # Pages (the same service calls behind HTML)
     Call("GET", "/", ALL, expect=(303,)),
     Call("GET", "/cases", CASE_READERS),
@@ -291,7 +327,8 @@ def send(d: Deployment, username: str | None, call: Call, values: dict) -> httpx
 def base_values(t: Targets) -> dict:
     return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
             "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
-            "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency B"}
+            "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency B",
+            "command": "pause"}
 
 
 def test_the_matrix_covers_every_route_of_the_app() -> None:

@@ -217,3 +217,15 @@ def test_a_warc_archive_is_indexed_with_the_same_provenance_and_policy(tmp_path:
     page_url, provenance, _, faces = stored[images[0][0]]
     assert page_url == "https://news.example/story.html" and faces == 1
     assert provenance["warc_file"] == "capture.warc.gz" and provenance["warc_date"]
+
+
+def test_the_status_counts_hosts_and_rates(site: Site, crawled) -> None:  # noqa: ANN001
+    home, status = crawled
+    service = FaceSearchService(crawl_settings(home))
+    try:
+        fresh = service.crawl_status(OPERATOR, status.job.id)
+    finally:
+        service.close()
+    assert fresh.hosts[site.url]["done"] >= len(site.expected["indexed"]) + len(site.expected["pages"])
+    assert fresh.hosts[site.other_host_url] == {"refused": 1}  # off the allowlist, never fetched
+    assert fresh.rates["pages"] > 0 and fresh.rates["faces"] > 0

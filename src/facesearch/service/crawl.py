@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class CrawlProgress:
 class CrawlStatus:
     job: CrawlJob
     counts: dict  # {"page": {state[:reason]: n}, "image": {...}, "totals": {bytes, faces}}
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)  # host -> state -> URLs
+    rates: dict[str, float] = field(default_factory=dict)  # pages, images, faces per second
 
 
 @dataclass
@@ -142,7 +145,18 @@ class Crawling(Engine):
         job = self.crawls.job(job_id)
         if job is None:
             raise NotFound("no such crawl job")
-        return CrawlStatus(job, self.crawls.counts(job_id))
+        counts = self.crawls.counts(job_id)
+        hosts: dict[str, Counter] = {}
+        for row in self.crawls.frontier(job_id):
+            hosts.setdefault(host_of(row["url"]), Counter())[row["state"]] += 1
+        # Since the job was created, until it ended (or now): over the whole job, pauses included.
+        end = datetime.fromisoformat(job.finished_at) if job.finished_at else self.clock()
+        seconds = max((end - datetime.fromisoformat(job.created_at)).total_seconds(), 1.0)
+        done = {kind: sum(n for key, n in counts[kind].items() if key.startswith("done"))
+                for kind in ("page", "image")}
+        rates = {"pages": round(done["page"] / seconds, 3), "images": round(done["image"] / seconds, 3),
+                 "faces": round(counts["totals"]["faces"] / seconds, 3)}
+        return CrawlStatus(job, counts, {h: dict(c) for h, c in sorted(hosts.items())}, rates)
 
     def crawl_jobs(self, actor: Actor) -> list[CrawlJob]:
         self.authorise(actor, "crawl", "crawl.status")

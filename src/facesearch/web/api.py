@@ -461,7 +461,7 @@ class NewCrawl(BaseModel):
 
 
 def crawl_json(status) -> dict:  # noqa: ANN001 - service CrawlStatus
-    return {"job": asdict(status.job), "counts": status.counts}
+    return asdict(status)
 
 
 @router.post("/crawls", tags=["crawling"], status_code=202)

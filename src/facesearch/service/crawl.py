@@ -21,9 +21,8 @@ from protego import Protego
 from facesearch.crawl.extract import STOP_IMAGES, normalise_url, parse_page, robots_directives
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import parse_networks
-from facesearch.errors import FacesearchError, InvalidRequest, NotFound, PolicyRefused
+from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest import ImageTask, analyse_batch
-from facesearch.policy.rules import check_jurisdiction_allowed, check_lawful_basis
 from facesearch.service.engine import Engine, IngestSummary
 from facesearch.store.crawl import CrawlJob, FrontierUrl
 from facesearch.types import Actor
@@ -109,14 +108,7 @@ class Crawling(Engine):
         if not allow and not images:
             self._refuse(actor, "crawl.start", "a crawl needs an allowlist of hosts or URL patterns: "
                          "untargeted scraping of facial images is prohibited (EU AI Act Art. 5(1)(e))")
-        found = self.store.source(source)
-        if found is None:
-            self._refuse(actor, "crawl.start", f"source {source!r} is not registered")
-        try:
-            check_lawful_basis(found.lawful_basis)
-            check_jurisdiction_allowed(found.jurisdiction, self.settings.excluded_jurisdictions)
-        except PolicyRefused as exc:
-            self._refuse(actor, "crawl.start", exc.message)
+        self._collecting_source(actor, source, "crawl.start")
         if not purpose.strip():
             raise InvalidRequest("a crawl needs a purpose")
         pages = [normalise_url(s) for s in seeds]
@@ -193,13 +185,7 @@ class Crawling(Engine):
         if job.status not in ("queued", "running"):
             raise InvalidRequest(f"the job is {job.status}; resume it first" if job.status == "paused"
                                  else f"the job is {job.status}")
-        source = self.store.source(job.source)
-        if source is None:
-            self._refuse(actor, "crawl.run", "the job's source is no longer registered")
-        try:
-            check_jurisdiction_allowed(source.jurisdiction, self.settings.excluded_jurisdictions)
-        except PolicyRefused as exc:
-            self._refuse(actor, "crawl.run", exc.message)
+        self._collecting_source(actor, job.source, "crawl.run")
         with self.store.transaction() as conn:
             self.crawls.set_status(conn, job_id, "running")
         live = CrawlProgress()
@@ -436,14 +422,7 @@ class Crawling(Engine):
         from warcio.archiveiterator import ArchiveIterator
 
         self.authorise(actor, "crawl", "crawl.warc")
-        found = self.store.source(source)
-        if found is None:
-            self._refuse(actor, "crawl.warc", f"source {source!r} is not registered")
-        try:
-            check_lawful_basis(found.lawful_basis)
-            check_jurisdiction_allowed(found.jurisdiction, self.settings.excluded_jurisdictions)
-        except PolicyRefused as exc:
-            self._refuse(actor, "crawl.warc", exc.message)
+        self._collecting_source(actor, source, "crawl.warc")
         referers: dict[str, str] = {}
         items: list[tuple[int, str, bytes, str | None, dict]] = []
         try:

@@ -203,15 +203,7 @@ class Engine(ServiceBase):
         where a file came from when its path is only a staging copy (an upload).
         """
         self.authorise(actor, "ingest", "ingest")
-        source = self.store.source(source_name)
-        if source is None:
-            self._refuse(actor, "ingest", f"source {source_name!r} is not registered; "
-                         "register it first with `facesearch source add`")
-        try:
-            check_lawful_basis(source.lawful_basis)
-            check_jurisdiction_allowed(source.jurisdiction, self.settings.excluded_jurisdictions)
-        except PolicyRefused as exc:
-            self._refuse(actor, "ingest", exc.message)
+        source = self._collecting_source(actor, source_name, "ingest")
         summary = IngestSummary(images_total=sum(1 for _ in discover(paths)))
         with self._writer() as index:
             templates = self.store.suppression_templates()
@@ -235,6 +227,20 @@ class Engine(ServiceBase):
                     "faces_withheld": summary.faces_withheld,
                     "skipped": dict(summary.skipped)})
         return summary
+
+    def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
+        """The registered source images are collected for, if policy lets it collect now:
+        a lawful basis, and a jurisdiction not excluded. Refusals are audited."""
+        source = self.store.source(name)
+        if source is None:
+            self._refuse(actor, action, f"source {name!r} is not registered; "
+                         "register it first with `facesearch source add`")
+        try:
+            check_lawful_basis(source.lawful_basis)
+            check_jurisdiction_allowed(source.jurisdiction, self.settings.excluded_jurisdictions)
+        except PolicyRefused as exc:
+            self._refuse(actor, action, exc.message)
+        return source
 
     def _new_tasks(self, paths: list[Path], summary: IngestSummary,
                    progress: ProgressCallback | None,

@@ -1,4 +1,4 @@
-"""The metadata store on a real SQLite file."""
+"""The metadata store on a real SQLite file, and on PostgreSQL when one is given."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def face(seed: int) -> Face:
 
 
 @pytest.fixture
-def store(tmp_path) -> MetadataStore:
-    db = MetadataStore(f"sqlite:///{tmp_path / 'meta.sqlite3'}")
+def store(database_url: str) -> MetadataStore:
+    db = MetadataStore(database_url)
     yield db
     db.close()
 

@@ -12,12 +12,12 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from facesearch.store.migrate import upgrade
 from facesearch.store.schema import (
     candidates,
     cases,
     faces,
     images,
-    metadata,
     notifications,
     pending_erasures,
     searches,
@@ -84,7 +84,7 @@ class MetadataStore:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        upgrade(self.engine)  # the schema, by Alembic's migrations
 
     def close(self) -> None:
         self.engine.dispose()

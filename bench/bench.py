@@ -151,6 +151,28 @@ class IvfIndex:
         return np.sqrt(squared), ids
 
 
+class CompressedBench:
+    """facesearch's compressed index (IVF-PQ, 16-byte codes, re-ranked), about 4 sqrt(n)
+    lists. The exact vectors for re-ranking come from the array in memory here; in service
+    they would come from the metadata store."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, probes: int) -> None:
+        from facesearch.index.compressed import CompressedIndex
+
+        lists = 2 ** round(np.log2(4 * np.sqrt(len(vectors))))
+        self.compressed = CompressedIndex(vectors.shape[1], lists=lists, probes=probes, rerank=200,
+                                          exact_vectors=lambda found: (found, vectors[found]))
+        rng = np.random.default_rng(0)
+        self.compressed.train(vectors[rng.choice(len(vectors), min(len(vectors), 64 * lists), replace=False)])
+        for start in range(0, len(vectors), 100_000):
+            self.compressed.add(ids[start:start + 100_000], vectors[start:start + 100_000])
+        self.index = self.compressed.shards[0]  # one shard at these sizes: its bytes are measured
+        self.kind = f"pq{probes}"
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.compressed.search(query, k)
+
+
 def build_facesearch(ids: np.ndarray, vectors: np.ndarray):  # noqa: ANN201 - FaissIndex
     """facesearch's own index, fed in chunks as ingest would grow it."""
     from facesearch.index.faiss_index import FaissIndex
@@ -161,7 +183,8 @@ def build_facesearch(ids: np.ndarray, vectors: np.ndarray):  # noqa: ANN201 - Fa
     return index
 
 
-def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: list[int]) -> None:
+def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: list[int],
+               pq_probes: list[int]) -> None:
     import faiss
 
     from facesearch.index.exact import NumpyExactIndex
@@ -194,7 +217,8 @@ def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: lis
         np50 = np.percentile(exact_times, 50) * 1000
 
         builders = [partial(build_facesearch, ids, vectors)] + [
-            partial(IvfIndex, vectors, nprobe) for nprobe in ivf_probes if size >= 100_000]
+            partial(IvfIndex, vectors, nprobe) for nprobe in ivf_probes if size >= 100_000] + [
+            partial(CompressedBench, ids, vectors, probes) for probes in pq_probes if size >= 100_000]
         for build_index in builders:
             rss0 = rss_mib()
             started = time.perf_counter()
@@ -229,6 +253,8 @@ def main() -> None:
                         help="match threshold for mate recall (the default match_threshold)")
     parser.add_argument("--ivf-probes", default="32,256",
                         help="also measure FAISS IVF-Flat with these nprobe (sizes of 100k and up)")
+    parser.add_argument("--pq-probes", default="32,64",
+                        help="also measure facesearch's compressed IVF-PQ index with these probes")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--measure-ingest", help=argparse.SUPPRESS)
     parser.add_argument("--skip-search", action="store_true")
@@ -244,7 +270,8 @@ def main() -> None:
         run_ingest(args.ingest_images)
     if not args.skip_search:
         run_search([int(s) for s in args.sizes.split(",")], args.queries, args.threshold,
-                   [int(p) for p in args.ivf_probes.split(",") if p])
+                   [int(p) for p in args.ivf_probes.split(",") if p],
+                   [int(p) for p in args.pq_probes.split(",") if p])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
 

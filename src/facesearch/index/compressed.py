@@ -1,0 +1,184 @@
+"""A compressed FAISS index for galleries too large for HNSW's memory: IVF-PQ codes in
+inverted lists, the short list re-ranked by exact distance from the stored descriptors.
+
+Memory: a face costs its PQ code (`code_bytes`, 16 by default) plus its id (8 bytes) in an
+inverted list, against 792 bytes in HNSW. The approximate distances only choose a short list
+(`rerank` candidates); exact distances from the descriptors (the metadata store's, read by the
+`exact_vectors` callback) rank it, so the scores shown are exact.
+
+Layout on disk: one trained, empty IVF-PQ "template" and shards of up to `shard_size` faces.
+Full shards are sealed (written once) and opened memory-mapped, so that start-up reads no list
+data and the OS pages in what searches touch; only the open shard is held in memory. Deleted
+faces are tombstoned (excluded from every search) and removed from their shards in one pass
+once they pass a tenth of the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from facesearch.index.base import VectorIndex
+
+COMPACT_AT = 0.1
+ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, vectors)
+
+
+class CompressedIndex(VectorIndex):
+    def __init__(self, dimension: int, *, lists: int, code_bytes: int = 16, probes: int = 64,
+                 rerank: int = 200, shard_size: int = 10_000_000,
+                 exact_vectors: ExactVectors | None = None) -> None:
+        self.dimension, self.lists, self.code_bytes = dimension, lists, code_bytes
+        self.probes, self.rerank, self.shard_size = probes, rerank, shard_size
+        self.exact_vectors = exact_vectors
+        self.template: faiss.IndexIVFPQ | None = None  # trained, empty
+        self.shards: list[faiss.IndexIVFPQ] = []
+        self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
+        self.tombstones: set[int] = set()
+        self.watermark = 0
+
+    # Building ---------------------------------------------------------------------------------
+
+    @property
+    def trained(self) -> bool:
+        return self.template is not None
+
+    def train(self, sample: np.ndarray) -> None:
+        """Learn the coarse lists and the PQ codebooks from a sample (at least 39 vectors a
+        list; FAISS warns below that)."""
+        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(self.dimension), self.dimension, self.lists,
+                                 self.code_bytes, 8)
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self.template = index
+
+    def _new_shard(self) -> faiss.IndexIVFPQ:
+        assert self.template is not None, "train the index before adding to it"
+        return faiss.clone_index(self.template)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        if self.tombstones and not self.tombstones.isdisjoint(ids.tolist()):
+            self.compact()  # an id comes back: its old entry must go first
+        start = 0
+        while start < len(ids):
+            if not self.shards or self.shards[-1].ntotal >= self.shard_size or len(self.shards) == self.sealed:
+                self.shards.append(self._new_shard())
+            room = self.shard_size - self.shards[-1].ntotal
+            self.shards[-1].add_with_ids(vectors[start:start + room], ids[start:start + room])
+            start += room
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Tombstone ids (searches skip them at once); compact past a tenth."""
+        before = len(self.tombstones)
+        self.tombstones.update(int(i) for i in ids)
+        if len(self.tombstones) > COMPACT_AT * max(self.total, 1):
+            self.compact()
+        return len(self.tombstones) - before
+
+    def compact(self) -> None:
+        """Remove tombstoned entries from every shard. A sealed shard is copied into memory
+        for it, and written again at the next save."""
+        if not self.tombstones:
+            return
+        selector = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64))
+        for number in range(len(self.shards)):
+            if number < self.sealed:
+                self.shards[number] = faiss.clone_index(self.shards[number])
+            self.shards[number].remove_ids(selector)
+        self.sealed = 0
+        self.tombstones.clear()
+
+    # Searching ------------------------------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return sum(int(s.ntotal) for s in self.shards)
+
+    def __len__(self) -> int:
+        return self.total - len(self.tombstones)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        short = max(k, self.rerank)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = self.probes
+        if self.tombstones:
+            params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
+        found = [shard.search(queries, short, params=params) for shard in self.shards if shard.ntotal]
+        distances = np.full((len(queries), k), np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        if not found:
+            return distances, ids
+        approx = np.hstack([d for d, _ in found])
+        candidates = np.hstack([i for _, i in found])
+        for row in range(len(queries)):
+            order = np.argsort(approx[row], kind="stable")[:short]
+            chosen = candidates[row][order]
+            chosen = chosen[chosen >= 0]
+            if self.exact_vectors is not None and len(chosen):
+                held, vectors = self.exact_vectors(chosen)
+                exact = np.linalg.norm(vectors - queries[row], axis=1)
+                best = np.argsort(exact, kind="stable")[:k]
+                distances[row, :len(best)], ids[row, :len(best)] = exact[best], held[best]
+            else:
+                best = order[:k]
+                valid = candidates[row][best] >= 0
+                distances[row, :valid.sum()] = np.sqrt(np.maximum(approx[row][best][valid], 0))
+                ids[row, :valid.sum()] = candidates[row][best][valid]
+        return distances, ids
+
+    # Storage --------------------------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Bytes of inverted-list data (codes and ids) of the shards held in memory."""
+        per_entry = self.code_bytes + 8
+        return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
+
+    def save(self, directory: Path) -> None:
+        """Write the template, new or changed shards, and a manifest last (atomically), so
+        that a crash leaves the previous manifest and its files in force."""
+        directory.mkdir(parents=True, exist_ok=True)
+        assert self.template is not None
+        if not (directory / "template.faiss").exists():
+            faiss.write_index(self.template, str(directory / "template.faiss"))
+        names = []
+        for number, shard in enumerate(self.shards):
+            name = f"shard-{number:05d}-{int(shard.ntotal)}.faiss"
+            if number >= self.sealed or not (directory / name).exists():
+                faiss.write_index(shard, str(directory / (name + ".tmp")))
+                os.replace(directory / (name + ".tmp"), directory / name)
+            names.append(name)
+        manifest = {"shards": names, "tombstones": sorted(self.tombstones),
+                    "watermark": self.watermark, "lists": self.lists,
+                    "code_bytes": self.code_bytes, "shard_size": self.shard_size}
+        (directory / "manifest.json.tmp").write_text(json.dumps(manifest))
+        os.replace(directory / "manifest.json.tmp", directory / "manifest.json")
+        for stale in set(p.name for p in directory.glob("shard-*.faiss")) - set(names):
+            (directory / stale).unlink()
+        # Full shards are sealed now: reopen them memory-mapped and let go of their memory.
+        full = [n for n, s in enumerate(self.shards) if s.ntotal >= self.shard_size]
+        self.sealed = (max(full) + 1) if full and full == list(range(len(full))) else self.sealed
+        for number in range(self.sealed):
+            self.shards[number] = faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP)
+
+    @classmethod
+    def load(cls, directory: Path, dimension: int, **options: object) -> "CompressedIndex":
+        manifest = json.loads((directory / "manifest.json").read_text())
+        index = cls(dimension, lists=manifest["lists"], code_bytes=manifest["code_bytes"],
+                    shard_size=manifest["shard_size"], **options)
+        index.template = faiss.read_index(str(directory / "template.faiss"))
+        for name in manifest["shards"]:
+            full = int(name.rsplit("-", 1)[1].split(".")[0]) >= index.shard_size
+            # Sealed (full) shards are mapped, not read: start-up reads no list data for them.
+            index.shards.append(faiss.read_index(str(directory / name),
+                                                 faiss.IO_FLAG_MMAP if full else 0))
+        index.sealed = sum(1 for s in index.shards if s.ntotal >= index.shard_size)
+        index.tombstones = set(manifest["tombstones"])
+        index.watermark = manifest["watermark"]
+        return index

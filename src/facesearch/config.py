@@ -154,6 +154,14 @@ class Settings(BaseSettings):
         "1M faces 64 gave recall@10 0.973 in 0.6 ms and 128 gave 0.989 in 1.1 ms "
         "(bench/run.sh); 160 is chosen for recall@10 of 0.99.",
     )
+    compressed_index_min: int = Field(
+        default=20_000_000,
+        description="Galleries above this many faces use the compressed IVF-PQ index (24 bytes "
+        "a face in memory, re-ranked exactly) instead of HNSW (792 bytes a face).",
+    )
+    pq_probes: int = Field(default=64, description="Inverted lists the compressed index visits per query.")
+    pq_rerank: int = Field(
+        default=200, description="Candidates the compressed index re-ranks by exact distance.")
     excluded_jurisdictions: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",

@@ -26,6 +26,7 @@ import numpy as np
 from facesearch.index.base import VectorIndex
 
 COMPACT_AT = 0.1
+SUBDIRECTORY = "compressed"  # inside the data directory's index folder
 ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, vectors)
 
 
@@ -41,6 +42,17 @@ class CompressedIndex(VectorIndex):
         self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
         self.tombstones: set[int] = set()
         self.watermark = 0
+
+    kind = "ivfpq"
+
+    @staticmethod
+    def present(index_dir: Path) -> bool:
+        return (index_dir / SUBDIRECTORY / "manifest.json").exists()
+
+    @staticmethod
+    def lists_for(faces: int) -> int:
+        """About 4 sqrt(n) inverted lists (a power of two), at least 64."""
+        return max(64, 2 ** round(np.log2(4 * np.sqrt(max(faces, 1)))))
 
     # Building ---------------------------------------------------------------------------------
 
@@ -140,9 +152,10 @@ class CompressedIndex(VectorIndex):
         per_entry = self.code_bytes + 8
         return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
 
-    def save(self, directory: Path) -> None:
+    def save(self, index_dir: Path) -> None:
         """Write the template, new or changed shards, and a manifest last (atomically), so
         that a crash leaves the previous manifest and its files in force."""
+        directory = index_dir / SUBDIRECTORY
         directory.mkdir(parents=True, exist_ok=True)
         assert self.template is not None
         if not (directory / "template.faiss").exists():
@@ -168,7 +181,8 @@ class CompressedIndex(VectorIndex):
             self.shards[number] = faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP)
 
     @classmethod
-    def load(cls, directory: Path, dimension: int, **options: object) -> "CompressedIndex":
+    def load(cls, index_dir: Path, dimension: int, **options: object) -> "CompressedIndex":
+        directory = index_dir / SUBDIRECTORY
         manifest = json.loads((directory / "manifest.json").read_text())
         index = cls(dimension, lists=manifest["lists"], code_bytes=manifest["code_bytes"],
                     shard_size=manifest["shard_size"], **options)

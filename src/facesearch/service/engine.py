@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from facesearch.errors import (
     PolicyRefused,
 )
 from facesearch.imaging import decode
+from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.ingest import (
     Analysed,
@@ -77,7 +79,7 @@ class DeletionReport:
 class Engine(ServiceBase):
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         super().__init__(settings, clock)
-        self._index: FaissIndex | None = None
+        self._index: FaissIndex | CompressedIndex | None = None
         self._index_dirty = False  # changed since last saved
         self._analyzer = None
         self._calibration = None
@@ -97,18 +99,27 @@ class Engine(ServiceBase):
         return self._analyzer
 
     @property
-    def index(self) -> FaissIndex:
+    def index(self) -> FaissIndex | CompressedIndex:
         """The vector index, brought up to date with the metadata store."""
         with self._index_lock:
             if self._index is None:
-                self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
-                                              self.settings.exact_index_max,
-                                              self.settings.hnsw_ef_search)
+                if CompressedIndex.present(self.settings.index_dir):
+                    self._index = CompressedIndex.load(self.settings.index_dir, DIMENSION,
+                                                       **self._compressed_options())
+                else:
+                    self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
+                                                  self.settings.exact_index_max,
+                                                  self.settings.hnsw_ef_search)
                 self._index_dirty = False
             self._catch_up(self._index)
             return self._index
 
-    def _catch_up(self, index: FaissIndex) -> None:
+    def _compressed_options(self) -> dict:
+        # Re-ranking reads the exact descriptors of the short list from the metadata store.
+        return {"probes": self.settings.pq_probes, "rerank": self.settings.pq_rerank,
+                "exact_vectors": self.store.vectors_of}
+
+    def _catch_up(self, index: FaissIndex | CompressedIndex) -> None:
         """Add faces committed since the index was last saved (after a crash, or by another
         process), and drop the vectors of faces erased since."""
         for ids, vectors in self.store.face_vectors(after_id=index.watermark):
@@ -121,7 +132,7 @@ class Engine(ServiceBase):
             self._index_dirty = True
 
     @contextmanager
-    def _writer(self) -> Iterator[FaissIndex]:
+    def _writer(self) -> Iterator[FaissIndex | CompressedIndex]:
         """One writer at a time per data directory. Yields the up-to-date index; on entry and
         on exit, finishes erasures and saves the index if it changed."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
@@ -220,6 +231,8 @@ class Engine(ServiceBase):
                     raise FacesearchError(
                         "a worker process died (out of memory?); what was committed is kept: "
                         "run the same ingest again to finish") from None
+            if isinstance(index, FaissIndex) and len(index) > self.settings.compressed_index_min:
+                self._build_index()  # the gallery has outgrown HNSW's memory
             with self.store.transaction() as conn:
                 self._audit(conn, actor, "ingest", {
                     "source": source.name, "images_indexed": summary.images_indexed,
@@ -280,7 +293,8 @@ class Engine(ServiceBase):
             yield fresh[start:start + INGEST_BATCH]
 
     def _write_one(self, result: Analysed, source: Source, templates: np.ndarray,
-                   summary: IngestSummary, index: FaissIndex, page_url: str | None = None,
+                   summary: IngestSummary, index: FaissIndex | CompressedIndex,
+                   page_url: str | None = None,
                    provenance: str = "{}") -> None:
         summary.images_seen += 1
         if result.error is not None:
@@ -442,14 +456,39 @@ class Engine(ServiceBase):
         """Rebuild the vector index from the stored descriptors; returns faces indexed."""
         self.authorise(actor, "reindex", "reindex")
         with self._writer():
-            fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
-            for ids, vectors in self.store.face_vectors():
-                fresh.add(ids, vectors)
-                fresh.watermark = int(ids[-1])
-            self._index, self._index_dirty = fresh, True
+            fresh = self._build_index()
             with self.store.transaction() as conn:
                 self._audit(conn, actor, "reindex", {"faces": len(fresh), "kind": fresh.kind})
         return len(fresh)
+
+    def _build_index(self) -> FaissIndex | CompressedIndex:
+        """A new index of every stored descriptor, of the kind the gallery's size calls for:
+        flat or HNSW (FaissIndex), or past compressed_index_min the compressed IVF-PQ index,
+        trained on a sample of the gallery. Replaces the index in use and saves it."""
+        faces = self.store.counts()["faces"]
+        if faces > self.settings.compressed_index_min:
+            fresh: FaissIndex | CompressedIndex = CompressedIndex(
+                DIMENSION, lists=CompressedIndex.lists_for(faces), **self._compressed_options())
+            fresh.train(self._training_sample(64 * fresh.lists))
+        else:
+            fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
+        for ids, vectors in self.store.face_vectors():
+            fresh.add(ids, vectors)
+            fresh.watermark = int(ids[-1])
+        with self._index_lock:
+            self._index, self._index_dirty = fresh, False
+            fresh.save(self.settings.index_dir)
+            if isinstance(fresh, FaissIndex):  # one kind on disk, so that a restart loads it
+                shutil.rmtree(self.settings.index_dir / "compressed", ignore_errors=True)
+            else:
+                (self.settings.index_dir / "vectors.faiss").unlink(missing_ok=True)
+        return fresh
+
+    def _training_sample(self, size: int) -> np.ndarray:
+        """Up to size stored descriptors spread over the whole gallery (every n-th chunk row)."""
+        faces = max(self.store.counts()["faces"], 1)
+        step = max(1, faces // size)
+        return np.concatenate([vectors[::step] for _, vectors in self.store.face_vectors()])[:size]
 
     def evaluate_lfw(self, lfw_dir: Path, output: Path, write_calibration: bool,
                      log: Callable[[str], None]) -> dict:

@@ -170,6 +170,16 @@ class MetadataStore:
                 yield ids, vectors
                 last = int(ids[-1])
 
+    def vectors_of(self, face_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, descriptors) of the faces that still exist among face_ids."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(faces.c.id, faces.c.embedding).where(
+                faces.c.id.in_([int(i) for i in face_ids]))).all()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 128), np.float32)
+        return (np.array([r[0] for r in rows], np.int64),
+                np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1))
+
     def candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
         """Face, image and source fields for each id that still exists."""
         if not face_ids:

@@ -31,11 +31,15 @@ ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (
 
 
 class CompressedIndex(VectorIndex):
-    def __init__(self, dimension: int, *, lists: int, code_bytes: int = 16, probes: int = 64,
+    def __init__(self, dimension: int, *, lists: int, code_bytes: int = 16, probes: int | None = None,
                  rerank: int = 200, shard_size: int = 10_000_000,
                  exact_vectors: ExactVectors | None = None) -> None:
         self.dimension, self.lists, self.code_bytes = dimension, lists, code_bytes
-        self.probes, self.rerank, self.shard_size = probes, rerank, shard_size
+        # A sixteenth of the lists by default: at 1M faces in 4096 lists, 128 probes found
+        # 97.4% of true mates, 256 found 99.4% (3.0 ms) and 512 99.9% (5.6 ms); the re-ranked
+        # short list's length (200 or 1000) changed nothing.
+        self.probes = probes or max(1, lists // 16)
+        self.rerank, self.shard_size = rerank, shard_size
         self.exact_vectors = exact_vectors
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
         self.shards: list[faiss.IndexIVFPQ] = []

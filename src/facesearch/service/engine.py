@@ -116,7 +116,7 @@ class Engine(ServiceBase):
 
     def _compressed_options(self) -> dict:
         # Re-ranking reads the exact descriptors of the short list from the metadata store.
-        return {"probes": self.settings.pq_probes, "rerank": self.settings.pq_rerank,
+        return {"probes": self.settings.pq_probes or None, "rerank": self.settings.pq_rerank,
                 "exact_vectors": self.store.vectors_of}
 
     def _catch_up(self, index: FaissIndex | CompressedIndex) -> None:

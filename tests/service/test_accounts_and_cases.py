@@ -8,7 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from facesearch.config import Settings
-from facesearch.errors import Forbidden, InvalidRequest, NotAuthenticated, PolicyRefused, RateLimited
+from facesearch.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotAuthenticated,
+    PolicyRefused,
+    RateLimited,
+)
 from facesearch.policy.audit import first_broken
 from facesearch.service import FaceSearchService
 from tests.conftest import OPERATOR, lfw_photos

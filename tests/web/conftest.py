@@ -160,6 +160,17 @@ def deployment(tmp_path_factory, lfw) -> Deployment:
     stop_server(process)
 
 
+def wait_for_job(client: httpx.Client, job_id: int) -> dict:
+    """Poll an ingest job until it has ended; its final state."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/ingest-jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"ingest job {job_id} did not finish")
+
+
 def probe(person_index: int = 0) -> bytes:
     """Photo 0 of one of the gallery's people: never indexed itself."""
     return lfw_photos(PEOPLE[person_index])[0].read_bytes()

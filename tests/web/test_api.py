@@ -21,6 +21,7 @@ from tests.web.conftest import (
     probe,
     start_server,
     stop_server,
+    wait_for_job,
 )
 
 
@@ -255,8 +256,6 @@ def test_ingest_runs_as_a_background_job_with_progress(deployment: Deployment) -
         job = ada.post("/api/v1/ingest-jobs", data={"source": "lfw"},
                        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos])
         assert job.status_code == 202
-        from tests.web.test_roles import wait_for_job
-
         done = wait_for_job(ada, job.json()["id"])
     assert done["status"] == "done"
     assert done["progress"]["images_seen"] == len(photos)

@@ -33,6 +33,7 @@ from tests.web.conftest import (
     build_deployment,
     start_server,
     stop_server,
+    wait_for_job,
 )
 from tests.web.test_browser import CHROMIUM, SCREENSHOTS, SLOW_MS, new_context, shoot
 
@@ -120,16 +121,6 @@ def faces_of_person(d: Deployment, person: str) -> int:
     with d.db() as db:
         return db.execute("SELECT count(*) FROM faces JOIN images ON images.id = faces.image_id"
                           " WHERE images.location LIKE ?", (f"%{person}%",)).fetchone()[0]
-
-
-def wait_for_job(client: httpx.Client, job_id: int) -> dict:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/ingest-jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"ingest job {job_id} did not finish")
 
 
 def request_access(d: Deployment, person: str, contact: str) -> dict:

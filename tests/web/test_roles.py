@@ -15,7 +15,14 @@ import pytest
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from tests.conftest import LFW, lfw_photos
-from tests.web.conftest import PEOPLE, PURPOSE, Deployment, password_of, probe
+from tests.web.conftest import (
+    PEOPLE,
+    PURPOSE,
+    Deployment,
+    password_of,
+    probe,
+    wait_for_job,
+)
 
 ROLE_USERS = {"admin": "ada", "supervisor": "sam", "investigator": "ivy", "auditor": "aud",
               "dpo": "dan"}
@@ -54,16 +61,6 @@ class Call:
 
 def photo_file(path=None) -> Callable[[], dict]:  # noqa: ANN001
     return lambda: {"probe": ("probe.jpg", (path or lfw_photos(PEOPLE[0])[0]).read_bytes(), "image/jpeg")}
-
-
-def wait_for_job(client: httpx.Client, job_id: int) -> dict:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/ingest-jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError("ingest job did not finish")
 
 
 def uploaded_image(d: Deployment, photo) -> str:  # noqa: ANN001

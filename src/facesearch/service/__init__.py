@@ -11,12 +11,23 @@ from facesearch.calibration import MEANING as SCORE_MEANING
 from facesearch.config import Settings
 from facesearch.service.accounts import Accounts
 from facesearch.service.base import Clock, system_clock
-from facesearch.service.cases import LEAD_NOTICE, CaseReport, Cases, ProbeFace, SearchResult
-from facesearch.service.engine import DeletionReport, IngestSummary
+from facesearch.service.cases import (
+    LEAD_NOTICE,
+    CaseReport,
+    Cases,
+    ProbeFace,
+    SearchResult,
+)
 from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
+from facesearch.service.engine import DeletionReport, IngestSummary
 from facesearch.service.governance import Governance, RetentionReport
 from facesearch.service.jobs import Jobs
-from facesearch.service.rights import AccessAcknowledgement, AccessReport, Receipt, Rights
+from facesearch.service.rights import (
+    AccessAcknowledgement,
+    AccessReport,
+    Receipt,
+    Rights,
+)
 from facesearch.service.trail import AuditTrail, ChainCheck
 from facesearch.store.audit import AuditFilter
 

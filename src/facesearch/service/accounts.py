@@ -9,7 +9,13 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from facesearch.errors import Forbidden, InvalidRequest, NotAuthenticated, PolicyRefused, RateLimited
+from facesearch.errors import (
+    Forbidden,
+    InvalidRequest,
+    NotAuthenticated,
+    PolicyRefused,
+    RateLimited,
+)
 from facesearch.policy.roles import OPERATOR, check_role, initial_status
 from facesearch.service.base import ServiceBase
 from facesearch.store.accounts import ApiKey, User

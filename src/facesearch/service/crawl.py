@@ -9,16 +9,21 @@ import hashlib
 import json
 import time
 from collections import Counter
-from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 from protego import Protego
 
-from facesearch.crawl.extract import STOP_IMAGES, normalise_url, parse_page, robots_directives
+from facesearch.crawl.extract import (
+    STOP_IMAGES,
+    normalise_url,
+    parse_page,
+    robots_directives,
+)
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import parse_networks
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
@@ -26,7 +31,6 @@ from facesearch.ingest import ImageTask, analyse_batch
 from facesearch.service.engine import Engine, IngestSummary
 from facesearch.store.crawl import CrawlJob, FrontierUrl
 from facesearch.types import Actor
-
 
 
 @dataclass
@@ -139,8 +143,8 @@ class Crawling(Engine):
             raise NotFound("no such crawl job")
         counts = self.crawls.counts(job_id)
         hosts: dict[str, Counter] = {}
-        for row in self.crawls.frontier(job_id):
-            hosts.setdefault(host_of(row["url"]), Counter())[row["state"]] += 1
+        for url, state in self.crawls.url_states(job_id):
+            hosts.setdefault(host_of(url), Counter())[state] += 1
         # Since the job was created, until it ended (or now): over the whole job, pauses included.
         end = datetime.fromisoformat(job.finished_at) if job.finished_at else self.clock()
         seconds = max((end - datetime.fromisoformat(job.created_at)).total_seconds(), 1.0)
@@ -299,8 +303,8 @@ class Crawling(Engine):
         if got.status == 304:
             meta.update(etag=url.etag, last_modified=url.last_modified)
             if url.kind == "image":
-                held = self.store.image_by_sha_at(got.url)
-                return (_Outcome("done", "not_modified", faces=held[1], **meta) if held
+                held = self.store.indexed_image(location=got.url)
+                return (_Outcome("done", "not_modified", faces=held.faces, **meta) if held
                         else _Outcome("skipped", "not_modified", **meta))
             outcome = _Outcome("done", "not_modified", **meta)
             for child in self.crawls.found_on(url.url, job.id):  # unchanged: the same children
@@ -391,11 +395,11 @@ class Crawling(Engine):
             templates = self.store.suppression_templates()
             for key, location, body, page_url, provenance in items:
                 sha = hashlib.sha256(body).hexdigest()
-                known = self.store.image_by_sha(sha)
+                known = self.store.indexed_image(sha256=sha)
                 if known is not None:
                     # The same bytes under another URL are a duplicate; under this URL they are
                     # this URL's own result, committed just before a crash.
-                    results[key] = (("done", "", known[1]) if known[0] == location
+                    results[key] = (("done", "", known.faces) if known.location == location
                                     else ("skipped", "duplicate", 0))
                     continue
                 with self._analysis_lock:

@@ -469,7 +469,7 @@ class Engine(ServiceBase):
         if faces > self.settings.compressed_index_min:
             fresh: FaissIndex | CompressedIndex = CompressedIndex(
                 DIMENSION, lists=CompressedIndex.lists_for(faces), **self._compressed_options())
-            fresh.train(self._training_sample(64 * fresh.lists))
+            fresh.train(self._training_sample(64 * fresh.lists, faces))
         else:
             fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
         for ids, vectors in self.store.face_vectors():
@@ -484,9 +484,8 @@ class Engine(ServiceBase):
                 (self.settings.index_dir / "vectors.faiss").unlink(missing_ok=True)
         return fresh
 
-    def _training_sample(self, size: int) -> np.ndarray:
+    def _training_sample(self, size: int, faces: int) -> np.ndarray:
         """Up to size stored descriptors spread over the whole gallery (every n-th chunk row)."""
-        faces = max(self.store.counts()["faces"], 1)
         step = max(1, faces // size)
         return np.concatenate([vectors[::step] for _, vectors in self.store.face_vectors()])[:size]
 

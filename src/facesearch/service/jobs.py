@@ -69,7 +69,7 @@ class Jobs(Engine):
 
         def location_of(path: Path) -> str:
             assert staged is not None
-            return f"{UPLOAD_PREFIX}{job_id}/{path.name[6:]}"
+            return f"{UPLOAD_PREFIX}{job_id}/{path.name.split('-', 1)[1]}"  # without its number
 
         try:
             summary = self.ingest(actor, paths, source, progress, location_of if staged else None)

@@ -8,7 +8,13 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from facesearch.errors import FacesearchError, Forbidden, InvalidRequest, NotFound, RateLimited
+from facesearch.errors import (
+    FacesearchError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+)
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.engine import Engine

@@ -128,6 +128,12 @@ class CrawlStore:
                 found["totals"]["faces"] += faces
         return found
 
+    def url_states(self, job_id: int) -> list[tuple[str, str]]:
+        """(url, state) of every URL of the job, unordered: the least a per-host count needs."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(crawl_urls.c.url, crawl_urls.c.state)
+                                                   .where(crawl_urls.c.job_id == job_id))]
+
     def frontier(self, job_id: int) -> list[dict]:
         """Every URL of the job with its outcome (ids and times left out), in URL order."""
         query = (select(crawl_urls.c.url, crawl_urls.c.kind, crawl_urls.c.depth, crawl_urls.c.state,

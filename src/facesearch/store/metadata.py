@@ -51,6 +51,13 @@ class Source:
 
 
 @dataclass(frozen=True)
+class IndexedImage:
+    sha256: str
+    location: str
+    faces: int
+
+
+@dataclass(frozen=True)
 class NewImage:
     sha256: str
     location: str
@@ -113,21 +120,17 @@ class MetadataStore:
 
     # Images and faces ---------------------------------------------------------------------
 
-    def image_by_sha(self, sha256: str) -> tuple[str, int] | None:
-        """(location, number of faces) of the image with these bytes, if indexed."""
+    def indexed_image(self, *, sha256: str | None = None,
+                      location: str | None = None) -> IndexedImage | None:
+        """The indexed image with these bytes, or at this location, with its face count."""
+        query = (select(images.c.sha256, images.c.location, func.count(faces.c.id))
+                 .select_from(images).outerjoin(faces, faces.c.image_id == images.c.id)
+                 .group_by(images.c.id))
+        query = (query.where(images.c.sha256 == sha256) if sha256 is not None
+                 else query.where(images.c.location == location))
         with self.engine.connect() as conn:
-            row = conn.execute(select(images.c.location, func.count(faces.c.id))
-                               .select_from(images).outerjoin(faces, faces.c.image_id == images.c.id)
-                               .where(images.c.sha256 == sha256).group_by(images.c.id)).first()
-        return (row[0], int(row[1])) if row else None
-
-    def image_by_sha_at(self, location: str) -> tuple[str, int] | None:
-        """(sha256, number of faces) of the indexed image at a location, if any."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(images.c.sha256, func.count(faces.c.id))
-                               .select_from(images).outerjoin(faces, faces.c.image_id == images.c.id)
-                               .where(images.c.location == location).group_by(images.c.id)).first()
-        return (row[0], int(row[1])) if row else None
+            row = conn.execute(query).first()
+        return IndexedImage(row[0], row[1], int(row[2])) if row else None
 
     def known_hashes(self, hashes: list[str]) -> set[str]:
         found: set[str] = set()

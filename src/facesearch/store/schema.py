@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
-    Index,
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,

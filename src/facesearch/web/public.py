@@ -9,14 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 
+from facesearch.web import pages
 from facesearch.web.auth import client_of, service_of
 
 router = APIRouter()
 
 
 def render(request: Request, template: str, **context: object) -> HTMLResponse:
-    return request.app.state.templates.TemplateResponse(
-        request, template, dict(context, actor=None, csrf=None))
+    return pages.render(request, template, None, **context)  # nobody logged in
 
 
 # Pages ---------------------------------------------------------------------------------------

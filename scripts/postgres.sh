@@ -10,11 +10,12 @@ if ! command -v pg_ctlcluster >/dev/null; then
 fi
 VERSION="$(ls /etc/postgresql | sort -V | tail -1)"
 if ! pg_lsclusters -h | grep -q "^$VERSION main"; then
-  pg_createcluster "$VERSION" main >/dev/null
+  pg_createcluster "$VERSION" main >&2
 fi
 CONF="/etc/postgresql/$VERSION/main/postgresql.conf"
 grep -q "^listen_addresses = '127.0.0.1'" "$CONF" || echo "listen_addresses = '127.0.0.1'" >> "$CONF"
-pg_ctlcluster "$VERSION" main status >/dev/null 2>&1 || pg_ctlcluster "$VERSION" main start
+# pg_ctlcluster may chat on stdout ("Removed stale pid file."); only the URL goes there.
+pg_ctlcluster "$VERSION" main status >/dev/null 2>&1 || pg_ctlcluster "$VERSION" main start >&2
 PORT="$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $3}')"
 
 as_postgres() { su postgres -s /bin/sh -c "psql -p $PORT -qtA -c \"$1\""; }

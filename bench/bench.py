@@ -4,11 +4,9 @@ Ingest: the same LFW photos through face_recognition (one process: HOG upsampled
 5-point landmarks, one descriptor per face) and through facesearch ingest with 1 and 2
 workers (same detector and landmarks, plus mirrored descriptors, crops and metadata writes).
 
-Search: galleries of real LFW descriptors plus generated distractors. Distractor identities
-are drawn from Gaussians fitted to real descriptors: identity centres from the spread of
-per-person means, faces around each centre from the within-person spread, so that the
-gallery has the clustered structure of real faces rather than plain random vectors.
-Probes are real LFW photos whose other photos are in the gallery.
+Search, in memory up to 1M faces: galleries of real LFW descriptors plus distractors drawn
+from Gaussians fitted to them (bench/gallery.py), every index kind side by side. Probes are
+real LFW photos whose other photos are in the gallery. bench/scale.py streams larger ones.
 """
 
 from __future__ import annotations
@@ -25,9 +23,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-LFW = ROOT.parent / "shared" / "datasets" / "lfw"
+from gallery import LFW, DistractorModel, lfw_descriptors
 
 
 def rss_mib() -> float:
@@ -100,35 +96,6 @@ def run_ingest(count: int) -> None:
 
 # Search ---------------------------------------------------------------------------------
 
-def lfw_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gallery descriptors (plain, as ingest makes them), probe descriptors (mirror-averaged,
-    as search makes them) and person labels of every LFW photo."""
-    from facesearch.config import Settings
-    from facesearch.evaluation.lfw import describe_all, list_images
-    from facesearch.vision import unit_length
-
-    paths, people = list_images(LFW)
-    variants = describe_all(Settings(), LFW, paths, ROOT / "results" / "lfw_descriptors.npz",
-                            log=lambda line: print(line, file=sys.stderr))
-    return unit_length(variants["hog+cnn"]), unit_length(variants["hog+cnn+mirror"]), people
-
-
-def distractors(real: np.ndarray, people: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """count synthetic faces, 4 per synthetic identity, from Gaussians fitted to real ones,
-    scaled to unit length like every descriptor facesearch stores."""
-    rng = np.random.default_rng(seed)
-    ids, inverse = np.unique(people, return_inverse=True)
-    means = np.stack([real[inverse == i].mean(0) for i in range(len(ids))])
-    residual = real - means[inverse]
-    multi = np.bincount(inverse)[inverse] > 1
-    between = np.cov(means, rowvar=False)
-    within = np.cov(residual[multi], rowvar=False) * (multi.sum() / max(multi.sum() - len(ids), 1))
-    centres = rng.multivariate_normal(means.mean(0), between, size=(count + 3) // 4, method="cholesky")
-    noise = rng.multivariate_normal(np.zeros(real.shape[1]), within, size=count, method="cholesky")
-    faces = np.repeat(centres, 4, axis=0)[:count] + noise
-    return (faces / np.linalg.norm(faces, axis=1, keepdims=True)).astype(np.float32)
-
-
 class IvfIndex:
     """FAISS IVF-Flat, measured beside facesearch's own index as the alternative not chosen:
     about 4 sqrt(n) lists, nprobe lists visited per query."""
@@ -173,7 +140,7 @@ class CompressedBench:
         return self.compressed.search(query, k)
 
 
-def build_facesearch(ids: np.ndarray, vectors: np.ndarray):  # noqa: ANN201 - FaissIndex
+def build_facesearch(ids: np.ndarray, vectors: np.ndarray):
     """facesearch's own index, fed in chunks as ingest would grow it."""
     from facesearch.index.faiss_index import FaissIndex
 
@@ -190,6 +157,7 @@ def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: lis
     from facesearch.index.exact import NumpyExactIndex
 
     real, mirrored, people = lfw_descriptors()
+    model = DistractorModel(real, people)
     rng = np.random.default_rng(1)
     counts = np.bincount(people)
     candidates = np.flatnonzero(counts[people] >= 2)
@@ -203,7 +171,7 @@ def run_search(sizes: list[int], queries: int, threshold: float, ivf_probes: lis
           f"{'p50 ms':>7} {'p99 ms':>7} {'numpy p50':>9} {'speedup':>8} {'recall@10':>9} {'mate recall':>11}")
     for size in sizes:
         real_rows = gallery_real[:size]
-        extra = distractors(real, people, max(0, size - len(real_rows)), seed=size)
+        extra = model.draw(max(0, size - len(real_rows)), np.random.default_rng(size))
         vectors = np.concatenate([real[real_rows], extra])
         ids = np.arange(len(vectors), dtype=np.int64)
         label = np.concatenate([people[real_rows], np.full(len(extra), -1)])

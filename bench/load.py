@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from gallery import DistractorModel
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
@@ -41,7 +42,6 @@ FACESEARCH = str(Path(sys.executable).parent / "facesearch")
 PASSWORD = "load-bench-long-passphrase"
 PURPOSE = "criminal investigation"
 FACES_PER_FAKE_IMAGE = 200  # distractor faces written per placeholder image row
-FACES_PER_IDENTITY = 4  # distractor faces drawn around each synthetic identity
 PLACEHOLDER_CROP = "distractors/placeholder.jpg"  # one crop file that every distractor names
 
 
@@ -62,31 +62,6 @@ def choose_people(service: FaceSearchService, actor: Actor, count: int) -> list[
             if len(chosen) == count:
                 break
     return chosen
-
-
-def fit_distractors(real: np.ndarray, labels: np.ndarray, count: int,
-                    rng: np.random.Generator) -> np.ndarray:
-    """count unit-length descriptors drawn from Gaussians fitted to the real ones.
-
-    The real faces' covariance splits into within-person (pooled over people with several
-    faces) and between-person (the rest, clipped to positive semi-definite) parts. Synthetic
-    identities are centres drawn around the real mean with the between-person covariance, and
-    each gets FACES_PER_IDENTITY faces drawn around it with the within-person covariance.
-    """
-    mean = real.mean(0)
-    total = np.cov(real, rowvar=False)
-    people, inverse = np.unique(labels, return_inverse=True)
-    residuals = real - np.stack([real[inverse == i].mean(0) for i in range(len(people))])[inverse]
-    several = np.bincount(inverse)[inverse] > 1
-    groups = len(np.unique(inverse[several]))
-    within = residuals[several].T @ residuals[several] / max(several.sum() - groups, 1)
-    values, vectors = np.linalg.eigh(total - within)
-    between = (vectors * np.clip(values, 0, None)) @ vectors.T
-    centres = rng.multivariate_normal(mean, between, size=-(-count // FACES_PER_IDENTITY),
-                                      method="eigh")
-    noise = rng.multivariate_normal(np.zeros(real.shape[1]), within, size=count, method="eigh")
-    faces = np.repeat(centres, FACES_PER_IDENTITY, axis=0)[:count] + noise
-    return (faces / np.linalg.norm(faces, axis=1, keepdims=True)).astype(np.float32)
 
 
 def insert_distractors(service: FaceSearchService, source_id: int, vectors: np.ndarray) -> None:
@@ -148,7 +123,7 @@ def build_gallery(home: Path, people_count: int, total_faces: int, seed: int) ->
 
         count = max(0, total_faces - len(real))
         started = time.perf_counter()
-        vectors = fit_distractors(real, labels, count, np.random.default_rng(seed))
+        vectors = DistractorModel(real, labels).draw(count, np.random.default_rng(seed))
         service.add_source(admin, "distractors", "legitimate_interests", "US",
                            "synthetic descriptors fitted to the LFW ones")
         source = service.store.source("distractors")

@@ -21,6 +21,9 @@ PORT="$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $
 as_postgres() { su postgres -s /bin/sh -c "psql -p $PORT -qtA -c \"$1\""; }
 [ "$(as_postgres "SELECT 1 FROM pg_roles WHERE rolname = 'facesearch'")" = 1 ] ||
   as_postgres "CREATE ROLE facesearch LOGIN PASSWORD 'facesearch'" >/dev/null
+# CREATEDB: tests that run several processes against PostgreSQL each create a database of their own.
+[ "$(as_postgres "SELECT rolcreatedb FROM pg_roles WHERE rolname = 'facesearch'")" = t ] ||
+  as_postgres "ALTER ROLE facesearch CREATEDB" >/dev/null
 [ "$(as_postgres "SELECT 1 FROM pg_database WHERE datname = 'facesearch_test'")" = 1 ] ||
   as_postgres "CREATE DATABASE facesearch_test OWNER facesearch" >/dev/null
 echo "postgresql+psycopg://facesearch:facesearch@127.0.0.1:$PORT/facesearch_test"

@@ -21,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check --upgrade pip "setuptools<81" wheel packaging
+.venv/bin/pip install -q --disable-pip-version-check --upgrade pip "setuptools<70" wheel packaging
 
 # dlib from source: the PyPI binary (dlib-bin) has no BLAS and computes a descriptor about
 # several times slower. The build takes about 10 minutes on 2 cores, once per machine.

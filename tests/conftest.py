@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,21 @@ def jpeg_bytes(image: Image.Image, **save_args) -> bytes:
 def noise_image(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a real Milvus 2.3.5 standalone server, started once per test session in a
+    network namespace of its own and reachable only through the host's 127.0.0.1
+    (tests/milvus_server.py). Each test uses collections of its own."""
+    from tests.milvus_server import LoopbackMilvus, namespaces_available
+
+    unavailable = namespaces_available()
+    if unavailable:
+        pytest.skip(f"Milvus runs only in a private network namespace here: {unavailable}")
+    server = LoopbackMilvus(tmp_path_factory.mktemp("milvus"))
+    try:
+        server.start()
+        yield server.uri
+    finally:
+        server.stop()

@@ -119,8 +119,17 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
     source: Annotated[str, typer.Option(help="Registered source the images come from.")],
     workers: Annotated[int, typer.Option(help="Worker processes; 0 = one per core.")] = 0,
+    queue: Annotated[bool, typer.Option(
+        "--queue", help="Queue the files for `facesearch worker` processes (PostgreSQL "
+        "queue: FACESEARCH_QUEUE_URL) instead of ingesting here.")] = False,
+    batch: Annotated[int, typer.Option(help="Files per queued job (with --queue).")] = 64,
 ) -> None:
     """Index every face in the images under PATHS. Safe to re-run after an interruption."""
+    if queue:
+        queued = service().queue_ingest(actor(), paths, source, batch)
+        echo(f"queued {queued.images} files for source {queued.source} in {len(queued.jobs)} "
+             f"jobs ({queued.jobs[0]}-{queued.jobs[-1]}); run `facesearch worker` to ingest them")
+        return
     if workers:
         state.settings.workers = workers
     started = time.monotonic()
@@ -146,6 +155,27 @@ def ingest(
         echo(f"skipped {count}: {reason}")
     for location, reason in summary.errors[:10]:
         typer.echo(f"  {location}: {reason}", err=True)
+
+
+@app.command()
+def worker(
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait for new jobs until stopped (Ctrl-C, SIGTERM), or stop "
+        "once the queue is empty.")] = True,
+) -> None:
+    """Run queued ingest jobs (`ingest --queue`); start one per core, on as many machines as
+    share the queue, the metadata database and the data directory."""
+
+    def show(job: int, summary: IngestSummary | None, error: str | None) -> None:
+        if summary is None:
+            typer.echo(f"job {job} failed: {error}", err=True)
+        else:
+            echo(f"job {job}: indexed {summary.images_indexed} images, {summary.faces_indexed} "
+                 f"faces, already indexed {summary.already_indexed}, skipped "
+                 f"{sum(summary.skipped.values())}")
+
+    report = service().run_ingest_worker(actor(), wait, show)
+    echo(f"worker {report.worker}: {report.jobs_done} jobs done, {report.jobs_failed} failed")
 
 
 @app.command()

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the metadata store; default: SQLite inside home.",
     )
+    queue_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the distributed-ingest queue (procrastinate), as "
+        "postgresql://... or postgresql+psycopg://...; default: the metadata store's database "
+        "when that is PostgreSQL.",
+    )
     max_image_pixels: int = Field(
         default=50_000_000,
         description="Images with more pixels are refused (decompression-bomb guard).",
@@ -164,6 +170,31 @@ class Settings(BaseSettings):
         "sixteenth of its lists (at 1M faces: 99.4% of true mates found in 3.0 ms).")
     pq_rerank: int = Field(
         default=200, description="Candidates the compressed index re-ranks by exact distance.")
+    pq_lists: int = Field(
+        default=0, description="Inverted lists of a new compressed index; 0 means about 4 "
+        "sqrt(faces), a power of two from 64 to 16,384.")
+    pq_code_bytes: int = Field(
+        default=16, description="Bytes of a face's product-quantisation code in the compressed "
+        "index (a divisor of 128); with its 8-byte id, what a face costs in memory.")
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss",
+        description="faiss: the index is a file in the data directory, held in each process's "
+        "memory (flat, HNSW, then compressed as the gallery grows); milvus: a collection in a "
+        "Milvus server or cluster at milvus_uri, shared by every process.",
+    )
+    milvus_uri: str = Field(
+        default="http://127.0.0.1:19530", description="Where the Milvus proxy listens (pymilvus URI).")
+    milvus_token: str = Field(
+        default="", description="Milvus credentials, user:password or an API key; empty when "
+        "the server has authentication off.")
+    milvus_collection: str = Field(
+        default="facesearch_faces", description="The Milvus collection of this deployment's faces.")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"] = Field(
+        default="HNSW",
+        description="Milvus index type of a new collection (or at `reindex`): HNSW (M 32, "
+        "efConstruction 80, search breadth hnsw_ef_search, as FAISS), FLAT (exact), or IVF with "
+        "1024 lists a segment, 64 probed (IVF_PQ: 16-byte codes).",
+    )
     excluded_jurisdictions: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -19,8 +20,12 @@ class VectorIndex(ABC):
         """Physically remove ids; returns how many were present."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """For each query, up to k (distances, ids), nearest first; missing slots have id -1."""
+    def search(self, queries: np.ndarray, k: int,
+               jurisdictions: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """For each query, up to k (distances, ids), nearest first; missing slots have id -1
+        and distance inf. jurisdictions, if given, is a hint: an index that holds each face's
+        jurisdiction (Milvus) returns only faces of those; the others (FAISS, NumPy) ignore it,
+        and the service filters every index's results by jurisdiction after the query."""
 
     @abstractmethod
     def __len__(self) -> int: ...

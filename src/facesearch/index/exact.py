@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from facesearch.index.base import VectorIndex
@@ -22,7 +24,8 @@ class NumpyExactIndex(VectorIndex):
         self.ids, self.vectors = self.ids[keep], self.vectors[keep]
         return removed
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int,
+               jurisdictions: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         n = len(self.ids)
         dist = np.full((len(queries), k), np.inf, dtype=np.float32)

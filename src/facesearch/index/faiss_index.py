@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import faiss
@@ -82,7 +83,8 @@ class FaissIndex(VectorIndex):
             self.rebuild()
         return len(positions)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int,
+               jurisdictions: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if len(self) == 0:
             return (np.full((len(queries), k), np.inf, np.float32),

@@ -22,6 +22,7 @@ from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.engine import DeletionReport, IngestSummary
 from facesearch.service.governance import Governance, RetentionReport
 from facesearch.service.jobs import Jobs
+from facesearch.service.queue import QueuedIngest, Queueing, WorkerReport
 from facesearch.service.rights import (
     AccessAcknowledgement,
     AccessReport,
@@ -32,7 +33,8 @@ from facesearch.service.trail import AuditTrail, ChainCheck
 from facesearch.store.audit import AuditFilter
 
 
-class FaceSearchService(Cases, Jobs, Rights, Governance, Crawling, Accounts, AuditTrail):
+class FaceSearchService(Cases, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
+                        AuditTrail):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
@@ -46,4 +48,5 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
 
 __all__ = ["LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
-           "FaceSearchService", "IngestSummary", "ProbeFace", "SearchResult", "build_service"]
+           "FaceSearchService", "IngestSummary", "ProbeFace", "QueuedIngest", "SearchResult",
+           "WorkerReport", "build_service"]

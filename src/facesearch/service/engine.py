@@ -32,6 +32,7 @@ from facesearch.errors import (
 from facesearch.imaging import decode
 from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
+from facesearch.index.milvus_index import MilvusIndex
 from facesearch.ingest import (
     Analysed,
     ImageTask,
@@ -52,6 +53,8 @@ from facesearch.types import Actor, Candidate, Face, ProbeResult
 
 DIMENSION = 128
 INGEST_BATCH = 8  # images per worker task: their faces are described in one batch
+TRAIN_PER_LIST = 40  # compressed index training sample: faces a list (FAISS wants 39 or more)
+AnyIndex = FaissIndex | CompressedIndex | MilvusIndex
 
 
 @dataclass
@@ -79,7 +82,7 @@ class DeletionReport:
 class Engine(ServiceBase):
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         super().__init__(settings, clock)
-        self._index: FaissIndex | CompressedIndex | None = None
+        self._index: AnyIndex | None = None
         self._index_dirty = False  # changed since last saved
         self._analyzer = None
         self._calibration = None
@@ -99,11 +102,13 @@ class Engine(ServiceBase):
         return self._analyzer
 
     @property
-    def index(self) -> FaissIndex | CompressedIndex:
+    def index(self) -> AnyIndex:
         """The vector index, brought up to date with the metadata store."""
         with self._index_lock:
             if self._index is None:
-                if CompressedIndex.present(self.settings.index_dir):
+                if self.settings.vector_backend == "milvus":
+                    self._index = self._milvus_index()
+                elif CompressedIndex.present(self.settings.index_dir):
                     self._index = CompressedIndex.load(self.settings.index_dir, DIMENSION,
                                                        **self._compressed_options())
                 else:
@@ -114,12 +119,19 @@ class Engine(ServiceBase):
             self._catch_up(self._index)
             return self._index
 
+    def _milvus_index(self) -> MilvusIndex:
+        # Milvus files each face under its jurisdiction and source, read from the store.
+        return MilvusIndex(self.settings.milvus_uri, self.settings.milvus_collection, DIMENSION,
+                           attributes=self.store.face_attributes,
+                           index_type=self.settings.milvus_index,
+                           ef_search=self.settings.hnsw_ef_search, token=self.settings.milvus_token)
+
     def _compressed_options(self) -> dict:
         # Re-ranking reads the exact descriptors of the short list from the metadata store.
         return {"probes": self.settings.pq_probes or None, "rerank": self.settings.pq_rerank,
                 "exact_vectors": self.store.vectors_of}
 
-    def _catch_up(self, index: FaissIndex | CompressedIndex) -> None:
+    def _catch_up(self, index: AnyIndex) -> None:
         """Add faces committed since the index was last saved (after a crash, or by another
         process), and drop the vectors of faces erased since."""
         for ids, vectors in self.store.face_vectors(after_id=index.watermark):
@@ -132,18 +144,26 @@ class Engine(ServiceBase):
             self._index_dirty = True
 
     @contextmanager
-    def _writer(self) -> Iterator[FaissIndex | CompressedIndex]:
-        """One writer at a time per data directory. Yields the up-to-date index; on entry and
-        on exit, finishes erasures and saves the index if it changed."""
+    def _write_lock(self) -> Iterator[None]:
+        """One writer at a time per data directory, across threads and processes (an flock:
+        each call opens the file, so threads of one process exclude each other too). Face ids
+        then grow in commit order, which the index's watermark catch-up relies on."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with open(self.settings.home / ".writer.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                self._finish_erasures()
-                yield self.index
-                self._finish_erasures()
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _writer(self) -> Iterator[AnyIndex]:
+        """The write lock, yielding the up-to-date index; on entry and on exit, finishes
+        erasures and saves the index if it changed."""
+        with self._write_lock():
+            self._finish_erasures()
+            yield self.index
+            self._finish_erasures()
 
     def _finish_erasures(self) -> None:
         """Remove erased faces' vectors from the saved index and their crops from disk."""
@@ -206,40 +226,66 @@ class Engine(ServiceBase):
 
     def ingest(self, actor: Actor, paths: list[Path], source_name: str,
                progress: ProgressCallback | None = None,
-               location_of: Callable[[Path], str] | None = None) -> IngestSummary:
+               location_of: Callable[[Path], str] | None = None,
+               queue_job: dict[str, object] | None = None) -> IngestSummary:
         """Index every face of every image under paths, as coming from a registered source.
 
         Images already indexed (same sha256) are skipped, so an interrupted run can simply
         be started again. Faces of suppressed people are never stored. location_of names
         where a file came from when its path is only a staging copy (an upload).
+
+        Faces are found outside the write lock and each batch is written under it, so that
+        ingests in other processes (queue workers) analyse at the same time. queue_job
+        ({"queue_job": id, "worker": name}, for the audit record) marks one job of a queued
+        ingest run by a queue worker: it analyses in its own process, since workers are the
+        unit of parallelism there, and leaves the vector index to the processes that search,
+        which catch up from the metadata store (a worker holding and saving the whole index
+        after every job would cost memory and time for nothing).
         """
         self.authorise(actor, "ingest", "ingest")
         source = self._collecting_source(actor, source_name, "ingest")
         summary = IngestSummary(images_total=sum(1 for _ in discover(paths)))
-        with self._writer() as index:
-            templates = self.store.suppression_templates()
-            workers = self.settings.workers or _cores()
-            with WorkerPool(self.settings, workers) as pool:
-                try:
-                    tasks = self._new_tasks(paths, summary, progress, location_of)
-                    for results in pool.map(analyse_batch, tasks):
-                        for result in results:
-                            self._write_one(result, source, templates, summary, index)
-                        if progress:
-                            progress(summary)
-                except BrokenProcessPool:
-                    raise FacesearchError(
-                        "a worker process died (out of memory?); what was committed is kept: "
-                        "run the same ingest again to finish") from None
-            if isinstance(index, FaissIndex) and len(index) > self.settings.compressed_index_min:
-                self._build_index()  # the gallery has outgrown HNSW's memory
-            with self.store.transaction() as conn:
-                self._audit(conn, actor, "ingest", {
-                    "source": source.name, "images_indexed": summary.images_indexed,
-                    "faces_indexed": summary.faces_indexed,
-                    "faces_withheld": summary.faces_withheld,
-                    "skipped": dict(summary.skipped)})
+        workers = 1 if queue_job else self.settings.workers or _cores()
+        with WorkerPool(self.settings, workers) as pool:
+            try:
+                tasks = self._new_tasks(paths, summary, progress, location_of)
+                for results in pool.map(analyse_batch, tasks):
+                    self._write_batch(actor, source.name, results, summary,
+                                      update_index=queue_job is None)
+                    if progress:
+                        progress(summary)
+            except BrokenProcessPool:
+                raise FacesearchError(
+                    "a worker process died (out of memory?); what was committed is kept: "
+                    "run the same ingest again to finish") from None
+        if queue_job is None:
+            with self._writer() as index:  # finishes erasures and saves the index
+                if isinstance(index, FaissIndex) and len(index) > self.settings.compressed_index_min:
+                    self._build_index()  # the gallery has outgrown HNSW's memory
+        with self.store.transaction() as conn:
+            self._audit(conn, actor, "ingest", {
+                "source": source.name, "images_indexed": summary.images_indexed,
+                "faces_indexed": summary.faces_indexed,
+                "faces_withheld": summary.faces_withheld,
+                "skipped": dict(summary.skipped), **(queue_job or {})})
         return summary
+
+    def _write_batch(self, actor: Actor, source_name: str, results: list[Analysed],
+                     summary: IngestSummary, update_index: bool) -> None:
+        """Write one analysed batch under the write lock. Policy is checked again there: the
+        source may have been deleted or barred, or a person suppressed, while the batch was
+        analysed, and another process may have indexed one of its images meanwhile."""
+        with self._write_lock():
+            source = self._collecting_source(actor, source_name, "ingest")
+            templates = self.store.suppression_templates()
+            known = self.store.known_hashes([r.sha256 for r in results])
+            index = self.index if update_index else None
+            for result in results:
+                if result.sha256 in known:
+                    summary.images_seen += 1
+                    summary.already_indexed += 1
+                else:
+                    self._write_one(result, source, templates, summary, index)
 
     def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
         """The registered source images are collected for, if policy lets it collect now:
@@ -293,7 +339,7 @@ class Engine(ServiceBase):
             yield fresh[start:start + INGEST_BATCH]
 
     def _write_one(self, result: Analysed, source: Source, templates: np.ndarray,
-                   summary: IngestSummary, index: FaissIndex | CompressedIndex,
+                   summary: IngestSummary, index: AnyIndex | None,
                    page_url: str | None = None,
                    provenance: str = "{}") -> None:
         summary.images_seen += 1
@@ -321,7 +367,7 @@ class Engine(ServiceBase):
                      collected_at=self.now(), width=result.width, height=result.height,
                      format=result.format, provenance=provenance),
             kept, crop_paths, withheld=int(withheld.sum()))
-        if kept:
+        if kept and index is not None:  # None: the index catches up from the store later
             with self._index_lock:
                 # A search in another thread may have caught these up from the database already.
                 fresh = [(i, f.embedding) for i, f in zip(face_ids, kept) if i > index.watermark]
@@ -352,7 +398,8 @@ class Engine(ServiceBase):
         for number, probe in enumerate(probe_faces):
             # Over-fetch: some hits may be deleted or suppressed since the index was saved.
             with self._index_lock:
-                distances, ids = index.search(probe.embedding, k + (256 if jurisdictions else 32))
+                distances, ids = index.search(probe.embedding, k + (256 if jurisdictions else 32),
+                                              jurisdictions=jurisdictions)
             hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
                     if i >= 0 and d < self.settings.match_threshold]
             rows = self.store.candidate_rows([i for _, i in hits])
@@ -461,15 +508,21 @@ class Engine(ServiceBase):
                 self._audit(conn, actor, "reindex", {"faces": len(fresh), "kind": fresh.kind})
         return len(fresh)
 
-    def _build_index(self) -> FaissIndex | CompressedIndex:
+    def _build_index(self) -> AnyIndex:
         """A new index of every stored descriptor, of the kind the gallery's size calls for:
         flat or HNSW (FaissIndex), or past compressed_index_min the compressed IVF-PQ index,
-        trained on a sample of the gallery. Replaces the index in use and saves it."""
+        trained on a sample of the gallery. Replaces the index in use and saves it. With the
+        Milvus backend, drops the collection and fills it again (with milvus_index)."""
         faces = self.store.counts()["faces"]
-        if faces > self.settings.compressed_index_min:
-            fresh: FaissIndex | CompressedIndex = CompressedIndex(
-                DIMENSION, lists=CompressedIndex.lists_for(faces), **self._compressed_options())
-            fresh.train(self._training_sample(64 * fresh.lists, faces))
+        if self.settings.vector_backend == "milvus":
+            fresh: AnyIndex = (self._index if isinstance(self._index, MilvusIndex)
+                               else self._milvus_index())
+            fresh.clear(self.settings.milvus_index)
+        elif faces > self.settings.compressed_index_min:
+            fresh = CompressedIndex(
+                DIMENSION, lists=self.settings.pq_lists or CompressedIndex.lists_for(faces),
+                code_bytes=self.settings.pq_code_bytes, **self._compressed_options())
+            fresh.train(self._training_sample(TRAIN_PER_LIST * fresh.lists, faces))
         else:
             fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
         for ids, vectors in self.store.face_vectors():

@@ -183,6 +183,20 @@ class MetadataStore:
         return (np.array([r[0] for r in rows], np.int64),
                 np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1))
 
+    def face_attributes(self, face_ids: np.ndarray) -> dict[int, tuple[str, str]]:
+        """(jurisdiction, source name) of each face that still exists among face_ids: what a
+        vector index that files faces by them (Milvus) stores beside each vector."""
+        ids = [int(i) for i in face_ids]
+        found: dict[int, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 1000):
+                found.update((r[0], (r[1], r[2])) for r in conn.execute(
+                    select(faces.c.id, images.c.jurisdiction, sources.c.name)
+                    .join(images, faces.c.image_id == images.c.id)
+                    .join(sources, images.c.source_id == sources.c.id)
+                    .where(faces.c.id.in_(ids[start:start + 1000]))).all())
+        return found
+
     def candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
         """Face, image and source fields for each id that still exists."""
         if not face_ids:

@@ -35,8 +35,10 @@ K = 10
 
 
 def rss_mib() -> float:
+    """Resident anonymous memory: the index's own, not the pages of the descriptor file
+    (or of memory-mapped shards), which the kernel can drop and read again."""
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("RssAnon:"))
 
 
 class Gallery:
@@ -91,7 +93,8 @@ class ExactTopK:
 
 def build(kind: str, gallery: Gallery, size: int, store: np.memmap, exact: ExactTopK,
           settings: Settings, train_per_list: int, lists: int | None) -> tuple:
-    """Stream the gallery into the index (and the descriptor file and the exact top K)."""
+    """Stream the gallery into the index (and the descriptor file and the exact top K).
+    Index names: "hnsw ef<efSearch>" and "ivfpq <lists>/<probes>/<re-ranked>"."""
     labels = np.empty(size, np.int32)
 
     def exact_vectors(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +164,8 @@ def measure(index: FaissIndex | CompressedIndex, gallery: Gallery, exact: ExactT
 
 
 def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
-        settings_to_try: list[int], train_per_list: int, lists: int | None) -> None:
+        settings_to_try: list[int], reranks: list[int], train_per_list: int,
+        lists: int | None) -> None:
     exact = ExactTopK(gallery.probes)
     path = work / f"descriptors-{size}.f32"
     store = np.memmap(path, np.float32, "w+", shape=(size, 128))
@@ -173,13 +177,13 @@ def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
         if isinstance(index, CompressedIndex):
             index = reopen(index, work / f"index-{size}")
         rss = rss_mib() - rss_before
-        for value in settings_to_try:
+        for value, rerank in ((v, r) for v in settings_to_try for r in reranks):
             if kind == "hnsw":
                 index.ef_search = value
                 name = f"hnsw ef{value}"
             else:
-                index.probes = value
-                name = f"ivfpq {index.lists}/{value}"
+                index.probes, index.rerank = value, rerank
+                name = f"ivfpq {index.lists}/{value}/{rerank}"
             measure(index, gallery, exact, labels, settings.match_threshold)  # warm the page cache
             p50, p99, recall, mate_recall = measure(index, gallery, exact, labels,
                                                     settings.match_threshold)
@@ -199,6 +203,8 @@ def main() -> None:
     parser.add_argument("--ef", default="32,48,64,96,160", help="HNSW efSearch values to measure")
     parser.add_argument("--probes", default="",
                         help="IVF-PQ probes to measure (default: the service's, lists/16, and half of it)")
+    parser.add_argument("--rerank", default=str(Settings().pq_rerank),
+                        help="IVF-PQ short-list lengths re-ranked exactly, to measure")
     parser.add_argument("--lists", type=int, help="IVF-PQ lists (default: the service's choice)")
     parser.add_argument("--train-per-list", type=int, default=40)
     parser.add_argument("--queries", type=int, default=500)
@@ -210,7 +216,7 @@ def main() -> None:
     print(f"== {len(gallery.probes)} real LFW probes; gallery = {len(gallery.real)} real LFW "
           f"descriptors + fitted distractors; faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads; match threshold {settings.match_threshold} ==")
-    print(f"{'faces':>11} {'index':>16} {'build s':>8} {'bytes/face':>10} {'RSS MiB':>8} "
+    print(f"{'faces':>11} {'index':>16} {'build s':>8} {'bytes/face':>10} {'anon MiB':>8} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'recall@10':>9} {'mate recall':>11}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         kind = args.index
@@ -223,7 +229,9 @@ def main() -> None:
         else:
             default = max(1, (args.lists or CompressedIndex.lists_for(size)) // 16)
             tries = [default // 2, default]
-        run(size, kind, gallery, settings, args.work_dir, tries, args.train_per_list, args.lists)
+        reranks = [int(v) for v in args.rerank.split(",")] if kind == "ivfpq" else [0]
+        run(size, kind, gallery, settings, args.work_dir, tries, reranks, args.train_per_list,
+            args.lists)
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ"] = Field(
         default="HNSW",
         description="Milvus index type of a new collection (or at `reindex`): HNSW (M 32, "
-        "efConstruction 80, search breadth hnsw_ef_search, as FAISS), FLAT (exact), or IVF with "
+        "efConstruction 200, search breadth hnsw_ef_search, as FAISS), FLAT (exact), or IVF with "
         "1024 lists a segment, 64 probed (IVF_PQ: 16-byte codes).",
     )
     excluded_jurisdictions: Annotated[list[str], NoDecode] = Field(

@@ -14,9 +14,10 @@ side by side (FAISS HStackInvertedLists), so the probed lists and their distance
 computed once, not once per shard. Deleted faces are tombstoned (excluded from every search)
 and removed from their shards in one pass once they pass a tenth of the index.
 
-Adding assigns each face to its list through an HNSW graph over the list centres rather than
-the exact scan: at 16,384 lists the scan costs 4 MFLOP a face, which at 100M faces is hours
-of a 2-core machine. Searching probes lists by the exact scan (one query, microseconds).
+Lists are capped at MAX_LISTS because adding a face scans every list centre (2 x 128 x lists
+FLOPs). At 16,384 lists, 10M faces had not finished adding after 20 minutes on 2 cores,
+through an HNSW graph over the centres that measured no faster than the scan (263 against 208
+microseconds a face); 4,096 lists cost a quarter. A query scans its probed lists on both cores.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ import numpy as np
 from facesearch.index.base import VectorIndex
 
 COMPACT_AT = 0.1
-MAX_LISTS = 16_384  # k-means over more lists takes longer to train than it saves in search
-ASSIGNER_M = 32  # HNSW degree of the graph over list centres that adds use
+MAX_LISTS = 4096  # see above: more lists cost adds more than they save searches
 SUBDIRECTORY = "compressed"  # inside the data directory's index folder
 ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, vectors)
 
@@ -52,7 +52,6 @@ class CompressedIndex(VectorIndex):
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
         self.shards: list[faiss.IndexIVFPQ] = []  # hold lists only: no distance tables
         self.searcher: faiss.IndexIVFPQ | None = None  # the template over all shards' lists
-        self.assigner: faiss.IndexHNSWFlat | None = None  # list centres, for adds
         self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
         self.tombstones: set[int] = set()
         self.watermark = 0
@@ -79,27 +78,14 @@ class CompressedIndex(VectorIndex):
         list; FAISS warns below that)."""
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(self.dimension), self.dimension, self.lists,
                                  self.code_bytes, 8)
-        if self.lists >= 4096:  # below that, k-means' exact scan is the faster one
-            # k-means assigns the sample through an HNSW graph, for the same reason as adds.
-            clustering_index = faiss.IndexHNSWFlat(self.dimension, ASSIGNER_M)
-            index.clustering_index = clustering_index
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        index.clustering_index = None
         self.template = index
-        self._start()
-
-    def _start(self) -> None:
-        """Build what is derived from the trained template: the assigner and the searcher."""
-        assert self.template is not None
-        centres = self.template.quantizer.reconstruct_n(0, self.lists)
-        self.assigner = faiss.IndexHNSWFlat(self.dimension, ASSIGNER_M)
-        self.assigner.hnsw.efSearch = 64
-        self.assigner.add(centres)
         self._stack()
 
     def _stack(self) -> None:
         """Point the searcher at the current shards' lists."""
         self.searcher = faiss.clone_index(self.template)
+        self.searcher.parallel_mode = 1  # one query's probed lists split between the cores
         # Python keeps the pointer vector and the stack alive: FAISS holds raw pointers to them.
         self._lists = faiss.InvertedListsPtrVector()
         for shard in self.shards:
@@ -118,19 +104,14 @@ class CompressedIndex(VectorIndex):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
         if self.tombstones and not self.tombstones.isdisjoint(ids.tolist()):
             self.compact()  # an id comes back: its old entry must go first
-        assert self.assigner is not None, "train the index before adding to it"
-        assigned = np.ascontiguousarray(self.assigner.search(vectors, 1)[1][:, 0])
         start = 0
         while start < len(ids):
             if not self.shards or self.shards[-1].ntotal >= self.shard_size or len(self.shards) == self.sealed:
                 self.shards.append(self._new_shard())
                 self._stack()
-            shard = self.shards[-1]
-            end = start + min(len(ids) - start, self.shard_size - shard.ntotal)
-            # swig_ptr keeps no reference: the arrays are named so that they outlive the call.
-            shard.add_core(end - start, faiss.swig_ptr(vectors[start:end]),
-                           faiss.swig_ptr(ids[start:end]), faiss.swig_ptr(assigned[start:end]))
-            start = end
+            room = self.shard_size - self.shards[-1].ntotal
+            self.shards[-1].add_with_ids(vectors[start:start + room], ids[start:start + room])
+            start += room
         self.searcher.ntotal = self.total
 
     def remove(self, ids: np.ndarray) -> int:
@@ -199,12 +180,10 @@ class CompressedIndex(VectorIndex):
         return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
 
     def fixed_bytes(self) -> int:
-        """Bytes that do not grow with the gallery: list centres (twice: the exact scan and the
-        assigner's graph, with its links) and the searcher's precomputed distance tables."""
-        assert self.searcher is not None and self.assigner is not None
-        centres = self.lists * self.dimension * 4
-        links = faiss.vector_to_array(self.assigner.hnsw.neighbors).nbytes
-        return 2 * centres + links + self.searcher.precomputed_table.size() * 4
+        """Bytes that do not grow with the gallery: the list centres and the searcher's
+        precomputed distance tables."""
+        assert self.searcher is not None
+        return self.lists * self.dimension * 4 + self.searcher.precomputed_table.size() * 4
 
     def save(self, index_dir: Path) -> None:
         """Write the template, new or changed shards, and a manifest last (atomically), so
@@ -251,13 +230,13 @@ class CompressedIndex(VectorIndex):
         index.sealed = sum(1 for s in index.shards if s.ntotal >= index.shard_size)
         index.tombstones = set(manifest["tombstones"])
         index.watermark = manifest["watermark"]
-        index._start()
+        index._stack()
         return index
 
 
 def _lists_only(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
     """A shard is only searched through the searcher: drop the distance tables that FAISS
-    computes for every IVF-PQ index it clones or reads (256 MiB each at 16,384 lists)."""
+    computes for every IVF-PQ index it clones or reads (64 MiB each at 4,096 lists)."""
     shard.use_precomputed_table = 0
     shard.precomputed_table.resize(0)
     return shard

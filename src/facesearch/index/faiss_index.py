@@ -24,7 +24,10 @@ INDEX_FILE = "vectors.faiss"
 MAGIC = b"FSIX0002"
 HEADER = struct.Struct("<8sQ")  # magic, watermark (highest face id synchronised)
 HNSW_M = 32  # graph degree: 32 measured over 0.99 recall@10 on face descriptors
-HNSW_EF_CONSTRUCTION = 80
+# Construction breadth. At 300k faces (LFW mates among fitted distractors), 200 instead of 80
+# made the graph find 99.45% of true mates at efSearch 32 against 98.68%, and 99.78% at 64
+# against 99.20%, for 2.7x the build time: a better graph is cheaper than a wider search.
+HNSW_EF_CONSTRUCTION = 200
 COMPACT_AT = 0.1  # rebuild the graph when this share of its entries is erased
 
 

@@ -40,13 +40,12 @@ from pymilvus import (
 )
 
 from facesearch.index.base import VectorIndex
+from facesearch.index.faiss_index import HNSW_EF_CONSTRUCTION, HNSW_M  # the same graph as FAISS
 
 # face ids -> {face id: (jurisdiction, source)} for those that still exist
 Attributes = Callable[[np.ndarray], dict[int, tuple[str, str]]]
 
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "IVF_PQ")
-HNSW_M = 32  # as FaissIndex: measured over 0.99 recall@10 on face descriptors
-HNSW_EF_CONSTRUCTION = 80
 IVF_LISTS = 1024  # inverted lists per segment (a sealed segment holds up to about 1M faces)
 IVF_PROBES = 64  # a sixteenth of the lists, the compressed FAISS index's rule
 PQ_CODE_BYTES = 16  # as the compressed FAISS index: 16 sub-quantizers of 8 bits

@@ -122,7 +122,9 @@ def build(kind: str, gallery: Gallery, size: int, store: np.memmap, exact: Exact
             print(f"  {first_id + len(vectors):,} faces in {time.perf_counter() - started:.0f} s",
                   flush=True)
     store.flush()
-    return index, labels, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    print(f"  built {size:,} faces in {seconds:.0f} s", flush=True)
+    return index, labels, seconds
 
 
 def reopen(index: CompressedIndex, directory: Path) -> CompressedIndex:

@@ -161,9 +161,10 @@ class Settings(BaseSettings):
         "(bench/run.sh); 160 is chosen for recall@10 of 0.99.",
     )
     compressed_index_min: int = Field(
-        default=20_000_000,
+        default=10_000_000,
         description="Galleries above this many faces use the compressed IVF-PQ index (24 bytes "
-        "a face in memory, re-ranked exactly) instead of HNSW (792 bytes a face).",
+        "a face in memory, re-ranked exactly) instead of HNSW (792 bytes a face, held by every "
+        "server process: two of them at 10M faces take 16 GB of a 24 GiB machine).",
     )
     pq_probes: int = Field(
         default=0, description="Inverted lists the compressed index visits per query; 0 means a "

@@ -155,10 +155,11 @@ class Settings(BaseSettings):
         "(exact search measured 0.7 ms at 10k faces and 11 ms at 100k: bench/run.sh).",
     )
     hnsw_ef_search: int = Field(
-        default=160,
-        description="HNSW search breadth: higher finds more true neighbours, more slowly. At "
-        "1M faces 64 gave recall@10 0.973 in 0.6 ms and 128 gave 0.989 in 1.1 ms "
-        "(bench/run.sh); 160 is chosen for recall@10 of 0.99.",
+        default=64,
+        description="HNSW search breadth: higher finds more true neighbours, more slowly. On a "
+        "graph built with efConstruction 200, 64 found 99.78% of true mates at 300k faces, "
+        "more than 96 did on the earlier graph (efConstruction 80) at 0.7 ms a query at 1M "
+        "(docs/scale.md).",
     )
     compressed_index_min: int = Field(
         default=10_000_000,
@@ -168,7 +169,7 @@ class Settings(BaseSettings):
     )
     pq_probes: int = Field(
         default=0, description="Inverted lists the compressed index visits per query; 0 means a "
-        "sixteenth of its lists (at 1M faces: 99.4% of true mates found in 3.0 ms).")
+        "32nd of its lists, fewer where that would scan more than 2.5M codes (docs/scale.md).")
     pq_rerank: int = Field(
         default=200, description="Candidates the compressed index re-ranks by exact distance.")
     pq_lists: int = Field(

@@ -34,6 +34,7 @@ from facesearch.index.base import VectorIndex
 
 COMPACT_AT = 0.1
 MAX_LISTS = 4096  # see above: more lists cost adds more than they save searches
+SCAN_BUDGET = 2_500_000  # codes a query scans by default at most: about 45 ms on 2 cores
 SUBDIRECTORY = "compressed"  # inside the data directory's index folder
 ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, vectors)
 
@@ -43,10 +44,7 @@ class CompressedIndex(VectorIndex):
                  rerank: int = 200, shard_size: int = 10_000_000,
                  exact_vectors: ExactVectors | None = None) -> None:
         self.dimension, self.lists, self.code_bytes = dimension, lists, code_bytes
-        # A sixteenth of the lists by default: at 1M faces in 4096 lists, 128 probes found
-        # 97.4% of true mates, 256 found 99.4% (3.0 ms) and 512 99.9% (5.6 ms); the re-ranked
-        # short list's length (200 or 1000) changed nothing.
-        self.probes = probes or max(1, lists // 16)
+        self.probes = probes  # None: default_probes(), for the index's size at each query
         self.rerank, self.shard_size = rerank, shard_size
         self.exact_vectors = exact_vectors
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
@@ -138,6 +136,14 @@ class CompressedIndex(VectorIndex):
 
     # Searching ------------------------------------------------------------------------------------
 
+    def default_probes(self) -> int:
+        """A 32nd of the lists (at least 32), fewer only where that would scan more than
+        SCAN_BUDGET codes. Measured (docs/scale.md): the share of lists probed sets mate recall
+        whatever the gallery's size (128 of 4,096 found 99% of true mates at 1M and at 10M),
+        and the codes scanned set the latency."""
+        share = min(self.lists, max(32, self.lists // 32))
+        return max(1, min(share, SCAN_BUDGET * self.lists // max(self.total, 1)))
+
     @property
     def total(self) -> int:
         return sum(int(s.ntotal) for s in self.shards)
@@ -150,7 +156,7 @@ class CompressedIndex(VectorIndex):
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         short = max(k, self.rerank)
         params = faiss.SearchParametersIVF()
-        params.nprobe = self.probes
+        params.nprobe = self.probes or self.default_probes()
         if self.tombstones:
             params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
         distances = np.full((len(queries), k), np.inf, np.float32)

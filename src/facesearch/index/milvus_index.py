@@ -57,7 +57,7 @@ class MilvusIndex(VectorIndex):
     """A Milvus collection of face descriptors, created on first use."""
 
     def __init__(self, uri: str, collection: str, dimension: int, *, attributes: Attributes,
-                 index_type: str = "HNSW", ef_search: int = 160, token: str = "") -> None:
+                 index_type: str = "HNSW", ef_search: int = 64, token: str = "") -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"Milvus index type {index_type!r} is not one of {INDEX_TYPES}")
         self.uri, self.name, self.dimension = uri, collection, dimension

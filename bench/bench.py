@@ -126,7 +126,7 @@ class CompressedBench:
     def __init__(self, ids: np.ndarray, vectors: np.ndarray, probes: int) -> None:
         from facesearch.index.compressed import CompressedIndex
 
-        lists = 2 ** round(np.log2(4 * np.sqrt(len(vectors))))
+        lists = CompressedIndex.lists_for(len(vectors))  # the service's choice
         self.compressed = CompressedIndex(vectors.shape[1], lists=lists, probes=probes, rerank=200,
                                           exact_vectors=lambda found: (found, vectors[found]))
         rng = np.random.default_rng(0)

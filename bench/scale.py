@@ -92,21 +92,27 @@ class ExactTopK:
         self.ids = np.take_along_axis(merged_i, order, 1)
 
 
-def build(kind: str, gallery: Gallery, size: int, store: np.memmap, exact: ExactTopK,
-          settings: Settings, train_per_list: int, lists: int | None) -> tuple:
-    """Stream the gallery into the index (and the descriptor file and the exact top K).
-    Index names: "hnsw ef<efSearch>" and "ivfpq <lists>/<probes>/<re-ranked>"."""
-    labels = np.empty(size, np.int32)
-
+def reader(store: np.memmap):
+    """The exact_vectors callback: descriptors of the given ids from the descriptor file."""
     def exact_vectors(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.sort(ids)  # in file order: fewer seeks
+        # Ask for every row's page at once: the disk reads them in parallel, where faulting
+        # them in one by one waits for each in turn (most are not cached at 100M faces).
+        for page in np.unique(order * 512 // mmap.PAGESIZE).tolist():
+            store._mmap.madvise(mmap.MADV_WILLNEED, page * mmap.PAGESIZE, mmap.PAGESIZE)
         return order, np.asarray(store[order])
+    return exact_vectors
 
+
+def build(kind: str, gallery: Gallery, size: int, store: np.memmap, labels: np.ndarray,
+          exact: ExactTopK, settings: Settings, train_per_list: int, lists: int | None) -> tuple:
+    """Stream the gallery into the index (and the descriptor file, the labels and the exact
+    top K)."""
     if kind == "hnsw":
         index = FaissIndex(128, settings.exact_index_max, settings.hnsw_ef_search)
     else:
         lists = lists or CompressedIndex.lists_for(size)
-        index = CompressedIndex(128, lists=lists, rerank=settings.pq_rerank, exact_vectors=exact_vectors)
+        index = CompressedIndex(128, lists=lists, rerank=settings.pq_rerank, exact_vectors=reader(store))
     started = time.perf_counter()
     for first_id, vectors, chunk_labels in gallery.chunks(size):
         if kind != "hnsw" and not index.trained:
@@ -125,7 +131,7 @@ def build(kind: str, gallery: Gallery, size: int, store: np.memmap, exact: Exact
     store.flush()
     seconds = time.perf_counter() - started
     print(f"  built {size:,} faces in {seconds:.0f} s", flush=True)
-    return index, labels, seconds
+    return index, seconds
 
 
 def reopen(index: CompressedIndex, directory: Path) -> CompressedIndex:
@@ -168,20 +174,36 @@ def measure(index: FaissIndex | CompressedIndex, gallery: Gallery, exact: ExactT
 
 def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
         settings_to_try: list[int], reranks: list[int], train_per_list: int,
-        lists: int | None) -> None:
-    exact = ExactTopK(gallery.probes)
+        lists: int | None, keep: bool) -> None:
     path = work / f"descriptors-{size}.f32"
-    store = np.memmap(path, np.float32, "w+", shape=(size, 128))
+    kept = work / f"kept-{size}.npz"  # a kept gallery's exact answers, labels and build figures
+    reuse = keep and kind == "ivfpq" and kept.exists()
+    store = np.memmap(path, np.float32, "r" if reuse else "w+", shape=(size, 128))
     # Re-ranking reads 200 scattered rows a query: without this the kernel reads ahead around
     # each one, tens of MB a query, and at 100M (a 51 GB file) that I/O was the latency.
     store._mmap.madvise(mmap.MADV_RANDOM)
+    exact = ExactTopK(gallery.probes)
+    labels = np.empty(size, np.int32)
     rss_before = rss_mib()
     try:
-        index, labels, seconds = build(kind, gallery, size, store, exact, settings,
-                                       train_per_list, lists)
-        per_face = index_bytes(index) / size
-        if isinstance(index, CompressedIndex):
-            index = reopen(index, work / f"index-{size}")
+        if reuse:
+            saved = np.load(kept)
+            assert np.array_equal(saved["probes"], gallery.probes), "kept with other probes"
+            exact.distances, exact.ids, labels[:] = saved["distances"], saved["ids"], saved["labels"]
+            seconds, per_face = float(saved["seconds"]), float(saved["per_face"])
+            started = time.perf_counter()
+            index = CompressedIndex.load(work / f"index-{size}", 128, exact_vectors=reader(store))
+            print(f"  reusing the gallery kept in {work}: opened in "
+                  f"{time.perf_counter() - started:.1f} s", flush=True)
+        else:
+            index, seconds = build(kind, gallery, size, store, labels, exact, settings,
+                                   train_per_list, lists)
+            per_face = index_bytes(index) / size
+            if isinstance(index, CompressedIndex):
+                index = reopen(index, work / f"index-{size}")
+                if keep:
+                    np.savez(kept, probes=gallery.probes, distances=exact.distances, ids=exact.ids,
+                             labels=labels, seconds=seconds, per_face=per_face)
         rss = rss_mib() - rss_before
         for value, rerank in ((v, r) for v in settings_to_try for r in reranks):
             if kind == "hnsw":
@@ -197,8 +219,9 @@ def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
                   f"{p50:7.2f} {p99:7.2f} {recall:9.4f} {mate_recall:11.4f}", flush=True)
     finally:
         del store
-        path.unlink()
-        shutil.rmtree(work / f"index-{size}", ignore_errors=True)
+        if not keep:
+            path.unlink()
+            shutil.rmtree(work / f"index-{size}", ignore_errors=True)
 
 
 def main() -> None:
@@ -216,6 +239,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the descriptor file goes (size x 512 bytes, deleted after)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the compressed gallery in --work-dir, or measure the one kept "
+                             "there with the same --queries, instead of building it again")
     args = parser.parse_args()
     settings = Settings()
     gallery = Gallery(args.queries, seed=1)
@@ -237,7 +263,7 @@ def main() -> None:
             tries = [default // 2, default]
         reranks = [int(v) for v in args.rerank.split(",")] if kind == "ivfpq" else [0]
         run(size, kind, gallery, settings, args.work_dir, tries, reranks, args.train_per_list,
-            args.lists)
+            args.lists, args.keep)
 
 
 if __name__ == "__main__":

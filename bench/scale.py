@@ -190,9 +190,10 @@ def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
             saved = np.load(kept)
             assert np.array_equal(saved["probes"], gallery.probes), "kept with other probes"
             exact.distances, exact.ids, labels[:] = saved["distances"], saved["ids"], saved["labels"]
-            seconds, per_face = float(saved["seconds"]), float(saved["per_face"])
+            seconds = float(saved["seconds"])
             started = time.perf_counter()
             index = CompressedIndex.load(work / f"index-{size}", 128, exact_vectors=reader(store))
+            per_face = index_bytes(index) / size
             print(f"  reusing the gallery kept in {work}: opened in "
                   f"{time.perf_counter() - started:.1f} s", flush=True)
         else:
@@ -203,7 +204,7 @@ def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
                 index = reopen(index, work / f"index-{size}")
                 if keep:
                     np.savez(kept, probes=gallery.probes, distances=exact.distances, ids=exact.ids,
-                             labels=labels, seconds=seconds, per_face=per_face)
+                             labels=labels, seconds=seconds)
         rss = rss_mib() - rss_before
         for value, rerank in ((v, r) for v in settings_to_try for r in reranks):
             if kind == "hnsw":

@@ -8,16 +8,19 @@ inverted list, against 792 bytes in HNSW. The approximate distances only choose 
 
 Layout on disk: one trained, empty IVF-PQ "template" and shards of up to `shard_size` faces.
 Full shards are sealed (written once) and opened memory-mapped, so that start-up reads no list
-data and the OS pages in what searches touch; only the open shard is held in memory. One
-search visits every shard at once: a single IVF-PQ "searcher" reads the shards' lists stacked
-side by side (FAISS HStackInvertedLists), so the probed lists and their distance tables are
-computed once, not once per shard. Deleted faces are tombstoned (excluded from every search)
-and removed from their shards in one pass once they pass a tenth of the index.
+data and the OS pages in what searches touch; only the open shard is held in memory. A
+search chooses the probed lists once and scans them shard by shard, each shard returning twice
+its share of the short list. (Scanning the shards' lists stacked into one, FAISS's
+HStackInvertedLists, copies every probed list on each query: 72 ms against 50 ms for 128
+probes at 100M.) Deleted faces are tombstoned (excluded from every search) and removed from
+their shards in one pass once they pass a tenth of the index.
 
 Lists are capped at MAX_LISTS because adding a face scans every list centre (2 x 128 x lists
 FLOPs). At 16,384 lists, 10M faces had not finished adding after 20 minutes on 2 cores,
 through an HNSW graph over the centres that measured no faster than the scan (263 against 208
 microseconds a face); 4,096 lists cost a quarter. A query scans its probed lists on both cores.
+Each shard keeps FAISS's precomputed distance tables (64 MiB at 4,096 lists), which make
+scanning a list cheap: 640 MiB for 100M faces, 6.7 bytes a face.
 """
 
 from __future__ import annotations
@@ -34,22 +37,21 @@ from facesearch.index.base import VectorIndex
 
 COMPACT_AT = 0.1
 MAX_LISTS = 4096  # see above: more lists cost adds more than they save searches
-SCAN_BUDGET = 2_500_000  # codes a query scans by default at most: about 45 ms on 2 cores
+SCAN_BUDGET = 2_750_000  # codes a query scans by default at most: 112 probes at 100M, 46 ms
 SUBDIRECTORY = "compressed"  # inside the data directory's index folder
 ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids found, vectors)
 
 
 class CompressedIndex(VectorIndex):
     def __init__(self, dimension: int, *, lists: int, code_bytes: int = 16, probes: int | None = None,
-                 rerank: int = 200, shard_size: int = 10_000_000,
+                 rerank: int = 1000, shard_size: int = 10_000_000,
                  exact_vectors: ExactVectors | None = None) -> None:
         self.dimension, self.lists, self.code_bytes = dimension, lists, code_bytes
         self.probes = probes  # None: default_probes(), for the index's size at each query
         self.rerank, self.shard_size = rerank, shard_size
         self.exact_vectors = exact_vectors
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
-        self.shards: list[faiss.IndexIVFPQ] = []  # hold lists only: no distance tables
-        self.searcher: faiss.IndexIVFPQ | None = None  # the template over all shards' lists
+        self.shards: list[faiss.IndexIVFPQ] = []  # the template's clones, each with its lists
         self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
         self.tombstones: set[int] = set()
         self.watermark = 0
@@ -78,24 +80,10 @@ class CompressedIndex(VectorIndex):
                                  self.code_bytes, 8)
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.template = index
-        self._stack()
-
-    def _stack(self) -> None:
-        """Point the searcher at the current shards' lists."""
-        self.searcher = faiss.clone_index(self.template)
-        self.searcher.parallel_mode = 1  # one query's probed lists split between the cores
-        # Python keeps the pointer vector and the stack alive: FAISS holds raw pointers to them.
-        self._lists = faiss.InvertedListsPtrVector()
-        for shard in self.shards:
-            self._lists.push_back(faiss.extract_index_ivf(shard).invlists)
-        if self.shards:
-            self._stacked = faiss.HStackInvertedLists(self._lists.size(), self._lists.data())
-            self.searcher.replace_invlists(self._stacked, False)
-        self.searcher.ntotal = self.total
 
     def _new_shard(self) -> faiss.IndexIVFPQ:
         assert self.template is not None, "train the index before adding to it"
-        return _lists_only(faiss.clone_index(self.template))
+        return _searchable(faiss.clone_index(self.template))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -106,11 +94,9 @@ class CompressedIndex(VectorIndex):
         while start < len(ids):
             if not self.shards or self.shards[-1].ntotal >= self.shard_size or len(self.shards) == self.sealed:
                 self.shards.append(self._new_shard())
-                self._stack()
             room = self.shard_size - self.shards[-1].ntotal
             self.shards[-1].add_with_ids(vectors[start:start + room], ids[start:start + room])
             start += room
-        self.searcher.ntotal = self.total
 
     def remove(self, ids: np.ndarray) -> int:
         """Tombstone ids (searches skip them at once); compact past a tenth."""
@@ -128,19 +114,18 @@ class CompressedIndex(VectorIndex):
         selector = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64))
         for number in range(len(self.shards)):
             if number < self.sealed:
-                self.shards[number] = _lists_only(faiss.clone_index(self.shards[number]))
+                self.shards[number] = _searchable(faiss.clone_index(self.shards[number]))
             self.shards[number].remove_ids(selector)
         self.sealed = 0
         self.tombstones.clear()
-        self._stack()
 
     # Searching ------------------------------------------------------------------------------------
 
     def default_probes(self) -> int:
         """A 32nd of the lists (at least 32), fewer only where that would scan more than
-        SCAN_BUDGET codes. Measured (docs/scale.md): the share of lists probed sets mate recall
-        whatever the gallery's size (128 of 4,096 found 99% of true mates at 1M and at 10M),
-        and the codes scanned set the latency."""
+        SCAN_BUDGET codes. Measured (docs/scale.md): 128 of 4,096 lists found 99% of true mates
+        at 1M and at 10M; at 100M, 112 with a short list of 1,000 found 98.6% in 46 ms. The
+        codes scanned set the latency."""
         share = min(self.lists, max(32, self.lists // 32))
         return max(1, min(share, SCAN_BUDGET * self.lists // max(self.total, 1)))
 
@@ -155,15 +140,11 @@ class CompressedIndex(VectorIndex):
                jurisdictions: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         short = max(k, self.rerank)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = self.probes or self.default_probes()
-        if self.tombstones:
-            params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
         distances = np.full((len(queries), k), np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         if not self.total:
             return distances, ids
-        approx, candidates = self.searcher.search(queries, short, params=params)  # nearest first
+        approx, candidates = self._scan(queries, short)  # nearest first
         for row in range(len(queries)):
             valid = candidates[row] >= 0
             chosen = candidates[row][valid]
@@ -178,6 +159,29 @@ class CompressedIndex(VectorIndex):
                 ids[row, :kept] = chosen[:kept]
         return distances, ids
 
+    def _scan(self, queries: np.ndarray, short: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `short` nearest by code of each query over every shard: the probed lists are
+        chosen once, each shard returns twice its share of the short list (all of it where
+        there are one or two shards), and the shards' answers are merged."""
+        probes = min(self.lists, self.probes or self.default_probes())
+        params = faiss.SearchParametersIVF()
+        params.nprobe = probes
+        if self.tombstones:
+            params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
+        coarse, lists = self.template.quantizer.search(queries, probes)
+        each = min(short, max(1, 2 * short // len(self.shards)))
+        found_d = np.empty((len(self.shards), len(queries), each), np.float32)
+        found_i = np.empty((len(self.shards), len(queries), each), np.int64)
+        for number, shard in enumerate(self.shards):
+            shard.search_preassigned_c(
+                len(queries), faiss.swig_ptr(queries), each, faiss.swig_ptr(lists),
+                faiss.swig_ptr(coarse), faiss.swig_ptr(found_d[number]),
+                faiss.swig_ptr(found_i[number]), False, params)
+        merged_d = np.concatenate(found_d, axis=1)  # (queries, shards x each)
+        merged_i = np.concatenate(found_i, axis=1)
+        order = np.argsort(merged_d, axis=1, kind="stable")[:, :short]
+        return np.take_along_axis(merged_d, order, 1), np.take_along_axis(merged_i, order, 1)
+
     # Storage --------------------------------------------------------------------------------------
 
     def memory_bytes(self) -> int:
@@ -186,10 +190,9 @@ class CompressedIndex(VectorIndex):
         return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
 
     def fixed_bytes(self) -> int:
-        """Bytes that do not grow with the gallery: the list centres and the searcher's
+        """Bytes beyond the faces' codes and ids: the list centres and each shard's
         precomputed distance tables."""
-        assert self.searcher is not None
-        return self.lists * self.dimension * 4 + self.searcher.precomputed_table.size() * 4
+        return self.lists * self.dimension * 4 + sum(s.precomputed_table.size() * 4 for s in self.shards)
 
     def save(self, index_dir: Path) -> None:
         """Write the template, new or changed shards, and a manifest last (atomically), so
@@ -217,9 +220,8 @@ class CompressedIndex(VectorIndex):
         full = [n for n, s in enumerate(self.shards) if s.ntotal >= self.shard_size]
         self.sealed = (max(full) + 1) if full and full == list(range(len(full))) else self.sealed
         for number in range(self.sealed):
-            self.shards[number] = _lists_only(
+            self.shards[number] = _searchable(
                 faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP))
-        self._stack()
 
     @classmethod
     def load(cls, index_dir: Path, dimension: int, **options: object) -> "CompressedIndex":
@@ -231,18 +233,15 @@ class CompressedIndex(VectorIndex):
         for name in manifest["shards"]:
             full = int(name.rsplit("-", 1)[1].split(".")[0]) >= index.shard_size
             # Sealed (full) shards are mapped, not read: start-up reads no list data for them.
-            index.shards.append(_lists_only(faiss.read_index(
+            index.shards.append(_searchable(faiss.read_index(
                 str(directory / name), faiss.IO_FLAG_MMAP if full else 0)))
         index.sealed = sum(1 for s in index.shards if s.ntotal >= index.shard_size)
         index.tombstones = set(manifest["tombstones"])
         index.watermark = manifest["watermark"]
-        index._stack()
         return index
 
 
-def _lists_only(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
-    """A shard is only searched through the searcher: drop the distance tables that FAISS
-    computes for every IVF-PQ index it clones or reads (64 MiB each at 4,096 lists)."""
-    shard.use_precomputed_table = 0
-    shard.precomputed_table.resize(0)
+def _searchable(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
+    """A shard as searched: one query's probed lists split between the cores."""
+    shard.parallel_mode = 1
     return shard

@@ -162,13 +162,13 @@ class Settings(BaseSettings):
     )
     compressed_index_min: int = Field(
         default=10_000_000,
-        description="Galleries above this many faces use the compressed IVF-PQ index (24 bytes "
-        "a face in memory, re-ranked exactly) instead of HNSW (792 bytes a face, held by every "
+        description="Galleries above this many faces use the compressed IVF-PQ index (31 bytes "
+        "a face in memory at 100M, re-ranked exactly) instead of HNSW (792 bytes a face, held by every "
         "server process: two of them at 10M faces take 16 GB of a 24 GiB machine).",
     )
     pq_probes: int = Field(
         default=0, description="Inverted lists the compressed index visits per query; 0 means a "
-        "32nd of its lists, fewer where that would scan more than 2.5M codes (docs/scale.md).")
+        "32nd of its lists, fewer where that would scan more than 2.75M codes (docs/scale.md).")
     pq_rerank: int = Field(
         default=1000, description="Candidates the compressed index re-ranks by exact distance "
         "(at 100M faces 200 found 96.3% of true mates at 96 probes, 1,000 found 98.6% at 112).")

@@ -111,6 +111,21 @@ def test_full_shards_are_sealed_and_mapped_and_reload_to_the_same_answers(
     assert len(loaded.shards) == 4 and loaded.memory_bytes() == 24
 
 
+def test_a_search_over_shards_finds_what_one_shard_finds(data: np.ndarray) -> None:
+    """Shards are scanned one by one, each returning part of the short list; the merged
+    answer must be the one a single shard holding every face gives."""
+    whole = build(data)
+    sharded = CompressedIndex(DIM, lists=64, probes=32, rerank=100, shard_size=7_000,
+                              exact_vectors=whole.exact_vectors)
+    sharded.template = whole.template  # the same lists and codebooks
+    sharded.add(np.arange(1, len(data) + 1, dtype=np.int64), data)
+    assert len(sharded.shards) == 5
+    queries = data[::97] + 0.01
+    one, many = whole.search(queries, 10), sharded.search(queries, 10)
+    np.testing.assert_array_equal(one[1], many[1])
+    np.testing.assert_allclose(one[0], many[0], rtol=1e-6)
+
+
 def test_a_face_costs_its_code_and_id_in_memory(data: np.ndarray) -> None:
     index = build(data)
     assert index.memory_bytes() / len(data) == 16 + 8

@@ -179,7 +179,7 @@ def run(size: int, kind: str, gallery: Gallery, settings: Settings, work: Path,
     kept = work / f"kept-{size}.npz"  # a kept gallery's exact answers, labels and build figures
     reuse = keep and kind == "ivfpq" and kept.exists()
     store = np.memmap(path, np.float32, "r" if reuse else "w+", shape=(size, 128))
-    # Re-ranking reads 200 scattered rows a query: without this the kernel reads ahead around
+    # Re-ranking reads 1,000 scattered rows a query: without this the kernel reads ahead around
     # each one, tens of MB a query, and at 100M (a 51 GB file) that I/O was the latency.
     store._mmap.madvise(mmap.MADV_RANDOM)
     exact = ExactTopK(gallery.probes)

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     )
     compressed_index_min: int = Field(
         default=10_000_000,
-        description="Galleries above this many faces use the compressed IVF-PQ index (31 bytes "
+        description="Galleries above this many faces use the compressed IVF-PQ index (25 bytes "
         "a face in memory at 100M, re-ranked exactly) instead of HNSW (792 bytes a face, held by every "
         "server process: two of them at 10M faces take 16 GB of a 24 GiB machine).",
     )

@@ -117,7 +117,7 @@ def test_a_search_over_shards_finds_what_one_shard_finds(data: np.ndarray) -> No
     whole = build(data)
     sharded = CompressedIndex(DIM, lists=64, probes=32, rerank=100, shard_size=7_000,
                               exact_vectors=whole.exact_vectors)
-    sharded.template = whole.template  # the same lists and codebooks
+    sharded.template, sharded.searcher = whole.template, whole.searcher  # the same lists and codebooks
     sharded.add(np.arange(1, len(data) + 1, dtype=np.int64), data)
     assert len(sharded.shards) == 5
     queries = data[::97] + 0.01

@@ -19,8 +19,10 @@ Lists are capped at MAX_LISTS because adding a face scans every list centre (2 x
 FLOPs). At 16,384 lists, 10M faces had not finished adding after 20 minutes on 2 cores,
 through an HNSW graph over the centres that measured no faster than the scan (263 against 208
 microseconds a face); 4,096 lists cost a quarter. A query scans its probed lists on both cores.
-Each shard keeps FAISS's precomputed distance tables (64 MiB at 4,096 lists), which make
-scanning a list cheap: 640 MiB for 100M faces, 6.7 bytes a face.
+One "searcher", the template with FAISS's precomputed distance tables (64 MiB at 4,096 lists,
+which make scanning a list cheap), scans each shard's lists in turn, so the tables exist once
+rather than once a shard. It is pointed at one shard after another, so searches must not run
+concurrently: the engine makes them under its index lock.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class CompressedIndex(VectorIndex):
         self.rerank, self.shard_size = rerank, shard_size
         self.exact_vectors = exact_vectors
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
-        self.shards: list[faiss.IndexIVFPQ] = []  # the template's clones, each with its lists
+        self.shards: list[faiss.IndexIVFPQ] = []  # hold lists only: no distance tables
+        self.searcher: faiss.IndexIVFPQ | None = None  # the template, tables, a shard's lists
         self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
         self.tombstones: set[int] = set()
         self.watermark = 0
@@ -80,10 +83,11 @@ class CompressedIndex(VectorIndex):
                                  self.code_bytes, 8)
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.template = index
+        self.searcher = _searcher(index)
 
     def _new_shard(self) -> faiss.IndexIVFPQ:
         assert self.template is not None, "train the index before adding to it"
-        return _searchable(faiss.clone_index(self.template))
+        return _lists_only(faiss.clone_index(self.template))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -114,7 +118,7 @@ class CompressedIndex(VectorIndex):
         selector = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64))
         for number in range(len(self.shards)):
             if number < self.sealed:
-                self.shards[number] = _searchable(faiss.clone_index(self.shards[number]))
+                self.shards[number] = _lists_only(faiss.clone_index(self.shards[number]))
             self.shards[number].remove_ids(selector)
         self.sealed = 0
         self.tombstones.clear()
@@ -173,7 +177,8 @@ class CompressedIndex(VectorIndex):
         found_d = np.empty((len(self.shards), len(queries), each), np.float32)
         found_i = np.empty((len(self.shards), len(queries), each), np.int64)
         for number, shard in enumerate(self.shards):
-            shard.search_preassigned_c(
+            self.searcher.replace_invlists(faiss.extract_index_ivf(shard).invlists, False)
+            self.searcher.search_preassigned_c(
                 len(queries), faiss.swig_ptr(queries), each, faiss.swig_ptr(lists),
                 faiss.swig_ptr(coarse), faiss.swig_ptr(found_d[number]),
                 faiss.swig_ptr(found_i[number]), False, params)
@@ -190,9 +195,10 @@ class CompressedIndex(VectorIndex):
         return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
 
     def fixed_bytes(self) -> int:
-        """Bytes beyond the faces' codes and ids: the list centres and each shard's
+        """Bytes that do not grow with the gallery: the list centres and the searcher's
         precomputed distance tables."""
-        return self.lists * self.dimension * 4 + sum(s.precomputed_table.size() * 4 for s in self.shards)
+        assert self.searcher is not None
+        return self.lists * self.dimension * 4 + self.searcher.precomputed_table.size() * 4
 
     def save(self, index_dir: Path) -> None:
         """Write the template, new or changed shards, and a manifest last (atomically), so
@@ -220,7 +226,7 @@ class CompressedIndex(VectorIndex):
         full = [n for n, s in enumerate(self.shards) if s.ntotal >= self.shard_size]
         self.sealed = (max(full) + 1) if full and full == list(range(len(full))) else self.sealed
         for number in range(self.sealed):
-            self.shards[number] = _searchable(
+            self.shards[number] = _lists_only(
                 faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP))
 
     @classmethod
@@ -230,10 +236,11 @@ class CompressedIndex(VectorIndex):
         index = cls(dimension, lists=manifest["lists"], code_bytes=manifest["code_bytes"],
                     shard_size=manifest["shard_size"], **options)
         index.template = faiss.read_index(str(directory / "template.faiss"))
+        index.searcher = _searcher(index.template)
         for name in manifest["shards"]:
             full = int(name.rsplit("-", 1)[1].split(".")[0]) >= index.shard_size
             # Sealed (full) shards are mapped, not read: start-up reads no list data for them.
-            index.shards.append(_searchable(faiss.read_index(
+            index.shards.append(_lists_only(faiss.read_index(
                 str(directory / name), faiss.IO_FLAG_MMAP if full else 0)))
         index.sealed = sum(1 for s in index.shards if s.ntotal >= index.shard_size)
         index.tombstones = set(manifest["tombstones"])
@@ -241,7 +248,17 @@ class CompressedIndex(VectorIndex):
         return index
 
 
-def _searchable(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
-    """A shard as searched: one query's probed lists split between the cores."""
-    shard.parallel_mode = 1
+def _searcher(template: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
+    """A copy of the template to scan shards' lists with (the template itself is saved, so it
+    must keep its own empty lists); one query's probed lists split between the cores."""
+    searcher = faiss.clone_index(template)
+    searcher.parallel_mode = 1
+    return searcher
+
+
+def _lists_only(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
+    """A shard is only scanned through the searcher: drop the distance tables that FAISS
+    computes for every IVF-PQ index it clones or reads (64 MiB each at 4,096 lists)."""
+    shard.use_precomputed_table = 0
+    shard.precomputed_table.resize(0)
     return shard

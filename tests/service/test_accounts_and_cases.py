@@ -170,3 +170,43 @@ def test_only_investigators_search_and_only_auditors_read_the_trail(svc: FaceSea
         svc.verify_audit(team["ada"])
     actions = [r["action"] for r in svc.trail.records()][-2:]
     assert actions == ["search.refused", "audit.verify.refused"]
+
+
+def test_a_search_returns_at_most_max_candidates_over_all_its_probe_faces(tmp_path, clock: Clock) -> None:
+    # Every indexed face within the threshold, so only the cap limits the list.
+    svc = FaceSearchService(Settings(home=tmp_path / "data", workers=1, max_candidates=4,
+                                     match_threshold=2.0), clock)
+    try:
+        ivy = people(svc)["ivy"]
+        svc.add_source(OPERATOR, "lfw", "public_task", "US")
+        svc.ingest(OPERATOR, lfw_photos("Al_Sharpton")[1:4] + lfw_photos("Abdullah_Gul")[:3], "lfw")
+        case = svc.open_case(ivy, "M-1", "missing person")
+        single = lfw_photos("Al_Sharpton")[0].read_bytes()
+        assert [len(f.candidates) for f in svc.search(ivy, case.id, single, 4).faces] == [4]
+        with pytest.raises(InvalidRequest, match="between 1 and 4"):
+            svc.search(ivy, case.id, single, 5)
+        three_faces = lfw_photos("Abdel_Nasser_Assidi")[0].read_bytes()
+        shared = svc.search(ivy, case.id, three_faces, 4, "all")
+        assert [len(f.candidates) for f in shared.faces] == [1, 1, 1]
+    finally:
+        svc.close()
+
+
+def test_the_organisation_limit_counts_every_investigator_of_it(tmp_path, clock: Clock) -> None:
+    svc = FaceSearchService(Settings(home=tmp_path / "data", workers=1,
+                                     searches_per_minute_organisation=2), clock)
+    try:
+        team = people(svc)
+        case = svc.open_case(team["ivy"], "O-1", "missing person")
+        photo = lfw_photos("Al_Sharpton")[0].read_bytes()
+        svc.search(team["ivy"], case.id, photo)
+        svc.search(team["ian"], case.id, photo)
+        with pytest.raises(RateLimited):
+            svc.search(team["ivy"], case.id, photo)  # her own limit (10 a minute) is far off
+        refusal = svc.trail.records()[-1]
+        assert refusal["action"] == "search.refused" and refusal["actor"] == "ivy"
+        assert "organisation limit of 2 searches per minute" in refusal["detail"]["reason"]
+        clock.advance(seconds=61)
+        svc.search(team["ian"], case.id, photo)
+    finally:
+        svc.close()

@@ -58,6 +58,7 @@ def test_a_search_ranks_the_right_person_first_and_is_audited_without_the_probe(
     assert "not identifications" in result["notice"]
     assert candidates[0]["crop_url"] == f"/api/v1/faces/{candidates[0]['face_id']}/crop"
     assert "crop_path" not in candidates[0]  # no server paths leave the server
+    assert {c["label"] for c in candidates} == {"investigative lead"}
     record = [r for r in deployment.audit() if r["action"] == "search"][-1]
     assert record["actor"] == "ivy" and record["organisation"] == "Agency A"
     assert record["case_number"] == case["number"] and record["purpose"] == PURPOSE
@@ -264,6 +265,33 @@ def test_ingest_runs_as_a_background_job_with_progress(deployment: Deployment) -
         locations = [r[0] for r in db.execute("SELECT location FROM images WHERE location LIKE ?",
                                               (f"upload:{done['id']}/%",))]
     assert len(locations) == done["progress"]["images_indexed"]
+    with deployment.client("ada") as ada:
+        text = ada.get("/metrics").text
+    images = float(re.search(r"^facesearch_ingest_images_total (\S+)", text, re.M).group(1))
+    faces = float(re.search(r"^facesearch_ingest_faces_total (\S+)", text, re.M).group(1))
+    assert images >= len(photos) and faces >= done["progress"]["faces_indexed"] >= 1
+
+
+def test_auditors_filter_export_and_verify_the_trail_over_http(deployment: Deployment) -> None:
+    with deployment.client("ivy") as ivy:
+        open_case(ivy)
+    with deployment.client("aud") as aud:
+        as_json = aud.get("/api/v1/audit", params={"actor": "ivy", "format": "json"})
+        as_csv = aud.get("/api/v1/audit", params={"actor": "ivy", "action": "case.open",
+                                                 "format": "csv"})
+        page = aud.get("/audit", params={"actor": "ivy", "verify": "true"})
+    exported = as_json.json()
+    assert 'filename="audit.json"' in as_json.headers["content-disposition"]
+    assert exported and {r["actor"] for r in exported} == {"ivy"}
+    rows = as_csv.text.splitlines()
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert len(rows) >= 2 and all(",case.open," in row and ",ivy," in row for row in rows[1:])
+    assert page.status_code == 200 and "Chain intact" in page.text
+    # The page's filters and its export links use the API's names, so exports keep the filter.
+    assert 'name="actor" value="ivy"' in page.text
+    assert "format=csv&amp;actor=ivy" in page.text
+    listed = re.findall(r"<td>[^<]*</td><td>([^<(]+) \(", page.text)
+    assert listed and set(listed) == {"ivy"}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from facesearch.config import Settings
 from facesearch.service.accounts import Accounts
 from facesearch.service.base import Clock, system_clock
 from facesearch.service.cases import (
+    LEAD_LABEL,
     LEAD_NOTICE,
     CaseReport,
     Cases,
@@ -46,7 +47,7 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
     return FaceSearchService(settings, clock)
 
 
-__all__ = ["LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
+__all__ = ["LEAD_LABEL", "LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
            "FaceSearchService", "IngestSummary", "ProbeFace", "QueuedIngest", "SearchResult",
            "WorkerReport", "build_service"]

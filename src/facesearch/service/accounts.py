@@ -91,7 +91,10 @@ class Accounts(ServiceBase):
         """All users for an admin; a supervisor's own organisation's."""
         self.authorise(actor, "users.read", "user.list")
         scope = None if actor.role in ("admin", OPERATOR) else actor.organisation_id
-        return self.accounts.users(scope)
+        found = self.accounts.users(scope)
+        # Staff names and roles are personal data too: reading them is recorded.
+        self._audit_alone(actor, "user.list", {"users": len(found)})
+        return found
 
     def approve_user(self, actor: Actor, user_id: int) -> User:
         """A supervisor approves a pending investigator of their own organisation."""

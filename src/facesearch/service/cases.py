@@ -15,6 +15,7 @@ from facesearch.store.cases import Case, StoredCandidate, StoredSearch
 from facesearch.types import Actor, Box, ProbeResult
 
 LEAD_NOTICE = "Candidates are investigative leads for human review, not identifications."
+LEAD_LABEL = "investigative lead"  # carried by every candidate, wherever it is shown
 
 
 @dataclass
@@ -156,6 +157,10 @@ class Cases(Engine):
         self._check_rate(actor, case)
         with self._analysis_lock:
             probe_sha, probe_faces = self._probe_faces(photo, face)
+        # The cap is on the whole candidate list, which a probe with many faces would pass.
+        if len(probe_faces) > self.settings.max_candidates:
+            raise InvalidRequest(f"the probe has {len(probe_faces)} faces: choose one to search")
+        k = min(k, self.settings.max_candidates // max(1, len(probe_faces)))
         organisation = self.accounts.organisation_by_id(case.organisation_id)
         results = self._rank(probe_faces, k, organisation.jurisdiction_set if organisation else frozenset())
         probe_path = None

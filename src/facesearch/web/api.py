@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from facesearch.errors import InvalidRequest
-from facesearch.service import AuditFilter, CaseReport, SearchResult
+from facesearch.service import LEAD_LABEL, AuditFilter, CaseReport, SearchResult
 from facesearch.types import Actor
 from facesearch.web.auth import current_actor, service_of
 from facesearch.web.report import report_pdf
@@ -80,6 +80,7 @@ def search_json(result: SearchResult) -> dict:
         for candidate in face["candidates"]:
             candidate.pop("crop_path")  # a server path: clients fetch crop_url
             candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
+            candidate["label"] = LEAD_LABEL
     return data
 
 
@@ -88,6 +89,7 @@ def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSear
     for candidate, stored in zip(data["candidates"], search.candidates):
         candidate["status"] = stored.status
         candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
+        candidate["label"] = LEAD_LABEL
     return data
 
 

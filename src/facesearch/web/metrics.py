@@ -3,6 +3,8 @@ the number of faces indexed."""
 
 from __future__ import annotations
 
+import weakref
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -34,6 +36,9 @@ class Metrics:
         self.requests.labels(method, route, str(status)).inc()
 
     def ingest_progress(self, summary: IngestSummary) -> None:
+        if id(summary) not in self._seen:
+            # Forget it with the summary, before its id can be reused by another job's.
+            weakref.finalize(summary, self._seen.pop, id(summary), None)
         images, faces = self._seen.get(id(summary), (0, 0))
         self.ingest_images.inc(summary.images_seen - images)
         self.ingest_faces.inc(summary.faces_indexed - faces)

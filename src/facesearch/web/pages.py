@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from facesearch.errors import NotAuthenticated
-from facesearch.service import LEAD_NOTICE, SCORE_MEANING, AuditFilter
+from facesearch.service import LEAD_LABEL, LEAD_NOTICE, SCORE_MEANING, AuditFilter
 from facesearch.types import Actor
 from facesearch.web.api import RowId
 from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, service_of
@@ -104,7 +104,7 @@ def search_page(request: Request, actor: Caller, case_id: RowId, search_id: RowI
     service = service_of(request)
     case, found = service.case_searches(actor, case_id, search_id)
     return render(request, "search.html", actor, case=case, search=found[0], notice=LEAD_NOTICE,
-                  score_meaning=SCORE_MEANING)
+                  lead_label=LEAD_LABEL, score_meaning=SCORE_MEANING)
 
 
 @router.post("/candidates/{candidate_id}/mark")
@@ -183,10 +183,12 @@ def policy_page(request: Request, actor: Caller) -> HTMLResponse:
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, actor: Caller, action: str | None = None,
-               who: str | None = None, organisation: str | None = None, case: str | None = None,
+               user: Annotated[str | None, Query(alias="actor")] = None,
+               organisation: str | None = None, case: str | None = None,
                since: str | None = None, until: str | None = None, verify: bool = False) -> HTMLResponse:
+    # The same query names as GET /api/v1/audit, so the export links carry the filters over.
     service = service_of(request)
-    where = AuditFilter(actor=who or None, organisation=organisation or None, action=action or None,
+    where = AuditFilter(actor=user or None, organisation=organisation or None, action=action or None,
                         case_number=case or None, since=since or None, until=until or None, limit=500)
     check = service.verify_audit(actor) if verify else None
     records = service.audit_records(actor, where)

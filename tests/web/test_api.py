@@ -178,6 +178,10 @@ def test_a_session_needs_its_csrf_token_to_change_anything(deployment: Deploymen
         assert forged.status_code == 403 and deployment.state_digest() == before
         assert deployment.audit()[-1]["action"] == "request.refused"
         assert client.post("/api/v1/cases", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+        before = deployment.state_digest()
+        forged_form = client.post("/cases", data={"number": body["number"] + "f", "purpose": PURPOSE})
+        assert forged_form.status_code == 403 and deployment.state_digest() == before
+        assert deployment.audit()[-1]["action"] == "request.refused"
         form = client.post("/cases", data={"number": body["number"] + "b", "purpose": PURPOSE,
                                            "csrf_token": csrf})
         assert form.status_code == 303

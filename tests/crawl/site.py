@@ -108,11 +108,19 @@ writes them, e.g. site.url + "/images/a-1.jpg")
                   /redirects.html, /slow.html, /big.html, /dupes.html
 "same_bytes"      list of sets of image URLs served with identical bytes: exactly one of
                   each set is indexed and the others are refused "duplicate"
+"provenance"      dict image URL (each of "indexed") -> {"page_url", "page_title",
+                  "alt_text"}: the page where a breadth-first crawl from / first finds it,
+                  that page's title (the broken page's "Broken <b>page" read as text
+                  without the tag: "Broken page") and the image's alt text ("" for og:image and
+                  link rel=image_src, which have none). alt_text is None for /images/b-1.jpg,
+                  a <picture> <source>: the site does not decide between no alt text and its
+                  <img>'s alt="fallback".
 
 Site.hits counts every request (304s included) by path, without the query string;
-Site.not_modified counts the 304 answers by path; Site.log lists
-(time.monotonic(), method, Host header, path, status) for every answer, to check
-Crawl-delay or which host name was asked for. All three are updated under a lock.
+Site.not_modified counts the 304 answers by path; Site.log lists a Request(at
+(time.monotonic()), method, host (the Host header), path, status, user_agent) for every
+answer, to check Crawl-delay, which host name was asked for or who asked. All three are
+updated under a lock.
 """
 
 from __future__ import annotations
@@ -130,6 +138,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -189,6 +198,17 @@ class LockedCounter(Counter):
             return Counter(self)
 
 
+class Request(NamedTuple):
+    """One answered request, as Site.log keeps it."""
+
+    at: float  # time.monotonic()
+    method: str
+    host: str  # the Host header
+    path: str
+    status: int
+    user_agent: str  # "" when the request had none
+
+
 @dataclass
 class Resource:
     body: bytes
@@ -230,7 +250,7 @@ class Site:
         self.slow_seconds = slow_seconds
         self.hits = LockedCounter()
         self.not_modified = LockedCounter()
-        self.log: list[tuple[float, str, str, str, int]] = []
+        self.log: list[Request] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
@@ -353,8 +373,19 @@ class Site:
                                  "/noimage-header.html", "/broken.html", "/redirects.html",
                                  "/slow.html", "/big.html", "/dupes.html")}
         same = [{f"{u}/images/f-1.jpg", f"{u}/images/f-1-copy.jpg"}]
+        a, b, c = display_name("a"), display_name("b"), display_name("c")
+        on_a = (f"{u}/people/a.html", f"{a} — photos")
+        found_on = {"a-1": (*on_a, a), "a-2": (*on_a, f"{a}, two sizes"),
+                    "a-3": (*on_a, f"{a}, two sizes"), "b-1": (*on_a, None), "b-3": (*on_a, ""),
+                    "c-2": (*on_a, ""), "c-1": (f"{u}/people/b.html", f"{b} — and a friend", c),
+                    "e-1": (f"{u}/broken.html", "Broken page", "Abel Pacheco"),
+                    "e-2": (f"{u}/redirects.html", "Redirects", "redirect"),
+                    "f-1": (f"{u}/dupes.html", "Duplicates", "first")}
+        provenance = {f"{u}/images/{name}.jpg": {"page_url": page, "page_title": title,
+                                                 "alt_text": alt}
+                      for name, (page, title, alt) in found_on.items()}
         return {"indexed": indexed, "refused": refused, "never_requested": never,
-                "pages": pages, "same_bytes": same}
+                "pages": pages, "same_bytes": same, "provenance": provenance}
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> Site:
@@ -375,12 +406,12 @@ class Site:
             self.resources[path] = Resource(body, old.content_type, dict(old.headers),
                                             old.modified + timedelta(days=1))
 
-    def _record(self, method: str, host: str, path: str, status: int) -> None:
+    def _record(self, method: str, host: str, path: str, status: int, user_agent: str) -> None:
         self.hits.add(path)
         if status == 304:
             self.not_modified.add(path)
         with self._lock:
-            self.log.append((time.monotonic(), method, host, path, status))
+            self.log.append(Request(time.monotonic(), method, host, path, status, user_agent))
 
 
 def start_site(slow_seconds: float = SLOW_SECONDS) -> Site:
@@ -442,7 +473,7 @@ def _handler_for(site: Site) -> type[BaseHTTPRequestHandler]:
                 status = 304
             else:
                 status = 200
-            site._record(self.command, host, path, status)
+            site._record(self.command, host, path, status, self.headers.get("User-Agent", ""))
 
             if status == 302:
                 self._finish(302, {"Location": location, "Content-Length": "0"})

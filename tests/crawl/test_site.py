@@ -81,6 +81,8 @@ def test_every_image_on_every_page_is_accounted_for_by_expected(site: Site) -> N
         "robots", "noimageindex", "ssrf", "redirects", "timeout", "too_large", "bad_image",
         "duplicate", "off_allowlist"}
     assert not expected["indexed"] & set(expected["refused"])
+    assert set(expected["provenance"]) == expected["indexed"]
+    assert {p["page_url"] for p in expected["provenance"].values()} <= expected["pages"]
 
 
 def test_the_pages_carry_their_images_and_directives(site: Site, client: httpx.Client) -> None:
@@ -238,17 +240,20 @@ def test_the_duplicates_are_the_same_bytes_under_two_urls(site: Site,
         "duplicate"]
 
 
-def test_the_log_records_host_names_and_a_head_request_sends_no_body(
+def test_the_log_records_host_names_and_user_agents_and_a_head_request_sends_no_body(
         site: Site, client: httpx.Client) -> None:
     response = client.head(site.url + "/images/a-1.jpg")
     assert response.status_code == 200
     assert response.content == b""
     assert int(response.headers["content-length"]) == len(photo("a", 1).read_bytes())
-    client.get(site.url + "/missing", headers={"Host": f"localhost:{site.port}"})
+    client.get(site.url + "/missing", headers={"Host": f"localhost:{site.port}",
+                                               "User-Agent": "test-agent/1 (+https://example.org)"})
     (head, missing) = site.log[-2:]
-    assert head[1:] == ("HEAD", f"127.0.0.1:{site.port}", "/images/a-1.jpg", 200)
-    assert missing[1:] == ("GET", f"localhost:{site.port}", "/missing", 404)
-    assert head[0] <= missing[0]
+    assert head[1:] == ("HEAD", f"127.0.0.1:{site.port}", "/images/a-1.jpg", 200,
+                        f"python-httpx/{httpx.__version__}")
+    assert missing[1:] == ("GET", f"localhost:{site.port}", "/missing", 404,
+                           "test-agent/1 (+https://example.org)")
+    assert head.at <= missing.at
 
 
 def test_stop_is_prompt_while_the_slow_image_is_pending() -> None:

@@ -110,3 +110,17 @@ def test_the_crawl_frontier_keeps_the_first_sighting_and_counts_outcomes(databas
     assert counts["page"] == {"queued": 1, "refused:off_allowlist": 1}
     assert counts["image"] == {"done": 1} and counts["totals"] == {"bytes": 100, "faces": 2}
     store.close()
+
+
+def test_a_crawl_job_changes_status_only_from_the_status_its_writer_expects(database_url: str) -> None:
+    store = MetadataStore(database_url)
+    crawls = CrawlStore(store.engine)
+    with store.transaction() as conn:
+        job = crawls.add_job(conn, source="s", purpose="p", seeds=["http://a/"], allow=["a"],
+                             max_depth=1, max_pages=10, created_by="t", created_at="2026")
+        assert crawls.set_status(conn, job, "running", was={"queued"})
+        assert crawls.set_status(conn, job, "paused", was={"queued", "running"})  # a pause...
+        # ...that lands as the crawl loop finds its frontier empty: the pause stands.
+        assert not crawls.set_status(conn, job, "done", "2027", was={"running"})
+    assert crawls.job(job).status == "paused" and crawls.job(job).finished_at is None
+    store.close()

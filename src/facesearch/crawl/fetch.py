@@ -1,16 +1,17 @@
-"""One HTTP fetch, the careful way: every address and every redirect target checked against
-SSRF, a byte limit, a timeout, a redirect limit and conditional requests."""
+"""One HTTP fetch, the careful way: every redirect target asked the caller's permission
+before it is requested, a byte limit, a timeout, a redirect limit and conditional requests.
+Addresses are checked against SSRF when connecting (guard.guarded_transport)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import httpx
 
 from facesearch.crawl.extract import normalise_url
-from facesearch.crawl.guard import check_url
 from facesearch.errors import PolicyRefused
 
 
@@ -44,7 +45,6 @@ class Fetched:
 
 @dataclass(frozen=True)
 class FetchLimits:
-    allowed_networks: list
     max_bytes: int
     max_redirects: int
     timeout: float
@@ -52,10 +52,14 @@ class FetchLimits:
 
 async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
                 etag: str | None = None, last_modified: str | None = None,
-                pause: float = 0.0) -> Fetched:
-    """GET url, following redirects by hand so that each target is checked before it is
-    asked, pause seconds apart (the host's crawl delay). Raises FetchRefused with reason
-    ssrf, dns, redirects, too_large, timeout, network or http_<status>."""
+                pause: float = 0.0, permit: Callable[[str], Awaitable[object]] | None = None,
+                ) -> Fetched:
+    """GET url (a normalised http(s) URL) with a client whose transport is
+    guard.guarded_transport, following redirects by hand: permit(target) is awaited before
+    each target is asked and raises FetchRefused if the crawler may not fetch it (the caller's
+    rule for any URL), and hops are pause seconds apart (the host's crawl delay). Raises
+    FetchRefused with reason ssrf, dns, redirects, too_large, timeout, network, http_<status>
+    or permit's."""
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
@@ -63,34 +67,37 @@ async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
         headers["If-Modified-Since"] = last_modified
     for _ in range(limits.max_redirects + 1):
         try:
-            await asyncio.to_thread(check_url, url, limits.allowed_networks)
-        except PolicyRefused as exc:
-            raise FetchRefused(exc.message.split(":")[0], exc.message) from None
-        try:
             async with client.stream("GET", url, headers=headers, follow_redirects=False,
                                      timeout=limits.timeout) as response:
-                if response.has_redirect_location:
-                    target = normalise_url(urljoin(url, response.headers.get("location", "")))
-                    if target is None:
-                        raise FetchRefused("ssrf", "redirect to a non-http URL")
-                    url = target
-                    await asyncio.sleep(pause)
-                    continue
-                if response.status_code == 304:
-                    return Fetched(url, 304, response.headers, b"")
-                if response.status_code != 200:
-                    raise FetchRefused(f"http_{response.status_code}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limits.max_bytes:
-                    raise FetchRefused("too_large", f"{declared} bytes declared")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limits.max_bytes:
-                        raise FetchRefused("too_large", f"over {limits.max_bytes} bytes")
-                return Fetched(url, 200, response.headers, bytes(body))
+                if not response.has_redirect_location:
+                    return await _read(url, response, limits)
+                target = normalise_url(urljoin(url, response.headers.get("location", "")))
+        except PolicyRefused as exc:  # the transport refused to connect (guard.GuardedBackend)
+            raise FetchRefused(exc.message.split(":")[0], exc.message) from None
         except httpx.TimeoutException:
             raise FetchRefused("timeout") from None
         except httpx.HTTPError as exc:
             raise FetchRefused("network", type(exc).__name__) from None
+        if target is None:
+            raise FetchRefused("ssrf", "redirect to a non-http URL")
+        if permit is not None:
+            await permit(target)
+        url = target
+        await asyncio.sleep(pause)
     raise FetchRefused("redirects", f"more than {limits.max_redirects} redirects")
+
+
+async def _read(url: str, response: httpx.Response, limits: FetchLimits) -> Fetched:
+    if response.status_code == 304:
+        return Fetched(url, 304, response.headers, b"")
+    if response.status_code != 200:
+        raise FetchRefused(f"http_{response.status_code}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise FetchRefused("too_large", f"{declared} bytes declared")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limits.max_bytes:
+            raise FetchRefused("too_large", f"over {limits.max_bytes} bytes")
+    return Fetched(url, 200, response.headers, bytes(body))

@@ -1,16 +1,21 @@
-"""SSRF protection: only http(s), and only hosts whose every address is public, unless the
-operator allows a network explicitly."""
+"""SSRF protection: the crawler connects only to addresses that are public, unless the
+operator allows a network explicitly, and checks the very address it connects to."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
-from collections.abc import Iterable
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable
+
+import httpcore
+import httpx
 
 from facesearch.errors import PolicyRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[..., list]  # socket.getaddrinfo's signature
 
 
 def forbidden_address(address: IPAddress) -> str | None:
@@ -31,25 +36,65 @@ def parse_networks(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddr
     return [ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip()]
 
 
-def check_url(url: str, allowed_networks: list, resolve=socket.getaddrinfo) -> list[str]:  # noqa: ANN001
-    """The addresses url's host resolves to, all checked; PolicyRefused (reason first) if the
-    scheme is not http(s) or any address is loopback, private, link-local, multicast, reserved
-    or otherwise not global and not inside an allowed network."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PolicyRefused("ssrf: only http and https URLs are fetched")
+def check_host(host: str, port: int, allowed_networks: list,
+               resolve: Resolver = socket.getaddrinfo) -> list[str]:
+    """The addresses host resolves to, in the resolver's order of preference, all checked;
+    PolicyRefused (reason first: dns or ssrf) if it does not resolve or any address is
+    loopback, private, link-local, multicast, reserved or otherwise not global and not
+    inside an allowed network."""
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise PolicyRefused("ssrf: the URL's port is not a port number") from None
-    try:
-        infos = resolve(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = resolve(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise PolicyRefused("dns: the host does not resolve") from None
-    addresses = sorted({info[4][0] for info in infos})
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise PolicyRefused("dns: the host does not resolve")
     for text in addresses:
         address = ipaddress.ip_address(text.split("%")[0])
         why = forbidden_address(address)
         if why and not any(address in network for network in allowed_networks):
-            raise PolicyRefused(f"ssrf: {parts.hostname} resolves to a {why} address")
+            raise PolicyRefused(f"ssrf: {host} resolves to a {why} address")
     return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend for the crawler: it resolves the host itself, refuses
+    (PolicyRefused) unless check_host allows every address, and connects to one of those
+    addresses, so that no second DNS answer (rebinding) can send the connection elsewhere.
+    httpcore then starts TLS with the URL's host name as server_hostname: certificates are
+    still verified against the name."""
+
+    def __init__(self, allowed_networks: list, resolve: Resolver = socket.getaddrinfo) -> None:
+        self.allowed_networks = allowed_networks
+        self.resolve = resolve
+        self.backend = httpcore.AnyIOBackend()  # what httpcore uses under asyncio
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        try:  # the connect timeout covers resolving, as in httpcore's own backend
+            addresses = await asyncio.wait_for(asyncio.to_thread(
+                check_host, host, port, self.allowed_networks, self.resolve), timeout)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout} s") from None
+        *others, last = addresses
+        for address in others:
+            with contextlib.suppress(httpcore.ConnectError):  # refused or unreachable: the next
+                return await self.backend.connect_tcp(address, port, timeout, local_address,
+                                                      socket_options)
+        return await self.backend.connect_tcp(last, port, timeout, local_address, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.backend.sleep(seconds)
+
+
+def guarded_transport(allowed_networks: list,
+                      resolve: Resolver = socket.getaddrinfo) -> httpx.AsyncHTTPTransport:
+    """An httpx transport, with httpx's default limits and TLS verification, whose every
+    connection goes through GuardedBackend. A client given it ignores proxy variables, as it
+    should: a proxy would resolve and connect on its own."""
+    transport = httpx.AsyncHTTPTransport()
+    # httpx 0.28 has no parameter for httpcore's network backend; the pool it built (with its
+    # limits, TLS context and HTTP versions) takes ours here, before any connection exists.
+    transport._pool._network_backend = GuardedBackend(allowed_networks, resolve)
+    return transport

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,7 +26,7 @@ from facesearch.crawl.extract import (
     robots_directives,
 )
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
-from facesearch.crawl.guard import parse_networks
+from facesearch.crawl.guard import guarded_transport, parse_networks
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest import ImageTask, analyse_batch
 from facesearch.service.engine import Engine, IngestSummary
@@ -76,6 +77,10 @@ class _Outcome:
     etag: str | None = None
     last_modified: str | None = None
     children: list[dict] = field(default_factory=list)  # frontier rows a page adds
+
+
+# Fetch outcomes that are the crawler's own refusals; any other reason is a failure.
+REFUSALS = {"ssrf", "dns", "too_large", "off_allowlist", "robots"}
 
 
 def host_of(url: str) -> str:
@@ -172,7 +177,9 @@ class Crawling(Engine):
         if job.status not in states:
             raise InvalidRequest(f"the job is {job.status}")
         with self.store.transaction() as conn:
-            self.crawls.set_status(conn, job_id, target, self.now() if target == "cancelled" else None)
+            if not self.crawls.set_status(conn, job_id, target,
+                                          self.now() if target == "cancelled" else None, was=states):
+                raise InvalidRequest("the job changed meanwhile; look at its status")
             self._audit(conn, actor, f"crawl.{command}", {"job_id": job_id})
         changed = self.crawls.job(job_id)
         assert changed is not None
@@ -191,7 +198,8 @@ class Crawling(Engine):
                                  else f"the job is {job.status}")
         self._collecting_source(actor, job.source, "crawl.run")
         with self.store.transaction() as conn:
-            self.crawls.set_status(conn, job_id, "running")
+            if not self.crawls.set_status(conn, job_id, "running", was={"queued", "running"}):
+                raise InvalidRequest("the job changed meanwhile; look at its status")
         live = CrawlProgress()
         asyncio.run(self._crawl(job, live, progress))
         status = self.crawl_status(actor, job_id)
@@ -222,18 +230,19 @@ class Crawling(Engine):
     async def _crawl(self, job: CrawlJob, live: CrawlProgress,
                      progress: Callable[[CrawlProgress], None] | None) -> None:
         s = self.settings
-        limits = FetchLimits(parse_networks(s.crawl_allowed_networks), s.crawl_max_bytes,
-                             s.crawl_max_redirects, s.crawl_timeout_seconds)
+        limits = FetchLimits(s.crawl_max_bytes, s.crawl_max_redirects, s.crawl_timeout_seconds)
         hosts: dict[str, _Host] = {}
-        async with httpx.AsyncClient(headers={"User-Agent": s.crawl_user_agent}) as client:
+        transport = guarded_transport(parse_networks(s.crawl_allowed_networks))
+        async with httpx.AsyncClient(headers={"User-Agent": s.crawl_user_agent},
+                                     transport=transport) as client:
             while True:
                 current = self.crawls.job(job.id)
                 if current is None or current.status != "running":
                     return
                 batch = self.crawls.next_queued(job.id, max(1, s.crawl_concurrency) * 2)
                 if not batch:
-                    with self.store.transaction() as conn:
-                        self.crawls.set_status(conn, job.id, "done", self.now())
+                    with self.store.transaction() as conn:  # unless paused or cancelled just now
+                        self.crawls.set_status(conn, job.id, "done", self.now(), was={"running"})
                     return
                 outcomes = await asyncio.gather(*(self._visit(client, job, url, hosts, limits, live)
                                                   for url in batch))
@@ -276,27 +285,37 @@ class Crawling(Engine):
             # everything for now, as RFC 9309 asks.
             return "" if exc.reason.startswith("http_4") else "User-agent: *\nDisallow: /\n"
 
+    async def _permit(self, client: httpx.AsyncClient, job: CrawlJob, hosts: dict[str, _Host],
+                      limits: FetchLimits, kind: str, url: str) -> _Host:
+        """May the crawler fetch url, a frontier URL or a redirect target? A page must be
+        inside the job's allowlist (images may be hosted anywhere), and the robots.txt of
+        the host it is on must allow it. Returns the host's state; raises FetchRefused
+        (off_allowlist, robots, or ssrf/dns when the host itself is refused)."""
+        if kind == "page" and not allowed_by(url, job.allow):
+            raise FetchRefused("off_allowlist", url)
+        host = await self._host(client, job, url, hosts, limits)
+        assert host.robots is not None
+        if not host.robots.can_fetch(url, self.settings.crawl_user_agent):
+            raise FetchRefused("robots", url)
+        return host
+
     async def _visit(self, client: httpx.AsyncClient, job: CrawlJob, url: FrontierUrl,
                      hosts: dict[str, _Host], limits: FetchLimits, live: CrawlProgress) -> _Outcome:
+        permit = partial(self._permit, client, job, hosts, limits, url.kind)
         try:
-            host = await self._host(client, job, url.url, hosts, limits)
+            host = await permit(url.url)
+            async with host.lock:  # one request at a time per host, crawl_delay apart
+                wait = host.next_at - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    host.requests += 1
+                    got = await fetch(client, url.url, limits, url.etag, url.last_modified,
+                                      host.delay, permit)
+                finally:
+                    host.next_at = time.monotonic() + host.delay
         except FetchRefused as exc:
-            return _Outcome("refused" if exc.reason in ("ssrf", "dns") else "failed", exc.reason)
-        assert host.robots is not None
-        if not host.robots.can_fetch(url.url, self.settings.crawl_user_agent):
-            return _Outcome("refused", "robots")
-        async with host.lock:  # one request at a time per host, crawl_delay apart
-            wait = host.next_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                host.requests += 1
-                got = await fetch(client, url.url, limits, url.etag, url.last_modified, host.delay)
-            except FetchRefused as exc:
-                return _Outcome("refused" if exc.reason in ("ssrf", "dns", "too_large") else "failed",
-                                exc.reason)
-            finally:
-                host.next_at = time.monotonic() + host.delay
+            return _Outcome("refused" if exc.reason in REFUSALS else "failed", exc.reason)
         live.bytes += len(got.body)
         meta = {"url": got.url, "etag": got.headers.get("etag"),
                 "last_modified": got.headers.get("last-modified")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
@@ -58,9 +59,15 @@ class CrawlStore:
             return [_job(r) for r in conn.execute(
                 select(crawl_jobs).order_by(crawl_jobs.c.id.desc()).limit(100)).mappings()]
 
-    def set_status(self, conn: Connection, job_id: int, status: str, finished_at: str | None = None) -> None:
-        conn.execute(update(crawl_jobs).where(crawl_jobs.c.id == job_id)
-                     .values(status=status, finished_at=finished_at))
+    def set_status(self, conn: Connection, job_id: int, status: str, finished_at: str | None = None,
+                   was: Collection[str] = ()) -> bool:
+        """Set the job's status, only from one of the statuses in was (if given), so that two
+        writers (a pause, and the crawl loop finishing) cannot overwrite each other. Returns
+        whether it changed."""
+        query = update(crawl_jobs).where(crawl_jobs.c.id == job_id)
+        if was:
+            query = query.where(crawl_jobs.c.status.in_(list(was)))
+        return conn.execute(query.values(status=status, finished_at=finished_at)).rowcount == 1
 
     # Frontier ---------------------------------------------------------------------------------
 

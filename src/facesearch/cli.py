@@ -182,7 +182,7 @@ def worker(
 def search(
     photo: Annotated[Path, typer.Argument(help="Probe photo.")],
     case: Annotated[str, typer.Option(help="Number of the open case this search is for.")],
-    top: Annotated[Optional[int], typer.Option(help="Candidates per probe face (at most 50).")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Candidates per probe face (at most 50 in all).")] = None,
     face: Annotated[str, typer.Option(help="'all' faces of the probe, the 'largest', or a "
                                            "face number (0 = largest).")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -227,11 +227,17 @@ def delete(
 
 @app.command()
 def purge(
-    jurisdiction: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 code.")],
+    jurisdiction: Annotated[Optional[str], typer.Option(help="ISO 3166-1 alpha-2 code.")] = None,
+    excluded: Annotated[bool, typer.Option(
+        "--excluded", help="Every jurisdiction in FACESEARCH_EXCLUDED_JURISDICTIONS.")] = False,
 ) -> None:
-    """Delete everything collected under a jurisdiction."""
-    report = service().purge_jurisdiction(actor(), jurisdiction)
-    echo(f"purged {report.images} images, {report.faces} faces from {jurisdiction.upper()}")
+    """Delete everything collected under a jurisdiction, or under every excluded one."""
+    if (jurisdiction is None) != excluded:
+        raise typer.BadParameter("give either --jurisdiction or --excluded")
+    reports = (service().purge_excluded(actor()) if excluded else
+               {jurisdiction.upper(): service().purge_jurisdiction(actor(), jurisdiction)})
+    for code, report in reports.items():
+        echo(f"purged {report.images} images, {report.faces} faces from {code}")
 
 
 @app.command()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     top_k: int = Field(default=10, description="Candidates returned per probe face by default.")
     max_candidates: int = Field(
         default=50, ge=1, le=50,
-        description="The most candidates a search may ask for per probe face (at most 50).",
+        description="The most candidates a search returns, over all its probe faces (at most "
+        "50); a probe with several faces shares them out.",
     )
     search_purposes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["criminal investigation", "missing person",
@@ -118,6 +119,20 @@ class Settings(BaseSettings):
         default=5, description="Opt-out and access requests one client address may make per day.")
     access_report_hours: int = Field(
         default=72, description="An access report's one-time link expires after this long.")
+    smtp_host: str = Field(
+        default="", description="Mail server for opt-out receipts; empty: receipts are not "
+        "mailed, and the opt-out page asks for no address.")
+    smtp_port: int = Field(default=25, description="Port of the mail server.")
+    smtp_from: str = Field(
+        default="facesearch@localhost", description="Sender of the receipts: an address the "
+        "mail server accepts.")
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the connection with STARTTLS (certificate checked "
+        "against the system's trust store) before anything else is sent.")
+    smtp_username: str = Field(
+        default="", description="Log in to the mail server as this user; empty: no log-in. "
+        "Use with smtp_starttls, or the password crosses the network in clear.")
+    smtp_password: SecretStr = Field(default=SecretStr(""), description="Its password.")
     mode: Literal["development", "production"] = Field(
         default="development",
         description="development or production; production refuses to serve without "

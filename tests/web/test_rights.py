@@ -1,7 +1,9 @@
 """Data-subject rights over a real server: an anonymous visitor opts out with a selfie in
 headless Chromium and is gone for good (search, re-ingest, disk); an access request goes through
-the data-protection officer to a one-time report; public requests are limited per client
-address; and every step lands in an audit trail whose hash chain still verifies.
+the data-protection officer to a one-time report; the receipt is mailed through a real SMTP
+server on loopback; the officer's page flags an overdue request; the record of processing shows
+what is configured; public requests are limited per client address; and every step lands in an
+audit trail whose hash chain still verifies.
 
 Opting out deletes a person from the gallery, so this module builds and serves a deployment of
 its own instead of the session's shared one, which other test files rely on."""
@@ -9,6 +11,7 @@ its own instead of the session's shared one, which other test files rely on."""
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import re
 import subprocess
@@ -24,7 +27,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from facesearch.config import Settings
+from facesearch.service import FaceSearchService
 from tests.conftest import LFW, jpeg_bytes, lfw_photos, noise_image
+from tests.service.test_governance import Inbox, assert_is_receipt, mail_server
 from tests.web.conftest import (
     FACESEARCH,
     PEOPLE,
@@ -49,6 +55,15 @@ OUTSIDER = [p.name for p in sorted((LFW / "images").iterdir())
 # Source retention when a source sets none: three years (the BIPA limit).
 RETENTION = timedelta(days=3 * 365)
 PUBLIC_LIMIT = 3
+MAIL_FROM = "privacy@facesearch.test"
+# An access request received 40 days before the site started: overdue from the start.
+LATE_CONTACT = "late@example.org"
+# What the site configures for its record of processing (defaults differ from each).
+DPIA = "DPIA-2026-RIGHTS-7"
+PURPOSES = [PURPOSE, "rights review"]
+RETENTION_SETTINGS = {"FACESEARCH_PROBE_RETENTION_DAYS": "21",
+                      "FACESEARCH_CANDIDATE_RETENTION_DAYS": "700",
+                      "FACESEARCH_AUDIT_RETENTION_DAYS": "2000"}
 DPO_ENDPOINTS = [("GET", "/api/v1/access-requests", None),
                  ("POST", "/api/v1/access-requests/{id}/approve", {"note": "self-approved"}),
                  ("POST", "/api/v1/access-requests/{id}/reject", {"note": "not mine"}),
@@ -58,12 +73,32 @@ DPO_ENDPOINTS = [("GET", "/api/v1/access-requests", None),
 # Deployments --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> Iterator[Deployment]:
-    """This module's own deployment: the same users and gallery as the shared one. Its public
-    limit is high, so that the flows here are not cut short by one another."""
+def mail() -> Iterator[tuple[int, Inbox]]:
+    """A real SMTP server on loopback for the site's receipts: (port, inbox)."""
+    with mail_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, lfw: Path,
+         mail: tuple[int, Inbox]) -> Iterator[Deployment]:
+    """This module's own deployment: the same users and gallery as the shared one, and an
+    access request made 40 days before (through the service, with its clock set back). Its
+    public limit is high, so that the flows here are not cut short by one another; it mails
+    receipts and has a record of processing of its own."""
     home = tmp_path_factory.mktemp("rights") / "data"
+    earlier = FaceSearchService(Settings(home=home, workers=1),
+                                lambda: datetime.now(UTC) - timedelta(days=40))
+    try:
+        earlier.request_access("192.0.2.40", lfw_photos(SECOND_ASKER)[0].read_bytes(), LATE_CONTACT)
+    finally:
+        earlier.close()
     made = build_deployment(home)
-    process, url = start_server(home, FACESEARCH_PUBLIC_REQUESTS_PER_DAY="100")
+    process, url = start_server(
+        home, FACESEARCH_PUBLIC_REQUESTS_PER_DAY="100", FACESEARCH_SMTP_HOST="127.0.0.1",
+        FACESEARCH_SMTP_PORT=str(mail[0]), FACESEARCH_SMTP_FROM=MAIL_FROM,
+        FACESEARCH_DPIA_REFERENCE=DPIA, FACESEARCH_SEARCH_PURPOSES=",".join(PURPOSES),
+        **RETENTION_SETTINGS)
     yield Deployment(url, home, process, made["keys"], made["user_ids"])
     stop_server(process)
 
@@ -130,12 +165,17 @@ def request_access(d: Deployment, person: str, contact: str) -> dict:
     return response.json()
 
 
-def pending_request(d: Deployment, public_id: str) -> dict:
-    """The officer's view of one access request."""
+def officer_list(d: Deployment) -> list[dict]:
+    """The officer's list of access requests."""
     with d.client("dan") as dan:
         listed = dan.get("/api/v1/access-requests")
     assert listed.status_code == 200, listed.text
-    return next(r for r in listed.json() if r["public_id"] == public_id)
+    return listed.json()
+
+
+def pending_request(d: Deployment, public_id: str) -> dict:
+    """The officer's view of one access request."""
+    return next(r for r in officer_list(d) if r["public_id"] == public_id)
 
 
 def audited(d: Deployment, after: int, action: str) -> list[dict]:
@@ -243,17 +283,33 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
     assert not opted_out.browser_problems, opted_out.browser_problems
     assert faces_of_person(site, OPTED_OUT) == 0
 
-    # The request is on record as done, with the optional contact, and audited without a photo.
+    # The request is on record as done, without the address, and audited without a photo.
     with site.db() as db:
         kind, status, contact, found, removed, template = db.execute(
             "SELECT kind, status, contact, images_found, faces_removed, template"
             " FROM subject_requests WHERE public_id = ?", (receipt["request_id"],)).fetchone()
-    assert (kind, status, contact, found, removed) == ("erasure", "done", "al@example.org", 3, 3)
+    assert (kind, status, contact, found, removed) == ("erasure", "done", "", 3, 3)
     assert template is None  # the suppression list holds the template, not the request
     [record] = audited(site, opted_out.audit_before, "optout")
     assert record["actor"] == "public" and record["role"] == "public"
     assert record["client"].startswith("client-")  # a pseudonym of the address
     assert record["detail"] == {"request": receipt["request_id"], "faces": 3, "images": 3}
+
+
+def test_the_receipt_is_mailed_to_the_address_given_which_is_then_kept_nowhere(
+        site: Deployment, mail: tuple[int, Inbox], opted_out: OptOut) -> None:
+    receipt = opted_out.receipt
+    mails = [m for m in mail[1].messages if receipt["request_id"] in m[2]["subject"]]
+    [(sender, recipients, message)] = mails
+    assert sender == MAIL_FROM and recipients == ["al@example.org"]
+    assert_is_receipt(message, receipt["request_id"], INDEXED_PHOTOS, INDEXED_PHOTOS, receipt["date"])
+    assert OPTED_OUT not in message.as_string()  # nothing that names whose images they were
+    assert 'id="mailed"' in opted_out.receipt_html  # the page says a copy went
+    [record] = audited(site, opted_out.audit_before, "optout.receipt")
+    assert record["detail"] == {"request": receipt["request_id"], "sent": True}
+    # Neither the database (every table) nor the audit trail holds the address.
+    assert "al@example.org" not in site.state_digest()
+    assert all("al@example.org" not in str(r) for r in site.audit())
 
 
 def test_an_opted_out_person_is_no_longer_found_by_a_search_with_another_photo(
@@ -449,6 +505,70 @@ def test_only_the_data_protection_officer_may_use_the_access_request_endpoints(
                         json={"note": "test request"}).status_code == 200
 
 
+def row_of(page: str, public_id: str) -> tuple[str, str]:
+    """The class and the cells of a request's row on the officer's page."""
+    found = re.search(rf'<tr id="request-{public_id}" class="([^"]*)">(.*?)</tr>', page, re.DOTALL)
+    assert found, page
+    return found.group(1), found.group(2)
+
+
+def test_the_officers_page_flags_an_overdue_request_until_its_deadline_is_extended(
+        site: Deployment) -> None:
+    before = site.last_audit_id()
+    late = next(r for r in officer_list(site) if r["contact"] == LATE_CONTACT)
+    assert late["status"] == "pending" and late["overdue"] is True
+    reason = "identity check needs an appointment"
+    with site.client("dan") as dan:
+        page = dan.get("/dpo")
+        assert page.status_code == 200, page.text
+        assert re.search(r'id="overdue">1 request\(s\) overdue', page.text), page.text
+        kind, cells = row_of(page.text, late["public_id"])
+        assert kind == "overdue" and "overdue</strong>" in cells and LATE_CONTACT in cells
+        extended = dan.post(f"/api/v1/access-requests/{late['id']}/extend", json={"reason": reason})
+        assert extended.status_code == 200, extended.text
+        assert extended.json()["overdue"] is False and extended.json()["extended_reason"] == reason
+        assert timedelta(days=59) <= at(extended.json()["deadline"]) - at(late["deadline"]) <= timedelta(days=62)
+        page = dan.get("/dpo")
+        assert 'id="overdue"' not in page.text
+        kind, cells = row_of(page.text, late["public_id"])
+        assert kind == "" and f"extended: {reason}" in cells
+        # Leave no open request behind for the officer.
+        assert dan.post(f"/api/v1/access-requests/{late['id']}/reject",
+                        json={"note": "test request"}).status_code == 200
+    with site.db() as db:
+        assert db.execute("SELECT extended_reason FROM subject_requests WHERE id = ?",
+                          (late["id"],)).fetchone()[0] == reason
+    [extension] = audited(site, before, "access.extend")
+    assert extension["actor"] == "dan" and extension["detail"] == {
+        "request": late["public_id"], "deadline": extended.json()["deadline"], "reason": reason}
+    # The list shows contact details: each look at it (API, page, page) is audited, without them.
+    listings = audited(site, before, "access.list")
+    assert len(listings) == 3 and {r["actor"] for r in listings} == {"dan"}
+    assert all(set(r["detail"]) == {"requests"} and r["detail"]["requests"] >= 1 for r in listings)
+    assert LATE_CONTACT not in str(site.audit(before))
+
+
+def test_the_record_of_processing_page_and_document_show_what_is_configured(site: Deployment) -> None:
+    with site.client("dan") as dan:
+        page = dan.get("/records")
+        document = dan.get("/api/v1/records-of-processing.md")
+        record = dan.get("/api/v1/records-of-processing").json()
+    assert page.status_code == document.status_code == 200, (page.text, document.text)
+    assert "text/html" in page.headers["content-type"]
+    assert document.headers["content-type"].startswith("text/markdown")
+    assert len(record["categories_of_data"]) >= 4
+    assert any("biometric" in category for category in record["categories_of_data"])
+    for text in (html.unescape(page.text), document.text):
+        assert DPIA in text
+        assert all(purpose in text for purpose in PURPOSES)
+        assert all(category in text for category in record["categories_of_data"])
+        assert "Agency A" in text and "Agency B" in text  # the recipients
+        for period in ("kept probes days: 21", "searches and candidates days: 700",
+                       "audit records days: 2000", "sessions hours: 8"):
+            assert period in text, period
+        assert "legitimate_interests" in text and "1095" in text  # the source's own retention
+
+
 # Rate limit -----------------------------------------------------------------------------------------
 
 def test_public_requests_are_limited_per_client_address(limited: Deployment) -> None:
@@ -456,6 +576,9 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
     noise = jpeg_bytes(noise_image(320, 240))
     api = httpx.Client(base_url=limited.url, timeout=60)
     with api:
+        # This server mails no receipts: its page asks for no address.
+        form = api.get("/opt-out")
+        assert form.status_code == 200 and "<form" in form.text and 'name="contact"' not in form.text
         first = api.post("/api/v1/public/access-requests", data={"contact": "x@example.org"},
                          files=photo_upload("selfie", photo))
         assert first.status_code == 202, first.text
@@ -463,8 +586,11 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
         faceless = api.post("/api/v1/public/opt-out", files={"selfie": ("n.jpg", noise, "image/jpeg")})
         assert faceless.status_code == 422 and faceless.json()["error"]["code"] == "no_face"
         # The page and the API share one allowance.
-        second = api.post("/opt-out", files=photo_upload("selfie", photo))
+        # An address sent anyway is neither used nor kept.
+        second = api.post("/opt-out", data={"contact": "x@example.org"},
+                          files=photo_upload("selfie", photo))
         assert second.status_code == 200 and 'id="faces-removed">0<' in second.text, second.text
+        assert 'id="mailed"' not in second.text
 
         third = api.post("/api/v1/public/opt-out", files=photo_upload("selfie", photo))
         assert third.status_code == 429, third.text
@@ -487,10 +613,11 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
                               files=photo_upload("selfie", photo)).status_code == 201
 
     with limited.db() as db:
-        stored = db.execute("SELECT kind, status FROM subject_requests ORDER BY id").fetchall()
+        stored = db.execute("SELECT kind, status, contact FROM subject_requests ORDER BY id").fetchall()
         suppressions = db.execute("SELECT count(*) FROM suppressions").fetchone()[0]
-    assert stored == [("access", "pending"), ("erasure", "invalid"), ("erasure", "done"),
-                      ("erasure", "done")]
+    assert stored == [("access", "pending", "x@example.org"), ("erasure", "invalid", ""),
+                      ("erasure", "done", ""), ("erasure", "done", "")]
+    assert not any(r["action"] == "optout.receipt" for r in limited.audit())
     assert suppressions == 2  # the refused opt-outs added none
     refused = [r for r in limited.audit() if r["action"] == "public.refused"]
     # The audit names public clients by a pseudonym of their address, never the address.
@@ -504,8 +631,9 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
 
 # Audit --------------------------------------------------------------------------------------------
 
-RIGHTS_ACTIONS = {"optout", "access.request", "access.approve", "access.reject", "access.report",
-                  "access.report.refused", "public.refused"}
+RIGHTS_ACTIONS = {"optout", "optout.receipt", "access.request", "access.list", "access.extend",
+                  "access.approve", "access.reject", "access.report", "access.report.refused",
+                  "public.refused"}
 
 
 def test_every_rights_action_is_audited_and_the_audit_chain_verifies(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
 from facesearch.policy.rules import normalise_jurisdiction
-from facesearch.service.engine import Engine
+from facesearch.service.engine import DeletionReport, Engine
 from facesearch.types import Actor
 
 
@@ -46,6 +46,15 @@ class Governance(Engine):
                 report.audit_records = self.trail.prune_before(conn, cut(s.audit_retention_days))
                 self._audit(conn, actor, "retention", report.__dict__)
         return report
+
+    def purge_excluded(self, actor: Actor) -> dict[str, DeletionReport]:
+        """Purge every jurisdiction in FACESEARCH_EXCLUDED_JURISDICTIONS (each audited as a
+        `purge`): ingest refuses them from now on, and this removes what came before."""
+        self.authorise(actor, "delete", "purge")
+        if not self.settings.excluded_jurisdictions:
+            raise InvalidRequest("no jurisdiction is excluded: set FACESEARCH_EXCLUDED_JURISDICTIONS")
+        return {code: self.purge_jurisdiction(actor, code)
+                for code in self.settings.excluded_jurisdictions}
 
     def check_ready_to_serve(self) -> None:
         """Refuse to serve in production mode before an impact assessment is on record."""

@@ -4,9 +4,14 @@ the data-protection officer through one-time links, and notices of erased candid
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
-from dataclasses import dataclass, field
+import smtplib
+import ssl
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
 
 from facesearch.errors import (
     FacesearchError,
@@ -31,6 +36,23 @@ class Receipt:
     images_found: int
     faces_removed: int
     date: str
+    mailed: bool = False  # a copy went to the address the person gave
+
+
+# An address that can only be one mailbox: no display name, comma, quote or line break.
+EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(\.[\w-]{1,63})+")
+SMTP_TIMEOUT = 10  # seconds: the person waits for the receipt page meanwhile
+RECEIPT_MAIL = """Your request to be removed from facesearch is done.
+
+Request: {request_id}
+Date: {date}
+Images you were found in: {images_found}
+Faces of yours deleted: {faces_removed}
+
+Your photo has been deleted. You are on our suppression list: your face will not be collected
+again, and no search will return it. Keep the request number for any question. We have not
+kept this address.
+"""
 
 
 @dataclass
@@ -89,12 +111,23 @@ def client_hash(client: str) -> str:
 class Rights(Engine):
     # Public requests ------------------------------------------------------------------------
 
-    def opt_out(self, client: str, selfie: bytes, contact: str = "") -> Receipt:
+    @property
+    def mails_receipts(self) -> bool:
+        """Whether an opt-out's receipt is mailed to an address the person gives
+        (FACESEARCH_SMTP_HOST is set)."""
+        return bool(self.settings.smtp_host)
+
+    def opt_out(self, client: str, selfie: bytes, address: str = "") -> Receipt:
         """Erase every indexed face of the person in the selfie, and keep them out of future
         ingests and searches. The selfie is not stored; only the person's template is, as a
-        suppression with the request's reference as its reason."""
+        suppression with the request's reference as its reason. Where receipts are mailed, a
+        copy goes to the email address given, which is then forgotten; elsewhere an address
+        is ignored."""
         actor = public_actor(client)
         self._check_public_rate(actor, client)
+        address = address.strip() if self.mails_receipts else ""
+        if address and not EMAIL.fullmatch(address):
+            raise InvalidRequest("give an email address for the receipt, or none")
         template = self._public_template(actor, client, selfie, "optout")
         public_id = secrets.token_hex(8)
         with self._writer():
@@ -105,12 +138,39 @@ class Rights(Engine):
                 removed = self.store.delete_faces(ids, conn)
                 now = self.now()
                 self.requests.add(conn, public_id=public_id, kind="erasure", status="done",
-                                  received_at=now, deadline=now, contact=contact.strip()[:500],
-                                  client_hash=client_hash(client), images_found=found,
-                                  faces_removed=removed, decided_by="automatic", decided_at=now)
+                                  received_at=now, deadline=now, client_hash=client_hash(client),
+                                  images_found=found, faces_removed=removed,
+                                  decided_by="automatic", decided_at=now)
                 self._audit(conn, actor, "optout", {"request": public_id, "faces": removed,
                                                     "images": found})
-        return Receipt(public_id, found, removed, now[:10])
+        receipt = Receipt(public_id, found, removed, now[:10])
+        if address:
+            receipt.mailed = self._mail_receipt(actor, address, receipt)
+        return receipt
+
+    def _mail_receipt(self, actor: Actor, address: str, receipt: Receipt) -> bool:
+        """Mail the receipt (text only, never an image); whether the mail server took it. Sent
+        after the erasure is committed, so that a mail server that is down undoes nothing.
+        Audited without the address."""
+        s = self.settings
+        message = EmailMessage()
+        message["From"], message["To"] = s.smtp_from, address
+        message["Subject"] = f"facesearch opt-out receipt {receipt.request_id}"
+        message["Date"] = format_datetime(self.clock())
+        message.set_content(RECEIPT_MAIL.format(**asdict(receipt)))
+        try:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=SMTP_TIMEOUT) as smtp:
+                if s.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if s.smtp_username:
+                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+                smtp.send_message(message)
+            outcome: dict[str, object] = {"sent": True}
+        except OSError as exc:  # smtplib's and ssl's errors are OSErrors
+            # The error's name only: its text may hold the address.
+            outcome = {"sent": False, "error": type(exc).__name__}
+        self._audit_alone(actor, "optout.receipt", {"request": receipt.request_id, **outcome})
+        return bool(outcome["sent"])
 
     def request_access(self, client: str, selfie: bytes, contact: str) -> AccessAcknowledgement:
         """Queue an access request for the data-protection officer, due in one month. Only
@@ -156,13 +216,17 @@ class Rights(Engine):
     # The data-protection officer -------------------------------------------------------------
 
     def access_requests(self, actor: Actor) -> list[AccessRequestView]:
-        """Access requests, newest first; overdue ones are those still open past their deadline."""
+        """Access requests, newest first; overdue ones are those still open past their
+        deadline. Audited: the list holds the requesters' contact details."""
         self.authorise(actor, "requests.manage", "access.list")
-        now = self.now()
-        return [AccessRequestView(
+        found = [self._view(r) for r in self.requests.all("access") if r.status != "invalid"]
+        self._audit_alone(actor, "access.list", {"requests": len(found)})
+        return found
+
+    def _view(self, r: SubjectRequest) -> AccessRequestView:
+        return AccessRequestView(
             r.id, r.public_id, r.status, r.received_at, r.deadline, r.extended_reason, r.contact,
-            r.decided_by, r.decided_at, overdue=r.status == "pending" and r.deadline < now)
-            for r in self.requests.all("access") if r.status != "invalid"]
+            r.decided_by, r.decided_at, overdue=r.status == "pending" and r.deadline < self.now())
 
     def extend_access_request(self, actor: Actor, request_id: int, reason: str) -> AccessRequestView:
         """Extend the deadline once, by two months, with a recorded reason."""
@@ -170,14 +234,15 @@ class Rights(Engine):
         found = self._open_request(actor, request_id, "access.extend")
         if found.extended_reason:
             raise InvalidRequest("a deadline can be extended only once")
-        if not reason.strip():
+        reason = reason.strip()[:1000]
+        if not reason:
             raise InvalidRequest("an extension needs a reason")
         deadline = add_months(datetime.fromisoformat(found.deadline), 2).isoformat(timespec="seconds")
         with self.store.transaction() as conn:
-            self.requests.update(conn, found.id, deadline=deadline, extended_reason=reason.strip()[:1000])
+            self.requests.update(conn, found.id, deadline=deadline, extended_reason=reason)
             self._audit(conn, actor, "access.extend", {"request": found.public_id,
                                                        "deadline": deadline, "reason": reason})
-        return next(r for r in self.access_requests(actor) if r.id == found.id)
+        return self._view(replace(found, deadline=deadline, extended_reason=reason))
 
     def decide_access_request(self, actor: Actor, request_id: int, approve: bool,
                               note: str = "") -> str | None:

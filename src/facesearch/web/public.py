@@ -23,7 +23,7 @@ def render(request: Request, template: str, **context: object) -> HTMLResponse:
 
 @router.get("/opt-out", response_class=HTMLResponse, include_in_schema=False)
 def opt_out_page(request: Request) -> HTMLResponse:
-    return render(request, "opt_out.html")
+    return render(request, "opt_out.html", mails_receipts=service_of(request).mails_receipts)
 
 
 @router.post("/opt-out", response_class=HTMLResponse, include_in_schema=False)
@@ -57,7 +57,9 @@ def access_report_page(request: Request, token: str) -> HTMLResponse:
 def opt_out(request: Request, selfie: Annotated[UploadFile, File()],
             contact: Annotated[str, Form(max_length=500)] = "") -> dict:
     """Erase every indexed face of the person in the selfie and keep them out for good. The
-    selfie is not stored; the receipt gives a reference, counts and the date."""
+    selfie is not stored; the receipt gives a reference, counts and the date. Where the
+    deployment mails receipts, a copy goes to the email address in contact (optional), which
+    is not kept; `mailed` says whether it went."""
     return asdict(service_of(request).opt_out(client_of(request), selfie.file.read(), contact))
 
 

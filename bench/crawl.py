@@ -100,7 +100,8 @@ def main() -> None:
         images = sum(counts["image"].values())
         faces = counts["totals"]["faces"]
         print(f"site: {args.hosts} hosts x {args.pages} pages x {args.images} LFW photos, "
-              f"crawl delay {args.delay} s, concurrency {settings.crawl_concurrency} hosts")
+              f"crawl delay {args.delay} s, concurrency {settings.crawl_concurrency} requests, "
+              f"{settings.crawl_host_concurrency} a host")
         print(f"crawled in {seconds:.1f} s: {pages} pages, {images} images, {faces} faces, "
               f"{counts['totals']['bytes'] / 1e6:.1f} MB; outcomes {counts['image']}")
         print(f"pages/s {pages / seconds:.2f}   images/s {images / seconds:.2f}   "

@@ -159,7 +159,11 @@ class Settings(BaseSettings):
     crawl_delay_seconds: float = Field(
         default=1.0, description="Least time between two requests to one host; a robots.txt "
         "Crawl-delay raises it.")
-    crawl_concurrency: int = Field(default=8, description="Hosts fetched from at the same time.")
+    crawl_concurrency: int = Field(default=8, description="Requests in flight at once, over all hosts.")
+    crawl_host_concurrency: int = Field(
+        default=1, description="Requests in flight at once to one host. Each still starts "
+        "crawl_delay after the host's previous request started and after it ended, so more "
+        "than one is in flight only where that delay is short against the host's answers.")
     host: str = Field(default="127.0.0.1", description="Address `facesearch serve` listens on.")
     port: int = Field(default=8000, description="Port `facesearch serve` listens on.")
     server_workers: int = Field(

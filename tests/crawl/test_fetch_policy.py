@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,14 +31,34 @@ LIMITS = FetchLimits(max_bytes=1_000_000, max_redirects=5, timeout=2)
 ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 
 
+class InFlight:
+    """Counts the requests a server is answering at once, and the most seen; a parent
+    counts those of several servers together."""
+
+    def __init__(self, parent: InFlight | None = None) -> None:
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.parent = parent
+
+    def change(self, by: int) -> None:
+        with self.lock:
+            self.now += by
+            self.most = max(self.most, self.now)
+        if self.parent:
+            self.parent.change(by)
+
+
 class Server:
     """An HTTP/1.1 server on a loopback address: routes maps a path to (status, headers,
-    body); requests lists every path asked, in order."""
+    body); requests lists every path asked, in order. With slow, every .jpg takes that many
+    seconds to answer, counted in in_flight meanwhile."""
 
     def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]],
-                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                 slow: float = 0.0, in_flight: InFlight | None = None) -> None:
         self.routes = routes
         self.requests: list[str] = []
+        self.in_flight = in_flight or InFlight()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +69,10 @@ class Server:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                if slow and self.path.endswith(".jpg"):
+                    server.in_flight.change(+1)
+                    time.sleep(slow)
+                    server.in_flight.change(-1)
                 status, headers, body = server.routes.get(self.path, (404, {}, b"not found\n"))
                 self.send_response(status)
                 for name, value in {**headers, "Content-Length": str(len(body))}.items():
@@ -259,3 +284,40 @@ def test_an_image_redirected_to_another_host_obeys_that_hosts_robots_txt(crawled
 def test_a_redirect_to_a_forbidden_address_is_refused_as_ssrf_when_connecting(crawled: dict) -> None:
     assert crawled["frontier"][crawled["site"].url + "/photo/inside.jpg"] == "refused:ssrf"
     assert never_connected(crawled["forbidden"])
+
+
+# ------------------------------------------------------------------------ concurrency limits
+
+def peak_requests(home: Path, host_concurrency: int, concurrency: int) -> tuple[list[int], int, list[str]]:
+    """Crawl a URL list of four slow photos on each of two hosts: the most requests each
+    host and both together answered at once, and the frontier's outcomes."""
+    jpeg = {"Content-Type": "image/jpeg"}
+    both = InFlight()
+    servers = [Server({f"/{n}.jpg": (200, jpeg, photo.read_bytes())
+                       for n, photo in enumerate(lfw_photos(person)[:4])}, slow=0.4, in_flight=InFlight(both))
+               for person in ("Aaron_Peirsol", "Al_Sharpton")]
+    service = FaceSearchService(Settings(
+        home=home, workers=1, crawl_allowed_networks=["127.0.0.1/32"], crawl_delay_seconds=0,
+        crawl_host_concurrency=host_concurrency, crawl_concurrency=concurrency))
+    try:
+        service.add_source(OPERATOR, "web", "legitimate_interests", "US")
+        urls = [f"{server.url}/{n}.jpg" for server in servers for n in range(4)]
+        job = service.start_crawl(OPERATOR, [], [], "web", "test", images=urls)
+        service.run_crawl(OPERATOR, job.id)
+        outcomes = [row["state"] for row in service.crawls.frontier(job.id)]
+    finally:
+        service.close()
+        for server in servers:
+            server.stop()
+    return [server.in_flight.most for server in servers], both.most, outcomes
+
+
+def test_one_request_at_a_time_reaches_a_host_by_default(tmp_path: Path) -> None:
+    per_host, _, outcomes = peak_requests(tmp_path / "data", 1, 8)
+    assert per_host == [1, 1] and outcomes == ["done"] * 8
+
+
+def test_requests_in_flight_stay_within_the_per_host_and_overall_limits(tmp_path: Path) -> None:
+    per_host, together, outcomes = peak_requests(tmp_path / "data", 3, 4)
+    assert all(2 <= peak <= 3 for peak in per_host) and together <= 4
+    assert outcomes == ["done"] * 8

@@ -60,7 +60,8 @@ class CrawlStatus:
 
 @dataclass
 class _Host:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    slots: asyncio.Semaphore  # requests in flight to the host at once (crawl_host_concurrency)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # robots.txt, and request starts
     robots: Protego | None = None
     delay: float = 0.0
     next_at: float = 0.0
@@ -232,6 +233,7 @@ class Crawling(Engine):
         s = self.settings
         limits = FetchLimits(s.crawl_max_bytes, s.crawl_max_redirects, s.crawl_timeout_seconds)
         hosts: dict[str, _Host] = {}
+        inflight = asyncio.Semaphore(max(1, s.crawl_concurrency))
         transport = guarded_transport(parse_networks(s.crawl_allowed_networks))
         async with httpx.AsyncClient(headers={"User-Agent": s.crawl_user_agent},
                                      transport=transport) as client:
@@ -239,13 +241,15 @@ class Crawling(Engine):
                 current = self.crawls.job(job.id)
                 if current is None or current.status != "running":
                     return
+                # Twice as many URLs as may be fetched at once, so that hosts waiting out
+                # their delay leave others to fetch.
                 batch = self.crawls.next_queued(job.id, max(1, s.crawl_concurrency) * 2)
                 if not batch:
                     with self.store.transaction() as conn:  # unless paused or cancelled just now
                         self.crawls.set_status(conn, job.id, "done", self.now(), was={"running"})
                     return
-                outcomes = await asyncio.gather(*(self._visit(client, job, url, hosts, limits, live)
-                                                  for url in batch))
+                outcomes = await asyncio.gather(*(
+                    self._visit(client, job, url, hosts, limits, inflight, live) for url in batch))
                 self._commit(job, batch, outcomes, live)
                 for host, state in hosts.items():
                     live.hosts[host] = {"requests": state.requests, "delay": state.delay}
@@ -257,7 +261,8 @@ class Crawling(Engine):
         """The host's state, reading its robots.txt first (once per job, kept in the database
         so that a resumed crawl obeys the same rules)."""
         name = host_of(url)
-        host = hosts.setdefault(name, _Host())
+        host = hosts.get(name) or hosts.setdefault(
+            name, _Host(asyncio.Semaphore(max(1, self.settings.crawl_host_concurrency))))
         if host.robots is None:
             async with host.lock:
                 if host.robots is None:
@@ -300,20 +305,24 @@ class Crawling(Engine):
         return host
 
     async def _visit(self, client: httpx.AsyncClient, job: CrawlJob, url: FrontierUrl,
-                     hosts: dict[str, _Host], limits: FetchLimits, live: CrawlProgress) -> _Outcome:
+                     hosts: dict[str, _Host], limits: FetchLimits, inflight: asyncio.Semaphore,
+                     live: CrawlProgress) -> _Outcome:
         permit = partial(self._permit, client, job, hosts, limits, url.kind)
         try:
             host = await permit(url.url)
-            async with host.lock:  # one request at a time per host, crawl_delay apart
-                wait = host.next_at - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                try:
-                    host.requests += 1
-                    got = await fetch(client, url.url, limits, url.etag, url.last_modified,
-                                      host.delay, permit)
-                finally:
+            async with host.slots:
+                async with host.lock:  # a request starts crawl_delay after the last one started
+                    wait = host.next_at - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                     host.next_at = time.monotonic() + host.delay
+                async with inflight:
+                    try:
+                        host.requests += 1
+                        got = await fetch(client, url.url, limits, url.etag, url.last_modified,
+                                          host.delay, permit)
+                    finally:  # ...and after the last one ended
+                        host.next_at = max(host.next_at, time.monotonic() + host.delay)
         except FetchRefused as exc:
             return _Outcome("refused" if exc.reason in REFUSALS else "failed", exc.reason)
         live.bytes += len(got.body)

@@ -112,9 +112,8 @@ writes them, e.g. site.url + "/images/a-1.jpg")
                   "alt_text"}: the page where a breadth-first crawl from / first finds it,
                   that page's title (the broken page's "Broken <b>page" read as text
                   without the tag: "Broken page") and the image's alt text ("" for og:image and
-                  link rel=image_src, which have none). alt_text is None for /images/b-1.jpg,
-                  a <picture> <source>: the site does not decide between no alt text and its
-                  <img>'s alt="fallback".
+                  link rel=image_src, which have none; a <picture>'s <img> gives its alt
+                  text to the picture's sources, so /images/b-1.jpg has "fallback").
 
 Site.hits counts every request (304s included) by path, without the query string;
 Site.not_modified counts the 304 answers by path; Site.log lists a Request(at
@@ -376,7 +375,7 @@ class Site:
         a, b, c = display_name("a"), display_name("b"), display_name("c")
         on_a = (f"{u}/people/a.html", f"{a} — photos")
         found_on = {"a-1": (*on_a, a), "a-2": (*on_a, f"{a}, two sizes"),
-                    "a-3": (*on_a, f"{a}, two sizes"), "b-1": (*on_a, None), "b-3": (*on_a, ""),
+                    "a-3": (*on_a, f"{a}, two sizes"), "b-1": (*on_a, "fallback"), "b-3": (*on_a, ""),
                     "c-2": (*on_a, ""), "c-1": (f"{u}/people/b.html", f"{b} — and a friend", c),
                     "e-1": (f"{u}/broken.html", "Broken page", "Abel Pacheco"),
                     "e-2": (f"{u}/redirects.html", "Redirects", "redirect"),

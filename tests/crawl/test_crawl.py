@@ -155,8 +155,7 @@ def test_every_indexed_image_carries_its_page_title_alt_text_and_fetch_time(
         page_url, provenance, _, _ = images[url]
         assert page_url == known["page_url"], url
         assert provenance["page_title"] == known["page_title"], url
-        if known["alt_text"] is not None:
-            assert provenance["alt_text"] == known["alt_text"], url
+        assert provenance["alt_text"] == known["alt_text"], url
         assert provenance["crawl_job"] == crawled.status.job.id
         assert fetched_during(crawled.status.job, provenance), url
 

@@ -163,6 +163,9 @@ def test_picture_sources_are_collected() -> None:
     assert images(html) == ["https://photos.example/wide.jpg", "https://photos.example/wide2.jpg",
                             "https://photos.example/narrow.jpg",
                             "https://photos.example/fallback.jpg"]
+    # The <img>'s alt text describes every source of its picture, and nothing after it.
+    page = parse_page(html + '<img src="/after.jpg">', "https://photos.example/")
+    assert [i.alt for i in page.images] == ["Ana"] * 4 + [""]
 
 
 @pytest.mark.parametrize("meta", [

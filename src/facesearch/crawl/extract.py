@@ -75,6 +75,7 @@ class _Parser(HTMLParser):
         self._title_done = False  # only the document's first <title>, not an SVG's
         self._svg_depth = 0
         self._seen_images: set[str] = set()
+        self._picture_from: int | None = None  # inside <picture>: the index of its first image
 
     def _image(self, url: str | None, alt: str = "") -> None:
         if not (url or "").strip():  # an empty src would resolve to the page itself
@@ -119,6 +120,13 @@ class _Parser(HTMLParser):
         elif tag == "img":
             self._image(a.get("src"), a.get("alt", ""))
             self._srcset(a.get("srcset"), a.get("alt", ""))
+            if self._picture_from is not None and a.get("alt", "").strip():
+                # A <picture>'s <img> describes its every source: they share its alt text.
+                images = self.page.images
+                images[self._picture_from:] = [ImageRef(i.url, i.alt or a["alt"].strip()[:500])
+                                               for i in images[self._picture_from:]]
+        elif tag == "picture":
+            self._picture_from = len(self.page.images)
         elif tag == "source":  # inside <picture>
             self._srcset(a.get("srcset"))
         elif tag == "a" and a.get("href", "").strip():
@@ -131,6 +139,8 @@ class _Parser(HTMLParser):
             self._in_title, self._title_done = False, True
         elif tag == "svg" and self._svg_depth:
             self._svg_depth -= 1
+        elif tag == "picture":
+            self._picture_from = None
 
     def handle_data(self, data: str) -> None:
         if self._in_title and len(self.page.title) < 500:

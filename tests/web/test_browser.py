@@ -290,3 +290,69 @@ def test_the_case_report_lists_both_marks_and_downloads_as_a_pdf(
     download.value.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF")
 
+
+
+# Checks a page can make of itself: a language, a viewport, alt text on every image, a label
+# on every control, text on every button, one h1, and nothing wider than the screen.
+ACCESSIBILITY_PROBLEMS = """() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push("no lang on <html>");
+  if (!document.querySelector("meta[name=viewport]")) problems.push("no viewport meta");
+  for (const img of document.querySelectorAll("img:not([alt])")) problems.push(`img ${img.src} has no alt`);
+  for (const el of document.querySelectorAll(
+      "input:not([type=hidden]):not([type=submit]):not([type=button]), select, textarea")) {
+    const labelled = (el.id && document.querySelector(`label[for="${el.id}"]`)) || el.closest("label")
+      || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+    if (!labelled) problems.push(`${el.tagName.toLowerCase()} ${el.name || el.id} has no label`);
+  }
+  for (const button of document.querySelectorAll("button"))
+    if (!button.textContent.trim() && !button.getAttribute("aria-label")) problems.push("a button has no text");
+  const headings = document.querySelectorAll("h1").length;
+  if (headings !== 1) problems.push(`${headings} h1 elements`);
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) {
+    const wide = [...document.querySelectorAll("main *")].filter(
+      e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest("table"));
+    problems.push(`${document.documentElement.scrollWidth} px wide on a ${window.innerWidth} px screen: `
+      + wide.slice(0, 3).map(e => `<${e.tagName.toLowerCase()} class="${e.className}">`).join(" "));
+  }
+  return problems;
+}"""
+
+
+def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen(
+        browser: Browser, deployment: Deployment) -> None:
+    with deployment.client("ivy") as ivy:
+        case = ivy.post("/api/v1/cases", json={"number": case_number(), "purpose": "missing person"}).json()
+        found = ivy.post(f"/api/v1/cases/{case['id']}/searches", data={"face": "largest"}, files={
+            "probe": ("p.jpg", lfw_photos(PEOPLE[SEARCHED])[0].read_bytes(), "image/jpeg")})
+        assert found.status_code == 201, found.text
+    pages = {
+        None: ["/login", "/opt-out", "/access"],
+        "ivy": ["/cases", f"/cases/{case['id']}", f"/cases/{case['id']}/searches/{found.json()['search_id']}",
+                f"/cases/{case['id']}/report", "/account"],
+        "ada": ["/admin/users", "/admin/sources", "/admin/policy", "/admin/crawls"],
+        "aud": ["/audit", "/records"],
+        "dan": ["/dpo"],
+    }
+    problems = {}
+    for username, paths in pages.items():
+        context = browser.new_context(viewport={"width": 375, "height": 740})  # a small phone
+        try:
+            page = context.new_page()
+            if username:
+                page.goto(f"{deployment.url}/login")
+                page.get_by_label("Username").fill(username)
+                page.get_by_label("Password").fill(password_of(username))
+                page.get_by_role("button", name="Log in").click()
+                page.wait_for_url(lambda url: not url.endswith("/login"))
+            for path in paths:
+                response = page.goto(f"{deployment.url}{path}")
+                assert response is not None and response.status == 200, path
+                if found_here := page.evaluate(ACCESSIBILITY_PROBLEMS):
+                    problems[path] = found_here
+            if username == "ivy":
+                page.goto(f"{deployment.url}/cases/{case['id']}/searches/{found.json()['search_id']}")
+                shoot(page, "results-phone")
+        finally:
+            context.close()
+    assert not problems, problems

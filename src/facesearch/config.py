@@ -153,7 +153,9 @@ class Settings(BaseSettings):
         description="Networks (CIDR, comma-separated) the crawler may fetch from although they "
         "are loopback, private, link-local or reserved; empty: public addresses only.",
     )
-    crawl_timeout_seconds: float = Field(default=10.0, description="Crawler timeout per request.")
+    crawl_timeout_seconds: float = Field(
+        default=10.0, description="Crawler deadline per request, from connecting to the last "
+        "byte (each redirect hop is a request).")
     crawl_max_bytes: int = Field(default=10 * 1024 * 1024, description="Largest page or image fetched.")
     crawl_max_redirects: int = Field(default=5, description="Redirects followed per URL.")
     crawl_delay_seconds: float = Field(

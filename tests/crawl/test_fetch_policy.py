@@ -142,6 +142,38 @@ def get(urls: list[str], resolve: Resolver, allowed: str = "127.0.0.1/32") -> li
     return asyncio.run(run())
 
 
+# ------------------------------------------------------------------------------------ deadline
+
+def test_a_server_trickling_its_answer_is_cut_off_at_the_request_deadline() -> None:
+    """Each byte comes well within the per-read timeout, the whole answer never does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(100):
+                if stop.wait(0.2):
+                    return
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return  # the client gave up
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        result = get([f"http://slow.test:{listener.getsockname()[1]}/x.jpg"],
+                     Resolver({"slow.test": [["127.0.0.1"]]}))
+    finally:
+        stop.set()
+        listener.close()
+    assert result == ["timeout"]
+    assert LIMITS.timeout <= time.monotonic() - started < LIMITS.timeout + 1.5
+
+
 # ------------------------------------------------------------------ connect-time address check
 
 def test_a_host_that_rebinds_to_a_forbidden_address_is_refused_when_connecting() -> None:

@@ -67,14 +67,17 @@ async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
         headers["If-Modified-Since"] = last_modified
     for _ in range(limits.max_redirects + 1):
         try:
-            async with client.stream("GET", url, headers=headers, follow_redirects=False,
-                                     timeout=limits.timeout) as response:
+            # The deadline covers the whole request, not each read: a server trickling its
+            # answer a byte at a time cannot hold a crawl for longer.
+            async with asyncio.timeout(limits.timeout), client.stream(
+                    "GET", url, headers=headers, follow_redirects=False,
+                    timeout=limits.timeout) as response:
                 if not response.has_redirect_location:
                     return await _read(url, response, limits)
                 target = normalise_url(urljoin(url, response.headers.get("location", "")))
         except PolicyRefused as exc:  # the transport refused to connect (guard.GuardedBackend)
             raise FetchRefused(exc.message.split(":")[0], exc.message) from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise FetchRefused("timeout") from None
         except httpx.HTTPError as exc:
             raise FetchRefused("network", type(exc).__name__) from None

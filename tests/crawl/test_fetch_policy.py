@@ -50,7 +50,7 @@ class InFlight:
 
 class Server:
     """An HTTP/1.1 server on a loopback address: routes maps a path to (status, headers,
-    body); requests lists every path asked, in order. With slow, every .jpg takes that many
+    body); requests lists every path asked, in order, and times when. With slow, every .jpg takes that many
     seconds to answer, counted in in_flight meanwhile."""
 
     def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]],
@@ -58,6 +58,7 @@ class Server:
                  slow: float = 0.0, in_flight: InFlight | None = None) -> None:
         self.routes = routes
         self.requests: list[str] = []
+        self.times: list[float] = []  # when each request came, time.monotonic()
         self.in_flight = in_flight or InFlight()
         server = self
 
@@ -69,6 +70,7 @@ class Server:
 
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.times.append(time.monotonic())
                 if slow and self.path.endswith(".jpg"):
                     server.in_flight.change(+1)
                     time.sleep(slow)
@@ -353,3 +355,28 @@ def test_requests_in_flight_stay_within_the_per_host_and_overall_limits(tmp_path
     per_host, together, outcomes = peak_requests(tmp_path / "data", 3, 4)
     assert all(2 <= peak <= 3 for peak in per_host) and together <= 4
     assert outcomes == ["done"] * 8
+
+
+def test_a_redirect_to_another_host_waits_out_that_hosts_crawl_delay(tmp_path: Path) -> None:
+    jpeg = {"Content-Type": "image/jpeg"}
+    first, second = (photo.read_bytes() for photo in lfw_photos("Aaron_Peirsol")[:2])
+    target = Server({"/robots.txt": (200, {}, b"User-agent: *\nCrawl-delay: 0.6\n"),
+                     "/face.jpg": (200, jpeg, first), "/other.jpg": (200, jpeg, second)})
+    origin = Server({"/r.jpg": redirect(target.url + "/face.jpg")})
+    service = FaceSearchService(Settings(
+        home=tmp_path / "data", workers=1, crawl_allowed_networks=["127.0.0.1/32"], crawl_delay_seconds=0))
+    try:
+        service.add_source(OPERATOR, "web", "legitimate_interests", "US")
+        # One batch: the hop from origin and the target's own image compete for its turns.
+        job = service.start_crawl(OPERATOR, [], [], "web", "test",
+                                  images=[origin.url + "/r.jpg", target.url + "/other.jpg"])
+        service.run_crawl(OPERATOR, job.id)
+        outcomes = [row["state"] for row in service.crawls.frontier(job.id)]
+    finally:
+        service.close()
+        origin.stop()
+        target.stop()
+    assert outcomes == ["done", "done"]
+    assert sorted(target.requests) == ["/face.jpg", "/other.jpg", "/robots.txt"]
+    gaps = [later - earlier for earlier, later in zip(target.times, target.times[1:])]
+    assert min(gaps) >= 0.55, gaps

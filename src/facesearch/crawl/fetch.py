@@ -52,20 +52,18 @@ class FetchLimits:
 
 async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
                 etag: str | None = None, last_modified: str | None = None,
-                pause: float = 0.0, permit: Callable[[str], Awaitable[object]] | None = None,
-                ) -> Fetched:
+                permit: Callable[[str], Awaitable[object]] | None = None) -> Fetched:
     """GET url (a normalised http(s) URL) with a client whose transport is
     guard.guarded_transport, following redirects by hand: permit(target) is awaited before
-    each target is asked and raises FetchRefused if the crawler may not fetch it (the caller's
-    rule for any URL), and hops are pause seconds apart (the host's crawl delay). Raises
-    FetchRefused with reason ssrf, dns, redirects, too_large, timeout, network, http_<status>
-    or permit's."""
+    each target is asked; it raises FetchRefused if the crawler may not fetch it (the caller's
+    rule for any URL) and waits out the target host's crawl delay. Raises FetchRefused with
+    reason ssrf, dns, redirects, too_large, timeout, network, http_<status> or permit's."""
     headers = {}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    for _ in range(limits.max_redirects + 1):
+    for hop in range(limits.max_redirects + 1):
         try:
             # The deadline covers the whole request, not each read: a server trickling its
             # answer a byte at a time cannot hold a crawl for longer.
@@ -83,10 +81,11 @@ async def fetch(client: httpx.AsyncClient, url: str, limits: FetchLimits,
             raise FetchRefused("network", type(exc).__name__) from None
         if target is None:
             raise FetchRefused("ssrf", "redirect to a non-http URL")
+        if hop == limits.max_redirects:
+            break  # no permission asked for a target that will not be fetched
         if permit is not None:
             await permit(target)
         url = target
-        await asyncio.sleep(pause)
     raise FetchRefused("redirects", f"more than {limits.max_redirects} redirects")
 
 

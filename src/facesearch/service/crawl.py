@@ -84,6 +84,17 @@ class _Outcome:
 REFUSALS = {"ssrf", "dns", "too_large", "off_allowlist", "robots"}
 
 
+async def _take_turn(host: _Host) -> None:
+    """Wait until a request to host may start, crawl_delay after the last one started, and
+    count it."""
+    async with host.lock:
+        wait = host.next_at - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        host.next_at = time.monotonic() + host.delay
+        host.requests += 1
+
+
 def host_of(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -308,20 +319,20 @@ class Crawling(Engine):
                      hosts: dict[str, _Host], limits: FetchLimits, inflight: asyncio.Semaphore,
                      live: CrawlProgress) -> _Outcome:
         permit = partial(self._permit, client, job, hosts, limits, url.kind)
+
+        async def hop(target: str) -> None:
+            """A redirect target: allowed as any URL is, and asked once its host's crawl delay
+            has passed (it may be another host). The hop stays in the first host's slot."""
+            await _take_turn(await permit(target))
+
         try:
             host = await permit(url.url)
             async with host.slots:
-                async with host.lock:  # a request starts crawl_delay after the last one started
-                    wait = host.next_at - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    host.next_at = time.monotonic() + host.delay
+                await _take_turn(host)
                 async with inflight:
                     try:
-                        host.requests += 1
-                        got = await fetch(client, url.url, limits, url.etag, url.last_modified,
-                                          host.delay, permit)
-                    finally:  # ...and after the last one ended
+                        got = await fetch(client, url.url, limits, url.etag, url.last_modified, hop)
+                    finally:  # the next request also waits crawl_delay after this one ended
                         host.next_at = max(host.next_at, time.monotonic() + host.delay)
         except FetchRefused as exc:
             return _Outcome("refused" if exc.reason in REFUSALS else "failed", exc.reason)

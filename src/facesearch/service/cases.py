@@ -91,7 +91,8 @@ class Cases(Engine):
             raise NotFound(f"your organisation has no case {number}")
         return case
 
-    def case_searches(self, actor: Actor, case_id: int, search_id: int | None = None) -> tuple[Case, list[StoredSearch]]:
+    def case_searches(self, actor: Actor, case_id: int,
+                      search_id: int | None = None) -> tuple[Case, list[StoredSearch]]:
         """A case and its searches with their candidate lists and marks, newest first."""
         self.authorise(actor, "cases.read", "case.read")
         case = self._own_case(actor, case_id, "case.read")

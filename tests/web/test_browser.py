@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from facesearch.config import Settings
+from facesearch.service import FaceSearchService
 from tests.conftest import ROOT, jpeg_bytes, lfw_photos, noise_image
 from tests.web.conftest import PEOPLE, Deployment, password_of
 
@@ -89,6 +91,15 @@ def log_in(page: Page, deployment: Deployment, username: str,
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{deployment.url}/cases")
     expect(page.locator("header .who")).to_contain_text(f"{username} · investigator · Agency A")
+
+
+def log_in_as(page: Page, deployment: Deployment, username: str) -> None:
+    """Log in with any role, wherever its start page is."""
+    page.goto(f"{deployment.url}/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password_of(username))
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: not url.endswith("/login"))
 
 
 def log_out(page: Page, deployment: Deployment) -> None:
@@ -340,11 +351,7 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         try:
             page = context.new_page()
             if username:
-                page.goto(f"{deployment.url}/login")
-                page.get_by_label("Username").fill(username)
-                page.get_by_label("Password").fill(password_of(username))
-                page.get_by_role("button", name="Log in").click()
-                page.wait_for_url(lambda url: not url.endswith("/login"))
+                log_in_as(page, deployment, username)
             for path in paths:
                 response = page.goto(f"{deployment.url}{path}")
                 assert response is not None and response.status == 200, path
@@ -356,3 +363,30 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         finally:
             context.close()
     assert not problems, problems
+
+
+def test_an_admin_pauses_resumes_and_cancels_crawls_from_the_crawls_page(
+        context: BrowserContext, deployment: Deployment) -> None:
+    service = FaceSearchService(Settings(home=deployment.home))
+    try:  # queued, not run: the page's buttons decide what happens to them
+        operator = service.local_operator("browser test")
+        seed = "http://127.0.0.1:9/"  # refused as SSRF when it runs: the job ends at once
+        resumed, cancelled = (service.start_crawl(operator, [seed], [seed], "lfw", "page test").id
+                              for _ in range(2))
+    finally:
+        service.close()
+    page = context.new_page()
+    log_in_as(page, deployment, "ada")
+    page.goto(f"{deployment.url}/admin/crawls")
+    for job, commands in ((resumed, ["Pause", "Resume"]), (cancelled, ["Cancel"])):
+        for command in commands:
+            page.get_by_role("button", name=f"{command} job {job}").click()
+            page.wait_for_url(f"{deployment.url}/admin/crawls")
+    # The resumed job runs in the server's background thread; the page refreshes itself.
+    expect(page.locator(f"#crawl-{resumed} h2")).to_have_text(f"Job {resumed}: done", timeout=30_000)
+    expect(page.locator(f"#crawl-{cancelled} h2")).to_have_text(f"Job {cancelled}: cancelled")
+    expect(page.locator(f"#crawl-{cancelled} button")).to_have_count(0)
+    audited = {(r["action"], r["detail"]["job_id"], r["actor"]) for r in deployment.audit()
+               if r["detail"].get("job_id") in (resumed, cancelled) and r["action"] != "crawl.start"}
+    assert audited == {("crawl.pause", resumed, "ada"), ("crawl.resume", resumed, "ada"),
+                       ("crawl.run", resumed, "ada"), ("crawl.cancel", cancelled, "ada")}

@@ -264,6 +264,7 @@ CALLS = [
     Call("POST", "/api/v1/crawls/{job_id}/{command}", ADMIN, prepare=queued_crawl),
     Call("GET", "/admin/crawls", ADMIN),
     Call("POST", "/admin/crawls", ADMIN, data=lambda: {**new_crawl_body(), "seeds": SEED, "allow": SEED}),
+    Call("POST", "/admin/crawls/{job_id}/{command}", ADMIN, prepare=queued_crawl),
     # Pages (the same service calls behind HTML)
     Call("GET", "/", ALL, expect=(303,)),
     Call("GET", "/cases", CASE_READERS),

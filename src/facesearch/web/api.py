@@ -487,12 +487,20 @@ def crawl_status(request: Request, actor: Caller, job_id: RowId) -> dict:
     return crawl_json(service_of(request).crawl_status(actor, job_id))
 
 
-@router.post("/crawls/{job_id}/{command}", tags=["crawling"])
-def crawl_command(request: Request, actor: Caller, job_id: RowId,
-                  command: Annotated[str, Path(pattern="^(pause|resume|cancel)$")]) -> dict:
-    """pause, resume (runs it again in the background) or cancel."""
+CrawlCommand = Annotated[str, Path(pattern="^(pause|resume|cancel)$")]
+
+
+def command_crawl(request: Request, actor: Actor, job_id: int, command: str) -> None:
+    """pause, resume (run it again in the server's background thread) or cancel: for the
+    API and the crawls page alike."""
     service = service_of(request)
-    job = service.set_crawl_state(actor, job_id, command)
+    service.set_crawl_state(actor, job_id, command)
     if command == "resume":
-        service.run_crawl_in_background(actor, job.id)
-    return crawl_json(service.crawl_status(actor, job_id))
+        service.run_crawl_in_background(actor, job_id)
+
+
+@router.post("/crawls/{job_id}/{command}", tags=["crawling"])
+def crawl_command(request: Request, actor: Caller, job_id: RowId, command: CrawlCommand) -> dict:
+    """pause, resume (runs it again in the background) or cancel."""
+    command_crawl(request, actor, job_id, command)
+    return crawl_json(service_of(request).crawl_status(actor, job_id))

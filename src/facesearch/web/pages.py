@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from facesearch.errors import NotAuthenticated
 from facesearch.service import LEAD_LABEL, LEAD_NOTICE, SCORE_MEANING, AuditFilter
 from facesearch.types import Actor
-from facesearch.web.api import RowId
+from facesearch.web.api import CrawlCommand, RowId, command_crawl
 from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, service_of
 
 router = APIRouter(include_in_schema=False)
@@ -271,4 +271,10 @@ def start_crawl(request: Request, actor: Caller, source: Annotated[str, Form(max
     service = service_of(request)
     job = service.start_crawl(actor, seeds.split(), allow.split(), source, purpose, max_depth, max_pages)
     service.run_crawl_in_background(actor, job.id)
+    return back("/admin/crawls")
+
+
+@router.post("/admin/crawls/{job_id}/{command}")
+def crawl_command(request: Request, actor: Caller, job_id: RowId, command: CrawlCommand) -> Response:
+    command_crawl(request, actor, job_id, command)
     return back("/admin/crawls")

@@ -396,7 +396,8 @@ def retention_run() -> None:
     report = service().run_retention(actor())
     echo(f"removed {report.images} images ({report.faces} faces), {report.probes} kept probes, "
          f"{report.searches} searches with their candidate lists, {report.audit_records} audit "
-         f"records, {report.sessions} expired sessions")
+         f"records, {report.sessions} expired sessions, {report.request_contacts} access "
+         f"requests' contact details")
 
 
 @app.command()

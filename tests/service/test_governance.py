@@ -465,6 +465,39 @@ def test_an_access_report_link_expires_after_the_configured_hours(tmp_path: Path
         svc.close()
 
 
+def test_retention_forgets_the_contact_details_of_access_requests_once_answered_long_enough(
+        tmp_path: Path, clock: Clock) -> None:
+    svc = FaceSearchService(Settings(home=tmp_path / "data", access_report_hours=5), clock)
+    try:
+        dpo = officer(svc)
+        photo = lfw_photos(NEAR[0])[0].read_bytes()
+        acks = {name: svc.request_access(f"10.2.2.{n}", photo, f"{name}@example.org")
+                for n, name in enumerate(("approved", "rejected", "pending", "later"))}
+        ids = {r.public_id: r.id for r in svc.access_requests(dpo)}
+        svc.decide_access_request(dpo, ids[acks["approved"].request_id], True)
+        svc.decide_access_request(dpo, ids[acks["rejected"].request_id], False, "not verified")
+        clock.advance(hours=1)
+        svc.decide_access_request(dpo, ids[acks["later"].request_id], True)
+
+        def contacts() -> dict[str, str]:
+            return {name: svc.requests.get(request_id=ids[ack.request_id]).contact
+                    for name, ack in acks.items()}
+
+        clock.advance(hours=4)  # exactly 5 hours after the first two answers: not yet
+        assert svc.run_retention(OPERATOR) == RetentionReport()
+        assert "" not in contacts().values()
+        clock.advance(seconds=1)
+        assert svc.run_retention(OPERATOR) == RetentionReport(request_contacts=2)
+        assert contacts() == {"approved": "", "rejected": "", "pending": "pending@example.org",
+                              "later": "later@example.org"}
+        assert {r.status for r in svc.access_requests(dpo)} == {"approved", "rejected", "pending"}
+        clock.advance(hours=1)
+        assert svc.run_retention(OPERATOR) == RetentionReport(request_contacts=1)
+        assert contacts()["later"] == "" and contacts()["pending"] == "pending@example.org"
+    finally:
+        svc.close()
+
+
 # Jurisdictions and records ------------------------------------------------------------------------
 
 def test_an_organisation_restricted_to_its_jurisdiction_sees_only_those_faces(

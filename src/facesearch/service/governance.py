@@ -20,13 +20,16 @@ class RetentionReport:
     searches: int = 0  # searches and their candidate lists past candidate retention
     audit_records: int = 0
     sessions: int = 0  # expired web sessions
+    request_contacts: int = 0  # contact details of access requests answered long enough ago
 
 
 class Governance(Engine):
     def run_retention(self, actor: Actor) -> RetentionReport:
         """Destroy exactly what is past its date, by the service's clock: images (with faces,
         vectors and crops) past their source's retention, kept probes, searches with their
-        candidate lists, audit records (the chain is anchored past them) and expired sessions."""
+        candidate lists, audit records (the chain is anchored past them), expired sessions, and
+        the contact details of access requests answered over access_report_hours ago (long
+        enough to send the link or the refusal; the link has expired by then)."""
         self.authorise(actor, "retention.run", "retention")
         now, s = self.clock(), self.settings
 
@@ -43,6 +46,8 @@ class Governance(Engine):
                     report.probes += 1
                 report.searches = self.cases.delete_searches_before(conn, cut(s.candidate_retention_days))
                 report.sessions = self.accounts.end_expired_sessions(conn, self.now())
+                answered = (now - timedelta(hours=s.access_report_hours)).isoformat(timespec="seconds")
+                report.request_contacts = self.requests.forget_contacts(conn, answered)
                 report.audit_records = self.trail.prune_before(conn, cut(s.audit_retention_days))
                 self._audit(conn, actor, "retention", report.__dict__)
         return report

@@ -78,6 +78,15 @@ class RequestStore:
     def update(self, conn: Connection, request_id: int, **values: object) -> None:
         conn.execute(update(subject_requests).where(subject_requests.c.id == request_id).values(**values))
 
+    def forget_contacts(self, conn: Connection, decided_before: str) -> int:
+        """Clear the contact details of access requests answered (approved, rejected or
+        delivered) before decided_before; the requests stay on record. Returns how many."""
+        return conn.execute(update(subject_requests).where(
+            subject_requests.c.kind == "access",
+            subject_requests.c.status.in_(["approved", "rejected", "delivered"]),
+            subject_requests.c.decided_at < decided_before,
+            subject_requests.c.contact != "").values(contact="")).rowcount
+
     def from_client_since(self, client_hash: str, since: str) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(subject_requests).where(

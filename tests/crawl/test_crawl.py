@@ -280,34 +280,46 @@ def test_a_crawl_killed_with_sigkill_resumes_to_the_state_of_an_uninterrupted_on
     assert len(hits) == len(site.expected["indexed"]) and hits[0][0].startswith(site.url + "/images/a-")
 
 
-def write_warc(path: Path, images: list[tuple[str, bytes]], page: str) -> None:
-    """A WARC archive as a web archiver writes it: a request (with Referer) and a response
-    record per image, and one HTML page."""
+def write_warc(path: Path, images: list[tuple[str, bytes]], page: str,
+               html: bytes = b"<html></html>", others: list[tuple[str, bytes, dict[str, str]]] = ()) -> None:
+    """A WARC archive as a web archiver writes it: one HTML page, then a request (with that
+    page as Referer) and a response record per image; others are image responses with no
+    request record, each with extra response headers."""
     from io import BytesIO
 
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 
+    def response(url: str, body: bytes, content_type: str, extra: dict[str, str]) -> None:
+        headers = StatusAndHeaders("200 OK", [("Content-Type", content_type), *extra.items()],
+                                   protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(body),
+                                                      http_headers=headers))
+
     with open(path, "wb") as stream:
         writer = WARCWriter(stream, gzip=True)
-        html = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
-        writer.write_record(writer.create_warc_record(page, "response", payload=BytesIO(b"<html></html>"),
-                                                      http_headers=html))
+        response(page, html, "text/html", {})
         for url, body in images:
             request = StatusAndHeaders("GET / HTTP/1.1", [("Referer", page)], is_http_request=True)
             writer.write_record(writer.create_warc_record(url, "request", payload=BytesIO(b""),
                                                           http_headers=request))
-            headers = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=BytesIO(body),
-                                                          http_headers=headers))
+            response(url, body, "image/jpeg", {})
+        for url, body, extra in others:
+            response(url, body, "image/jpeg", extra)
 
 
 def test_a_warc_archive_is_indexed_with_the_same_provenance_and_policy(tmp_path: Path) -> None:
     archive = tmp_path / "capture.warc.gz"
-    photos = [lfw_photos("Aaron_Peirsol")[1], lfw_photos("Abdullah")[1], lfw_photos("Adam_Sandler")[1]]
-    images = [(f"https://news.example/img/{p.name}", p.read_bytes()) for p in photos]
+    photos = [lfw_photos("Aaron_Peirsol")[1], lfw_photos("Abdullah")[1], lfw_photos("Adam_Sandler")[1],
+              lfw_photos("Aaron_Peirsol")[2], lfw_photos("Abdullah")[2]]
+    images = [(f"https://news.example/img/{p.name}", p.read_bytes()) for p in photos[:3]]
     images.append(("https://news.example/img/copy.jpg", photos[0].read_bytes()))  # same bytes
-    write_warc(archive, images, "https://news.example/story.html")
+    page = (b"<html><head><title>Swim final</title></head><body>"
+            b'<img src="/img/' + photos[0].name.encode() + b'" alt="The winner">'
+            b'<img src="/embedded.jpg" alt="On the podium"></body></html>')
+    write_warc(archive, images, "https://news.example/story.html", page, others=[
+        ("https://news.example/embedded.jpg", photos[3].read_bytes(), {}),  # no request record
+        ("https://news.example/private.jpg", photos[4].read_bytes(), {"X-Robots-Tag": "noimageindex"})])
     service = FaceSearchService(crawl_settings(tmp_path / "data"))
     try:
         service.add_source(OPERATOR, "archive", "legitimate_interests", "US")
@@ -315,12 +327,54 @@ def test_a_warc_archive_is_indexed_with_the_same_provenance_and_policy(tmp_path:
         counts = service.ingest_warc(OPERATOR, archive, "archive")
     finally:
         service.close()
-    assert counts == {"done": 2, "skipped:duplicate": 1, "refused:suppressed": 1}
+    assert counts == {"done": 3, "skipped:duplicate": 1, "refused:suppressed": 1, "refused:noimageindex": 1}
     stored = indexed(tmp_path / "data")
-    assert set(stored) == {images[0][0], images[1][0]}
-    page_url, provenance, _, faces = stored[images[0][0]]
-    assert page_url == "https://news.example/story.html" and faces == 1
-    assert provenance["warc_file"] == "capture.warc.gz" and provenance["warc_date"]
+    assert set(stored) == {images[0][0], images[1][0], "https://news.example/embedded.jpg"}
+    for url, alt in ((images[0][0], "The winner"), (images[1][0], ""),
+                     ("https://news.example/embedded.jpg", "On the podium")):
+        page_url, provenance, _, faces = stored[url]
+        assert page_url == "https://news.example/story.html" and faces == 1, url
+        assert provenance["page_title"] == "Swim final" and provenance["alt_text"] == alt, url
+        assert provenance["warc_file"] == "capture.warc.gz" and provenance["warc_date"], url
+
+
+def test_images_of_an_archived_page_that_forbids_indexing_them_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "capture.warc.gz"
+    write_warc(archive, [("https://news.example/a.jpg", lfw_photos("Aaron_Peirsol")[1].read_bytes())],
+               "https://news.example/story.html",
+               b'<html><head><meta name="robots" content="noimageindex"></head></html>')
+    service = FaceSearchService(crawl_settings(tmp_path / "data"))
+    try:
+        service.add_source(OPERATOR, "archive", "legitimate_interests", "US")
+        assert service.ingest_warc(OPERATOR, archive, "archive") == {"refused:noimageindex": 1}
+    finally:
+        service.close()
+    assert indexed(tmp_path / "data") == {}
+
+
+def test_a_damaged_archive_is_refused_clearly_and_a_cut_one_keeps_its_whole_images(
+        tmp_path: Path) -> None:
+    whole = tmp_path / "whole.warc.gz"
+    photos = [lfw_photos("Aaron_Peirsol")[1], lfw_photos("Abdullah")[1]]
+    write_warc(whole, [(f"https://news.example/{p.name}", p.read_bytes()) for p in photos],
+               "https://news.example/story.html")
+    (tmp_path / "garbage.warc.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 8)
+    # Cut inside the last image: warcio hands over what is there, which decodes as a truncated JPEG.
+    (tmp_path / "cut.warc.gz").write_bytes(whole.read_bytes()[:-len(photos[1].read_bytes()) // 2])
+    service = FaceSearchService(crawl_settings(tmp_path / "data"))
+    try:
+        service.add_source(OPERATOR, "archive", "legitimate_interests", "US")
+        for name in ("garbage.warc.gz", "missing.warc.gz"):
+            with pytest.raises(InvalidRequest, match=name):
+                service.ingest_warc(OPERATOR, tmp_path / name, "archive")
+        assert service.ingest_warc(OPERATOR, tmp_path / "cut.warc.gz", "archive") == {
+            "done": 1, "failed:bad_image": 1}
+        records = [r["detail"] for r in service.trail.records() if r["action"] == "crawl.warc"]
+    finally:
+        service.close()
+    assert [(r["file"], "error" in r) for r in records] == [
+        ("garbage.warc.gz", True), ("missing.warc.gz", True), ("cut.warc.gz", False)]
+    assert set(indexed(tmp_path / "data")) == {f"https://news.example/{photos[0].name}"}
 
 
 def test_the_status_counts_hosts_and_rates(site: Site, crawled: Crawled) -> None:

@@ -27,6 +27,7 @@ from facesearch.crawl.extract import (
 )
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import guarded_transport, parse_networks
+from facesearch.crawl.warc import ArchiveIndex, UnreadableArchive
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest import ImageTask, analyse_batch
 from facesearch.service.engine import Engine, IngestSummary
@@ -82,6 +83,7 @@ class _Outcome:
 
 # Fetch outcomes that are the crawler's own refusals; any other reason is a failure.
 REFUSALS = {"ssrf", "dns", "too_large", "off_allowlist", "robots"}
+WARC_BATCH = 32  # images stored per batch, so that an archive is read in bounded memory
 
 
 async def _take_turn(host: _Host) -> None:
@@ -459,41 +461,43 @@ class Crawling(Engine):
     # WARC archives ---------------------------------------------------------------------------
 
     def ingest_warc(self, actor: Actor, path: Path, source: str) -> dict[str, int]:
-        """Index the images in a WARC archive (response records of image/* content) with
-        their target URL, referring page (from the request record) and capture date as
-        provenance. Returns counts by outcome."""
-        from warcio.archiveiterator import ArchiveIterator
-
+        """Index the images in a WARC archive (200 responses of image/*) with the provenance a
+        crawl records: target URL, referring page (from the request record, else the first
+        archived page embedding the image), that page's title and the image's alt text there,
+        and the capture date. An image whose page or own X-Robots-Tag forbids indexing images
+        is refused (noimageindex), as in a crawl. Returns counts by outcome."""
         self.authorise(actor, "crawl", "crawl.warc")
         self._collecting_source(actor, source, "crawl.warc")
-        referers: dict[str, str] = {}
-        items: list[tuple[int, str, bytes, str | None, dict]] = []
+        counts: Counter[str] = Counter()
+        batch: list[tuple[int, str, bytes, str | None, dict]] = []
+
+        def store() -> None:
+            results = self._store_images(source, batch, CrawlProgress())
+            counts.update(f"{state}:{reason}" if reason else state for state, reason, _ in results.values())
+            batch.clear()
+
+        error = None
         try:
-            with open(path, "rb") as stream:
-                for record in ArchiveIterator(stream):
-                    target = record.rec_headers.get_header("WARC-Target-URI") or ""
-                    if record.rec_type == "request" and record.http_headers:
-                        referers[target] = record.http_headers.get_header("Referer") or ""
-                    if (record.rec_type != "response" or not record.http_headers
-                            or record.http_headers.get_statuscode() != "200"
-                            or not (record.http_headers.get_header("Content-Type") or "").startswith("image/")):
-                        continue
-                    url = normalise_url(target)
-                    if url is None:
-                        continue
-                    body = record.content_stream().read(self.settings.max_image_bytes + 1)
-                    items.append((len(items), url, body, None, {
-                        "warc_file": path.name, "warc_date": record.rec_headers.get_header("WARC-Date"),
-                        "warc_record_id": record.rec_headers.get_header("WARC-Record-ID")}))
-        except OSError as exc:
-            raise InvalidRequest(f"cannot read {path.name}: {exc.strerror or exc}") from None
-        except Exception as exc:  # noqa: BLE001 - warcio raises assorted errors on damaged files
-            raise InvalidRequest(f"{path.name} is not a readable WARC file: {type(exc).__name__}") from None
-        items = [(key, url, body, normalise_url(referers.get(url, "")) , prov)
-                 for key, url, body, _, prov in items]
-        results = self._store_images(source, items, CrawlProgress())
-        counts = Counter(f"{state}:{reason}" if reason else state for state, reason, _ in results.values())
+            archive = ArchiveIndex(path, self.settings.crawl_max_bytes)
+            for image in archive.images(path, self.settings.max_image_bytes):
+                if image.stops_images or (image.page and image.page.stops_images):
+                    counts["refused:noimageindex"] += 1
+                    continue
+                batch.append((len(batch), image.url, image.body, image.page_url, {
+                    "page_title": image.page.title if image.page else "",
+                    "alt_text": image.page.alt_text.get(image.url, "") if image.page else "",
+                    "warc_file": path.name, "warc_date": image.captured_at,
+                    "warc_record_id": image.record_id}))
+                if len(batch) == WARC_BATCH:
+                    store()
+            store()
+        except UnreadableArchive as exc:  # a damaged archive: what was stored before stays stored
+            error = str(exc)
         with self.store.transaction() as conn:
             self._audit(conn, actor, "crawl.warc", {"file": path.name, "source": source,
-                                                    "images": len(items), "outcomes": dict(counts)})
+                                                    "images": sum(counts.values()),
+                                                    "outcomes": dict(counts),
+                                                    **({"error": error} if error else {})})
+        if error:
+            raise InvalidRequest(error)
         return dict(counts)

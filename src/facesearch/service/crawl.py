@@ -246,7 +246,8 @@ class Crawling(Engine):
         s = self.settings
         limits = FetchLimits(s.crawl_max_bytes, s.crawl_max_redirects, s.crawl_timeout_seconds)
         hosts: dict[str, _Host] = {}
-        inflight = asyncio.Semaphore(max(1, s.crawl_concurrency))
+        concurrency = max(1, s.crawl_concurrency)
+        inflight = asyncio.Semaphore(concurrency)
         transport = guarded_transport(parse_networks(s.crawl_allowed_networks))
         async with httpx.AsyncClient(headers={"User-Agent": s.crawl_user_agent},
                                      transport=transport) as client:
@@ -256,7 +257,7 @@ class Crawling(Engine):
                     return
                 # Twice as many URLs as may be fetched at once, so that hosts waiting out
                 # their delay leave others to fetch.
-                batch = self.crawls.next_queued(job.id, max(1, s.crawl_concurrency) * 2)
+                batch = self.crawls.next_queued(job.id, concurrency * 2)
                 if not batch:
                     with self.store.transaction() as conn:  # unless paused or cancelled just now
                         self.crawls.set_status(conn, job.id, "done", self.now(), was={"running"})
@@ -274,8 +275,9 @@ class Crawling(Engine):
         """The host's state, reading its robots.txt first (once per job, kept in the database
         so that a resumed crawl obeys the same rules)."""
         name = host_of(url)
-        host = hosts.get(name) or hosts.setdefault(
-            name, _Host(asyncio.Semaphore(max(1, self.settings.crawl_host_concurrency))))
+        if name not in hosts:
+            hosts[name] = _Host(asyncio.Semaphore(max(1, self.settings.crawl_host_concurrency)))
+        host = hosts[name]
         if host.robots is None:
             async with host.lock:
                 if host.robots is None:

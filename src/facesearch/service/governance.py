@@ -33,22 +33,21 @@ class Governance(Engine):
         self.authorise(actor, "retention.run", "retention")
         now, s = self.clock(), self.settings
 
-        def cut(days: int) -> str:
-            return (now - timedelta(days=days)).isoformat(timespec="seconds")
+        def cut(**ago: int) -> str:
+            return (now - timedelta(**ago)).isoformat(timespec="seconds")
 
         report = RetentionReport()
         with self._writer():
             expired = self.store.expired_images(now)
             with self.store.transaction() as conn:
                 report.images, report.faces = self.store.delete_images_where(conn, image_ids=expired)
-                for path in self.cases.old_probe_paths(conn, cut(s.probe_retention_days)):
+                for path in self.cases.old_probe_paths(conn, cut(days=s.probe_retention_days)):
                     Path(path).unlink(missing_ok=True)
                     report.probes += 1
-                report.searches = self.cases.delete_searches_before(conn, cut(s.candidate_retention_days))
+                report.searches = self.cases.delete_searches_before(conn, cut(days=s.candidate_retention_days))
                 report.sessions = self.accounts.end_expired_sessions(conn, self.now())
-                answered = (now - timedelta(hours=s.access_report_hours)).isoformat(timespec="seconds")
-                report.request_contacts = self.requests.forget_contacts(conn, answered)
-                report.audit_records = self.trail.prune_before(conn, cut(s.audit_retention_days))
+                report.request_contacts = self.requests.forget_contacts(conn, cut(hours=s.access_report_hours))
+                report.audit_records = self.trail.prune_before(conn, cut(days=s.audit_retention_days))
                 self._audit(conn, actor, "retention", report.__dict__)
         return report
 

@@ -60,14 +60,13 @@ class CrawlStore:
                 select(crawl_jobs).order_by(crawl_jobs.c.id.desc()).limit(100)).mappings()]
 
     def set_status(self, conn: Connection, job_id: int, status: str, finished_at: str | None = None,
-                   was: Collection[str] = ()) -> bool:
-        """Set the job's status, only from one of the statuses in was (if given), so that two
-        writers (a pause, and the crawl loop finishing) cannot overwrite each other. Returns
-        whether it changed."""
-        query = update(crawl_jobs).where(crawl_jobs.c.id == job_id)
-        if was:
-            query = query.where(crawl_jobs.c.status.in_(list(was)))
-        return conn.execute(query.values(status=status, finished_at=finished_at)).rowcount == 1
+                   *, was: Collection[str]) -> bool:
+        """Set the job's status, only from one of the statuses in was, so that two writers (a
+        pause, and the crawl loop finishing) cannot overwrite each other. Returns whether it
+        changed."""
+        return conn.execute(update(crawl_jobs).where(
+            crawl_jobs.c.id == job_id, crawl_jobs.c.status.in_(list(was))).values(
+            status=status, finished_at=finished_at)).rowcount == 1
 
     # Frontier ---------------------------------------------------------------------------------
 

@@ -116,7 +116,17 @@ class Settings(BaseSettings):
     retention_interval_minutes: int = Field(
         default=60, description="How often the server runs the retention job; 0 turns it off.")
     public_requests_per_day: int = Field(
-        default=5, description="Opt-out and access requests one client address may make per day.")
+        default=5, description="Opt-out and access requests one client address may make per day "
+        "(those whose photo showed a face; a failed upload gives its place back).")
+    public_attempts_per_hour: int = Field(
+        default=20, description="Photos one client address may send to the public pages per "
+        "hour, failed ones included: bounds a flood of bad uploads.")
+    public_queue_length: int = Field(
+        default=4, description="Public photos that may wait while one is analysed; more get "
+        "503 at once, so that strangers cannot take the investigators' capacity.")
+    opt_out_confirm_minutes: int = Field(
+        default=30, description="Time to confirm an opt-out with a second photo; until then the "
+        "person is hidden, not yet erased.")
     access_report_hours: int = Field(
         default=72, description="An access report's one-time link expires after this long.")
     smtp_host: str = Field(

@@ -55,3 +55,9 @@ class RateLimited(FacesearchError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Busy(RateLimited):
+    """The service is at capacity for this kind of work (503): try again after retry_after."""
+
+    code = "busy"

@@ -25,6 +25,7 @@ from starlette.formparsers import MultiPartParser
 from facesearch.config import Settings
 from facesearch.errors import (
     BadImage,
+    Busy,
     FacesearchError,
     Forbidden,
     InvalidRequest,
@@ -39,7 +40,7 @@ from facesearch.types import Actor
 from facesearch.web.metrics import Metrics
 
 HERE = Path(__file__).parent
-STATUS = {NotAuthenticated: 401, Forbidden: 403, PolicyRefused: 403, NotFound: 404,
+STATUS = {Busy: 503, NotAuthenticated: 401, Forbidden: 403, PolicyRefused: 403, NotFound: 404,
           RateLimited: 429, BadImage: 422, NoFace: 422, InvalidRequest: 422}
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; "

@@ -1,5 +1,12 @@
-"""Data-subject rights: opt-out by selfie (erasure and objection), access requests answered by
-the data-protection officer through one-time links, and notices of erased candidates."""
+"""Data-subject rights: opt-out by selfie (hidden at once, erased on confirmation with a second
+photo, reversible by the data-protection officer until then), access requests answered by the
+officer through one-time links, and notices of erased candidates.
+
+Public requests are anonymous, so each is counted against its client address before any work
+(one conditional UPDATE: parallel requests cannot all pass), analyses only the face it uses, and
+waits its turn in a small queue of its own, so that strangers cannot take the analysis capacity
+investigators' searches need. Refusals are counted per client and hour; the audit trail gets one
+record per window, not one per refused request."""
 
 from __future__ import annotations
 
@@ -8,20 +15,30 @@ import re
 import secrets
 import smtplib
 import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 
+import numpy as np
+
+from facesearch.config import Settings
 from facesearch.errors import (
+    Busy,
     FacesearchError,
     Forbidden,
     InvalidRequest,
+    NoFace,
     NotFound,
     RateLimited,
 )
+from facesearch.imaging import decode
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
+from facesearch.service.base import Clock, system_clock
 from facesearch.service.engine import Engine
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
@@ -29,14 +46,40 @@ from facesearch.types import Actor
 
 
 @dataclass
+class OptOutPending:
+    """First step of an opt-out: the person is hidden; a second photo within confirm_by erases."""
+
+    request_id: str
+    confirm_token: str  # proves the second photo belongs to this request; shown once
+    confirm_by: str
+
+
+@dataclass
 class Receipt:
-    """What a person gets back for an opt-out: no images, only counts and a reference."""
+    """What a person gets back for a confirmed opt-out: no images, only counts and a reference."""
 
     request_id: str
     images_found: int
     faces_removed: int
     date: str
     mailed: bool = False  # a copy went to the address the person gave
+
+
+@dataclass
+class OptOutView:
+    """An opt-out as the data-protection officer sees it."""
+
+    id: int
+    public_id: str
+    status: str  # hidden (not yet confirmed), done (erased) or reinstated
+    received_at: str
+    confirm_by: str | None
+    client: str  # the pseudonym the audit trail uses for the requester's address
+    images_found: int
+    faces_removed: int
+    decided_by: str | None
+    decided_at: str | None
+    note: str | None
 
 
 # An address that can only be one mailbox: no display name, comma, quote or line break.
@@ -49,10 +92,16 @@ Date: {date}
 Images you were found in: {images_found}
 Faces of yours deleted: {faces_removed}
 
-Your photo has been deleted. You are on our suppression list: your face will not be collected
+Your photos have been deleted. You are on our suppression list: your face will not be collected
 again, and no search will return it. Keep the request number for any question. We have not
 kept this address.
 """
+# Two photos closer than this are one photo saved twice (re-encoded, resized: up to about 0.05
+# on LFW), not a second photo; two photos of one person lie around 0.2 to 0.4 apart.
+SAME_PHOTO_DISTANCE = 0.06
+QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
+BUSY_RETRY_SECONDS = 30
+REFUSAL_WINDOW = timedelta(hours=1)  # one audit record per client, action and window
 
 
 @dataclass
@@ -60,6 +109,14 @@ class AccessAcknowledgement:
     request_id: str
     received_at: str
     deadline: str
+
+
+@dataclass
+class AccessLink:
+    """What a one-time link's page shows before it is used: nothing personal."""
+
+    request_id: str
+    expires_at: str
 
 
 @dataclass
@@ -108,7 +165,40 @@ def client_hash(client: str) -> str:
     return hashlib.sha256(f"facesearch-client:{client}".encode()).hexdigest()
 
 
+class PublicQueue:
+    """Public photos are analysed one at a time, with at most `waiting` more in line; the rest
+    are refused at once (Busy, 503). Investigators' searches do not queue here: they share only
+    the engine's analysis lock, which a public request holds for one photo at a time. One
+    queue per server process."""
+
+    def __init__(self, waiting: int) -> None:
+        self._admitted = threading.BoundedSemaphore(waiting + 1)
+        self._turn = threading.Lock()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy("too many requests are waiting; try again in a minute", BUSY_RETRY_SECONDS)
+        try:
+            if not self._turn.acquire(timeout=QUEUE_WAIT_SECONDS):
+                raise Busy("too many requests are waiting; try again in a minute", BUSY_RETRY_SECONDS)
+            try:
+                yield
+            finally:
+                self._turn.release()
+        finally:
+            self._admitted.release()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
 class Rights(Engine):
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        super().__init__(settings, clock)
+        self.public_queue = PublicQueue(settings.public_queue_length)
+
     # Public requests ------------------------------------------------------------------------
 
     @property
@@ -117,33 +207,66 @@ class Rights(Engine):
         (FACESEARCH_SMTP_HOST is set)."""
         return bool(self.settings.smtp_host)
 
-    def opt_out(self, client: str, selfie: bytes, address: str = "") -> Receipt:
-        """Erase every indexed face of the person in the selfie, and keep them out of future
-        ingests and searches. The selfie is not stored; only the person's template is, as a
-        suppression with the request's reference as its reason. Where receipts are mailed, a
-        copy goes to the email address given, which is then forgotten; elsewhere an address
-        is ignored."""
+    def opt_out(self, client: str, selfie: bytes) -> OptOutPending:
+        """First step of an opt-out: hide the person in the selfie (its largest face) at once
+        (a suppression: withheld at ingest, hidden from every search) and wait for a second
+        photo (confirm_opt_out) before erasing anything. The selfie is not stored; the
+        suppression keeps the person's template, with the request's reference as its reason.
+        Until confirmed, the data-protection officer can reverse it (reinstate_opt_out)."""
         actor = public_actor(client)
-        self._check_public_rate(actor, client)
+        template = self._public_template(actor, client, selfie, "optout", request=True)
+        public_id, token = secrets.token_hex(8), secrets.token_urlsafe(32)
+        now = self.clock()
+        confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
+        with self.store.transaction() as conn:
+            self.store.add_suppressions(template[None, :], f"opt-out {public_id}", conn)
+            self.requests.add(conn, public_id=public_id, kind="erasure", status="hidden",
+                              received_at=_iso(now), deadline=_iso(now),
+                              client_hash=client_hash(client), confirm_token_hash=token_hash(token),
+                              confirm_expires_at=confirm_by)
+            self._audit(conn, actor, "optout", {"request": public_id, "confirm_by": confirm_by})
+        return OptOutPending(public_id, token, confirm_by)
+
+    def confirm_opt_out(self, client: str, token: str, selfie: bytes, address: str = "") -> Receipt:
+        """Second step: a new photo of the same person (within suppress_threshold of the first,
+        and not the first photo again) erases every indexed face within suppress_threshold of
+        the first, for good. Where receipts are mailed, a copy goes to the email address given,
+        which is then forgotten; elsewhere an address is ignored."""
+        actor = public_actor(client)
         address = address.strip() if self.mails_receipts else ""
         if address and not EMAIL.fullmatch(address):
             raise InvalidRequest("give an email address for the receipt, or none")
-        template = self._public_template(actor, client, selfie, "optout")
-        public_id = secrets.token_hex(8)
-        with self._writer():
+        found = self.requests.get(confirm_hash=token_hash(token)) if token else None
+        first = self.requests.suppression_of(f"opt-out {found.public_id}") if found else None
+        if (found is None or first is None or found.status != "hidden"
+                or (found.confirm_expires_at or "") < self.now()):
+            self._refuse_public(actor, client, "optout.confirm.refused", "expired, used or unknown")
+            raise NotFound("this confirmation has expired or was already used; you stay hidden "
+                           "from searches, and can start again to have your images erased")
+        template = from_blob(first)
+        second = self._public_template(actor, client, selfie, "optout.confirm", request=False)
+        distance = float(np.linalg.norm(second - template))
+        if distance < SAME_PHOTO_DISTANCE or distance >= self.settings.suppress_threshold:
+            reason = ("the same photo again" if distance < SAME_PHOTO_DISTANCE
+                      else "not the person in the first photo")
+            self._refuse_public(actor, client, "optout.confirm.refused", reason)
+            raise InvalidRequest("take a new photo of yourself now: " + reason)
+        with self.public_queue.turn(), self._writer():  # an exact scan of the gallery: queued too
             ids = self._faces_of(template)
             with self.store.transaction() as conn:
-                found = self.store.images_of_faces(conn, ids)
-                self.store.add_suppressions(template[None, :], f"opt-out {public_id}", conn)
-                removed = self.store.delete_faces(ids, conn)
                 now = self.now()
-                self.requests.add(conn, public_id=public_id, kind="erasure", status="done",
-                                  received_at=now, deadline=now, client_hash=client_hash(client),
-                                  images_found=found, faces_removed=removed,
-                                  decided_by="automatic", decided_at=now)
-                self._audit(conn, actor, "optout", {"request": public_id, "faces": removed,
-                                                    "images": found})
-        receipt = Receipt(public_id, found, removed, now[:10])
+                done = self.requests.finish_confirmation(conn, found.id, now)
+                if done:
+                    images = self.store.images_of_faces(conn, ids)
+                    removed = self.store.delete_faces(ids, conn)
+                    self.requests.update(conn, found.id, images_found=images, faces_removed=removed,
+                                         decided_by="requester", decided_at=now)
+                    self._audit(conn, actor, "optout.confirm", {"request": found.public_id,
+                                                                "faces": removed, "images": images})
+        if not done:  # confirmed at the same moment, or reinstated by the officer meanwhile
+            self._refuse_public(actor, client, "optout.confirm.refused", "expired, used or unknown")
+            raise NotFound("this confirmation has expired or was already used")
+        receipt = Receipt(found.public_id, images, removed, now[:10])
         if address:
             receipt.mailed = self._mail_receipt(actor, address, receipt)
         return receipt
@@ -174,44 +297,85 @@ class Rights(Engine):
 
     def request_access(self, client: str, selfie: bytes, contact: str) -> AccessAcknowledgement:
         """Queue an access request for the data-protection officer, due in one month. Only
-        the person's template is kept, until the request is answered."""
+        the person's template is kept, until the request is answered or its link expires."""
         actor = public_actor(client)
         if not contact.strip():
             raise InvalidRequest("give an address where the officer can reach you")
-        self._check_public_rate(actor, client)
-        template = self._public_template(actor, client, selfie, "access.request")
+        template = self._public_template(actor, client, selfie, "access.request", request=True)
         received = self.clock()
         public_id = secrets.token_hex(8)
-        deadline = add_months(received, 1).isoformat(timespec="seconds")
+        deadline = _iso(add_months(received, 1))
         with self.store.transaction() as conn:
             self.requests.add(conn, public_id=public_id, kind="access", status="pending",
-                              received_at=received.isoformat(timespec="seconds"), deadline=deadline,
+                              received_at=_iso(received), deadline=deadline,
                               contact=contact.strip()[:500], client_hash=client_hash(client),
                               template=to_blob(template))
             self._audit(conn, actor, "access.request", {"request": public_id})
-        return AccessAcknowledgement(public_id, received.isoformat(timespec="seconds"), deadline)
+        return AccessAcknowledgement(public_id, _iso(received), deadline)
 
-    def _public_template(self, actor: Actor, client: str, selfie: bytes, action: str):  # noqa: ANN202
-        """The selfie's template. A photo that fails still counts toward the client's daily
-        limit (as a request with status "invalid"), so face detection is not free to abuse."""
+    def _public_template(self, actor: Actor, client: str, selfie: bytes, action: str,
+                         request: bool) -> np.ndarray:
+        """The template of the selfie's largest face, once the client's allowance is counted
+        and the public queue gives it its turn. A photo that fails (no face, not an image)
+        gives its place in the daily allowance back, so that a person can try again with
+        another, and counts only toward the hourly limit on photos."""
+        self._take_allowance(actor, client, request)
         try:
-            return self._template_of(selfie)
+            with self.public_queue.turn():
+                return self._largest_face(selfie)
         except FacesearchError as exc:
-            now = self.now()
             with self.store.transaction() as conn:
-                self.requests.add(conn, public_id=secrets.token_hex(8),
-                                  kind="erasure" if action == "optout" else "access",
-                                  status="invalid", received_at=now, deadline=now,
-                                  client_hash=client_hash(client))
-                self._audit(conn, actor, f"{action}.refused", {"reason": exc.message})
+                if request:
+                    self.requests.give_back(conn, client_hash(client), "requests")
+                if isinstance(exc, Busy):  # not analysed: the photo does not count either
+                    self.requests.give_back(conn, client_hash(client), "attempts")
+            self._refuse_public(actor, client, "public.refused" if isinstance(exc, Busy)
+                                else f"{action}.refused", exc.message)
             raise
 
-    def _check_public_rate(self, actor: Actor, client: str) -> None:
-        since = (self.clock() - timedelta(days=1)).isoformat(timespec="seconds")
-        if self.requests.from_client_since(client_hash(client), since) >= self.settings.public_requests_per_day:
-            self._audit_alone(actor, "public.refused", {"reason": "daily request limit"})
-            raise RateLimited("too many requests from this address today; try again tomorrow",
-                              24 * 3600)
+    def _largest_face(self, photo: bytes) -> np.ndarray:
+        """The descriptor of the photo's largest face, the only one used: every face is
+        detected (to find the largest) but only that one is aligned and described."""
+        image = decode(photo, max_pixels=self.settings.max_image_pixels,
+                       max_bytes=self.settings.max_image_bytes)
+        with self._analysis_lock:
+            found = self.analyzer.detect(image.pixels)
+            if not found:
+                raise NoFace("no face found in the photo")
+            return self.analyzer.describe([(image.pixels, found[:1])],
+                                          self.settings.mirror_probe)[0][0].embedding
+
+    def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
+        """Count a photo against the client's hourly photos and, for a new request, its daily
+        requests, in one transaction before any work; refuse if either is used up."""
+        now, h, s = self.clock(), client_hash(client), self.settings
+        with self.store.transaction() as conn:
+            if request and not self.requests.take(conn, h, "requests", _iso(now - timedelta(days=1)),
+                                                  _iso(now), s.public_requests_per_day):
+                refused = ("daily request limit", "too many requests from this address today; "
+                           "try again tomorrow", 24 * 3600)
+            elif not self.requests.take(conn, h, "attempts", _iso(now - timedelta(hours=1)),
+                                        _iso(now), s.public_attempts_per_hour):
+                if request:
+                    self.requests.give_back(conn, h, "requests")
+                refused = ("hourly photo limit", "too many photos from this address in the last "
+                           "hour; try again later", 3600)
+            else:
+                return
+        self._refuse_public(actor, client, "public.refused", refused[0])
+        raise RateLimited(refused[1], refused[2])
+
+    def _refuse_public(self, actor: Actor, client: str, action: str, reason: str) -> None:
+        """Audit an anonymous refusal, aggregated: the first refusal of a client's hour for
+        this action is recorded, with how many the client's previous hour had; the others
+        only raise a counter. A flood from one address adds one record an hour."""
+        now = self.clock()
+        with self.store.transaction() as conn:
+            earlier = self.requests.count_refusal(conn, client_hash(client), f"refused:{action}",
+                                                  _iso(now - REFUSAL_WINDOW), _iso(now))
+            if earlier is not None:
+                self._audit(conn, actor, action, {"reason": reason,
+                                                  "refused_in_previous_window": earlier})
 
     # The data-protection officer -------------------------------------------------------------
 
@@ -219,7 +383,7 @@ class Rights(Engine):
         """Access requests, newest first; overdue ones are those still open past their
         deadline. Audited: the list holds the requesters' contact details."""
         self.authorise(actor, "requests.manage", "access.list")
-        found = [self._view(r) for r in self.requests.all("access") if r.status != "invalid"]
+        found = [self._view(r) for r in self.requests.all("access")]
         self._audit_alone(actor, "access.list", {"requests": len(found)})
         return found
 
@@ -272,28 +436,52 @@ class Rights(Engine):
             raise Forbidden("no such open access request")
         return found
 
+    def access_link(self, client: str, token: str) -> AccessLink:
+        """What a one-time link's page shows before the person asks for the report: changes
+        nothing, so that a mail scanner opening the link does not use it up."""
+        found = self._usable_link(public_actor(client), client, token)
+        return AccessLink(found.public_id, found.report_expires_at or "")
+
     def access_report(self, client: str, token: str) -> AccessReport:
         """The report behind a one-time link: every indexed image of the person with its
         provenance, lawful basis and purge date, and which searches returned them. The link
-        works once, before it expires; the person's template is dropped with its use."""
+        works once, before it expires (one conditional UPDATE spends it, so of two uses at
+        once exactly one gets the report); the person's template is dropped with its use."""
         actor = public_actor(client)
-        found = self.requests.get(token_hash=token_hash(token)) if token else None
-        if (found is None or found.report_used_at is not None or found.template is None
-                or (found.report_expires_at or "") < self.now()):
-            self._audit_alone(actor, "access.report.refused", {"reason": "used, expired or unknown link"})
-            raise NotFound("this link has expired or has already been used")
-        template = from_blob(found.template)
-        with self._writer():
-            reported = self._report_images(self._faces_of(template))
+        found = self._usable_link(actor, client, token)
         with self.store.transaction() as conn:
-            again = self.requests.get(request_id=found.id, conn=conn)
-            if again is None or again.report_used_at is not None:  # opened twice at once
-                raise NotFound("this link has expired or has already been used")
-            self.requests.update(conn, found.id, status="delivered", report_used_at=self.now(),
-                                 template=None, images_found=len(reported))
+            spent = self.requests.spend_report_link(conn, found.id, self.now())
+        if not spent:
+            self._refuse_public(actor, client, "access.report.refused", "used, expired or unknown link")
+            raise NotFound("this link has expired or has already been used")
+        try:
+            with self._writer():
+                reported = self._report_images(self._faces_of(from_blob(found.template or b"")))
+        except BaseException:  # the person has not seen the report: the link still works
+            with self.store.transaction() as conn:
+                self.requests.update(conn, found.id, status="approved", report_used_at=None)
+            raise
+        with self.store.transaction() as conn:
+            self.requests.update(conn, found.id, template=None, images_found=len(reported))
             self._audit(conn, actor, "access.report", {"request": found.public_id,
                                                        "images": len(reported)})
         return AccessReport(found.public_id, self.now(), reported)
+
+    def _usable_link(self, actor: Actor, client: str, token: str) -> SubjectRequest:
+        """The approved request behind an unused, unexpired link; refused (and audited)
+        otherwise. An expired link's template is dropped here if retention has not yet."""
+        found = self.requests.get(token_hash=token_hash(token)) if token else None
+        now = self.now()
+        if (found is not None and found.status == "approved" and found.template is not None
+                and (found.report_expires_at or "") < now):
+            with self.store.transaction() as conn:
+                self.requests.update(conn, found.id, template=None)
+            found = None
+        if (found is None or found.status != "approved" or found.template is None
+                or found.report_used_at is not None):
+            self._refuse_public(actor, client, "access.report.refused", "used, expired or unknown link")
+            raise NotFound("this link has expired or has already been used")
+        return found
 
     def _report_images(self, face_ids: list[int]) -> list[ReportedImage]:
         if not face_ids:
@@ -308,6 +496,42 @@ class Rights(Engine):
                  ).isoformat(timespec="seconds")))
             image.returned_by_searches += by_face.get(row["id"], [])
         return list(reported.values())
+
+    # The officer's review of opt-outs ---------------------------------------------------------
+
+    def opt_outs(self, actor: Actor) -> list[OptOutView]:
+        """Opt-outs, newest first, for the data-protection officer to review: those still
+        hidden (not confirmed) can be reversed. Audited like the access requests' list."""
+        self.authorise(actor, "requests.manage", "optout.list")
+        found = [OptOutView(r.id, r.public_id, r.status, r.received_at, r.confirm_expires_at,
+                            "client-" + r.client_hash[:16], r.images_found, r.faces_removed,
+                            r.decided_by, r.decided_at, r.decision_note)
+                 for r in self.requests.all("erasure")]
+        self._audit_alone(actor, "optout.list", {"requests": len(found)})
+        return found
+
+    def reinstate_opt_out(self, actor: Actor, request_id: int, reason: str) -> None:
+        """Reverse a disputed opt-out that was not confirmed (erasure cannot be reversed):
+        the suppression goes, so the person's faces, never erased, are found again and
+        collected again; the requester's confirmation no longer works."""
+        self.authorise(actor, "requests.manage", "optout.reinstate")
+        reason = reason.strip()[:1000]
+        if not reason:
+            raise InvalidRequest("reversing an opt-out needs a reason")
+        found = self.requests.get(request_id=request_id)
+        with self.store.transaction() as conn:
+            changed = found is not None and found.kind == "erasure" and self.requests.change(
+                conn, request_id, "hidden", status="reinstated", decided_by=actor.name,
+                decided_at=self.now(), decision_note=reason, confirm_token_hash=None)
+            if changed:
+                dropped = self.requests.drop_suppression(conn, f"opt-out {found.public_id}")
+                self._audit(conn, actor, "optout.reinstate", {"request": found.public_id,
+                                                              "reason": reason,
+                                                              "suppressions": dropped})
+        if not changed:
+            self._audit_alone(actor, "optout.reinstate.refused", {
+                "reason": "no such unconfirmed opt-out", "request_id": request_id})
+            raise Forbidden("only an opt-out not yet confirmed can be reversed: erasure is final")
 
     # Notices to users ------------------------------------------------------------------------
 

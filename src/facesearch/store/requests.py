@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from facesearch.store.schema import (
@@ -14,9 +15,11 @@ from facesearch.store.schema import (
     images,
     notifications,
     organisations,
+    public_allowances,
     searches,
     sources,
     subject_requests,
+    suppressions,
 )
 
 
@@ -40,6 +43,8 @@ class SubjectRequest:
     report_token_hash: str | None
     report_expires_at: str | None
     report_used_at: str | None
+    confirm_token_hash: str | None
+    confirm_expires_at: str | None
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,15 @@ class RequestStore:
         return conn.execute(insert(subject_requests).values(**values)).inserted_primary_key[0]
 
     def get(self, *, request_id: int | None = None, token_hash: str | None = None,
-            conn: Connection | None = None) -> SubjectRequest | None:
+            confirm_hash: str | None = None, conn: Connection | None = None) -> SubjectRequest | None:
+        """The request with this id, report-link token hash or opt-out confirmation hash."""
         query = select(subject_requests)
-        query = (query.where(subject_requests.c.id == request_id) if request_id is not None
-                 else query.where(subject_requests.c.report_token_hash == token_hash))
+        if request_id is not None:
+            query = query.where(subject_requests.c.id == request_id)
+        elif confirm_hash is not None:
+            query = query.where(subject_requests.c.confirm_token_hash == confirm_hash)
+        else:
+            query = query.where(subject_requests.c.report_token_hash == token_hash)
         if conn is None:
             with self.engine.connect() as own:
                 row = own.execute(query).mappings().first()
@@ -78,20 +88,91 @@ class RequestStore:
     def update(self, conn: Connection, request_id: int, **values: object) -> None:
         conn.execute(update(subject_requests).where(subject_requests.c.id == request_id).values(**values))
 
+    def change(self, conn: Connection, request_id: int, was: str, **values: object) -> bool:
+        """Update a request only if its status is still was; whether it was."""
+        return conn.execute(update(subject_requests).where(
+            subject_requests.c.id == request_id, subject_requests.c.status == was)
+            .values(**values)).rowcount == 1
+
     def forget_contacts(self, conn: Connection, decided_before: str) -> int:
         """Clear the contact details of access requests answered (approved, rejected or
-        delivered) before decided_before; the requests stay on record. Returns how many."""
+        delivered) before decided_before, and the template of an approved one whose link was
+        never used (it has expired by then); the requests stay on record. Returns how many."""
         return conn.execute(update(subject_requests).where(
             subject_requests.c.kind == "access",
             subject_requests.c.status.in_(["approved", "rejected", "delivered"]),
             subject_requests.c.decided_at < decided_before,
-            subject_requests.c.contact != "").values(contact="")).rowcount
+            subject_requests.c.contact != "").values(contact="", template=None)).rowcount
 
-    def from_client_since(self, client_hash: str, since: str) -> int:
+    def spend_report_link(self, conn: Connection, request_id: int, now: str) -> bool:
+        """Mark an approved request's link used, if it is unused and unexpired: one
+        conditional UPDATE, so that of two uses at once exactly one gets True."""
+        r = subject_requests.c
+        return conn.execute(update(subject_requests).where(
+            r.id == request_id, r.status == "approved", r.report_used_at.is_(None),
+            r.template.is_not(None), r.report_expires_at >= now).values(
+            status="delivered", report_used_at=now)).rowcount == 1
+
+    def finish_confirmation(self, conn: Connection, request_id: int, now: str, **values: object) -> bool:
+        """Mark a hidden opt-out confirmed (done), if it still waits and its time is not up:
+        one conditional UPDATE, so that a confirmation counts once."""
+        r = subject_requests.c
+        return conn.execute(update(subject_requests).where(
+            r.id == request_id, r.status == "hidden", r.confirm_expires_at >= now).values(
+            status="done", confirm_token_hash=None, **values)).rowcount == 1
+
+    # Suppressions made by opt-outs (named by their reason) ------------------------------------
+
+    def suppression_of(self, reason: str) -> bytes | None:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(subject_requests).where(
-                subject_requests.c.client_hash == client_hash,
-                subject_requests.c.received_at >= since)).scalar_one()
+            return conn.execute(select(suppressions.c.embedding)
+                                .where(suppressions.c.reason == reason)).scalars().first()
+
+    def drop_suppression(self, conn: Connection, reason: str) -> int:
+        return conn.execute(delete(suppressions).where(suppressions.c.reason == reason)).rowcount
+
+    # Per-client counters -------------------------------------------------------------------
+
+    def take(self, conn: Connection, client_hash: str, kind: str, since: str, now: str,
+             limit: int) -> bool:
+        """Count one use of the client's allowance of kind, if fewer than limit were used in
+        its current window; a window begun before since starts again now. Conditional
+        updates of one row: parallel requests are counted one after another."""
+        key = self._ensure(conn, client_hash, kind, now)
+        t = public_allowances.c
+        conn.execute(update(public_allowances).where(key, t.window_start < since)
+                     .values(window_start=now, used=0))
+        return conn.execute(update(public_allowances).where(key, t.used < limit)
+                            .values(used=t.used + 1)).rowcount == 1
+
+    def give_back(self, conn: Connection, client_hash: str, kind: str) -> None:
+        """Return one use taken with take (the request failed, so it does not count)."""
+        t = public_allowances.c
+        conn.execute(update(public_allowances).where(
+            t.client_hash == client_hash, t.kind == kind, t.used > 0).values(used=t.used - 1))
+
+    def count_refusal(self, conn: Connection, client_hash: str, kind: str, since: str,
+                      now: str) -> int | None:
+        """Count a refusal in the client's window of kind. When this opens a window (the
+        first refusal, or the first after the window began before since), the number
+        refused in the window that closed (0 if none); otherwise None."""
+        key = self._ensure(conn, client_hash, kind, now)
+        t = public_allowances.c
+        used, started = conn.execute(select(t.used, t.window_start).where(key)
+                                     .with_for_update()).one()
+        if started < since:
+            conn.execute(update(public_allowances).where(key).values(window_start=now, used=1))
+            return used
+        conn.execute(update(public_allowances).where(key).values(used=t.used + 1))
+        return 0 if used == 0 else None
+
+    def _ensure(self, conn: Connection, client_hash: str, kind: str, now: str):  # noqa: ANN202
+        """Create the client's counter of kind (empty, window starting now) unless it exists,
+        without failing when a parallel request creates it first; its row's condition."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(public_allowances).values(
+            client_hash=client_hash, kind=kind, window_start=now, used=0).on_conflict_do_nothing())
+        return and_(public_allowances.c.client_hash == client_hash, public_allowances.c.kind == kind)
 
     def provenance(self, face_ids: list[int]) -> tuple[list[dict], dict[int, list[dict]]]:
         """For an access report: each face's image, source and lawful basis, and per face the

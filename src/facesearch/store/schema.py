@@ -278,6 +278,21 @@ subject_requests = Table(
     Column("report_token_hash", String(64), unique=True),
     Column("report_expires_at", String(32)),
     Column("report_used_at", String(32)),
+    # An opt-out hides the person at once; erasure waits for a second photo before this time.
+    Column("confirm_token_hash", String(64)),
+    Column("confirm_expires_at", String(32)),
+)
+
+# Counters of anonymous clients (by address hash) in fixed windows: requests per day, photos
+# per hour, refusals per hour. Each request changes its row with one conditional UPDATE, so that
+# parallel requests cannot all pass a check made before any of them is counted.
+public_allowances = Table(
+    "public_allowances",
+    metadata,
+    Column("client_hash", String(64), primary_key=True),
+    Column("kind", String(64), primary_key=True),  # requests, attempts, or refused:<action>
+    Column("window_start", String(32), nullable=False),
+    Column("used", Integer, nullable=False),
 )
 
 crawl_jobs = Table(

@@ -291,7 +291,9 @@ def test_an_opt_out_keeps_only_the_template_with_its_reason_and_erases_crops_and
     others = [f for f in faces_of(svc, "US") + faces_of(svc, "FR") if f not in theirs]
     assert len(theirs) == 2
     selfie = lfw_photos(NEAR[0])[0].read_bytes()
-    receipt = svc.opt_out("10.2.2.2", selfie, "someone@example.org")
+    pending = svc.opt_out("10.2.2.2", selfie)  # hidden at once; erased on a second photo
+    receipt = svc.confirm_opt_out("10.2.2.2", pending.confirm_token,
+                                  lfw_photos(NEAR[0])[3].read_bytes(), "someone@example.org")
     assert (receipt.images_found, receipt.faces_removed, receipt.mailed) == (2, 2, False)
 
     [(template, reason)] = rows(svc, "SELECT embedding, reason FROM suppressions")
@@ -380,9 +382,11 @@ def test_a_receipt_is_mailed_over_starttls_with_a_login_and_the_address_is_not_k
         try:
             assert service.mails_receipts
             with pytest.raises(InvalidRequest, match="email address"):
-                service.opt_out("10.3.3.3", b"", "Someone <a@example.org>, b@example.org")
-            receipt = service.opt_out("10.3.3.3", lfw_photos(NEAR[0])[0].read_bytes(),
-                                      " al@example.org ")
+                service.confirm_opt_out("10.3.3.3", "token", b"",
+                                        "Someone <a@example.org>, b@example.org")
+            pending = service.opt_out("10.3.3.3", lfw_photos(NEAR[0])[0].read_bytes())
+            receipt = service.confirm_opt_out("10.3.3.3", pending.confirm_token,
+                                              lfw_photos(NEAR[0])[3].read_bytes(), " al@example.org ")
             requests = rows(service, "SELECT public_id, contact FROM subject_requests")
             receipts = audited(service, "optout.receipt")
         finally:
@@ -402,7 +406,9 @@ def test_a_mail_server_that_is_down_undoes_no_opt_out(tmp_path: Path, clock: Clo
     service = FaceSearchService(Settings(home=tmp_path / "data", smtp_host="127.0.0.1",
                                          smtp_port=free_port()), clock)  # nothing listens there
     try:
-        receipt = service.opt_out("10.4.4.4", lfw_photos(NEAR[0])[0].read_bytes(), "al@example.org")
+        pending = service.opt_out("10.4.4.4", lfw_photos(NEAR[0])[0].read_bytes())
+        receipt = service.confirm_opt_out("10.4.4.4", pending.confirm_token,
+                                          lfw_photos(NEAR[0])[3].read_bytes(), "al@example.org")
         assert not receipt.mailed
         assert rows(service, "SELECT public_id, status, contact FROM subject_requests") == [
             (receipt.request_id, "done", "")]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from argon2 import PasswordHasher
 
 from facesearch.config import Settings
 from facesearch.errors import (
@@ -16,7 +18,8 @@ from facesearch.errors import (
     RateLimited,
 )
 from facesearch.policy.audit import first_broken
-from facesearch.service import FaceSearchService
+from facesearch.policy.roles import check_mark
+from facesearch.service import FaceSearchService, accounts
 from tests.conftest import OPERATOR, lfw_photos
 
 PASSWORD = "a-long-enough-password"
@@ -43,7 +46,8 @@ def svc(tmp_path, clock: Clock):
     service = FaceSearchService(Settings(home=tmp_path / "data", workers=1,
                                          searches_per_minute_user=2, searches_per_day_user=3,
                                          searches_per_minute_organisation=100,
-                                         login_failures_allowed=3), clock)
+                                         login_failures_allowed=3,
+                                         login_lock_max_seconds=60), clock)
     yield service
     service.close()
 
@@ -80,10 +84,131 @@ def test_repeated_failed_logins_are_refused_for_a_while(svc: FaceSearchService, 
     for _ in range(3):
         with pytest.raises(NotAuthenticated):
             svc.login("ada", "wrong password!", "10.0.0.9")
-    with pytest.raises(RateLimited):
+    with pytest.raises(RateLimited) as limited:
         svc.login("ada", PASSWORD, "10.0.0.9")  # even the right password, for now
-    clock.advance(minutes=16)
+    assert limited.value.retry_after == 15
+    clock.advance(seconds=15)
     assert svc.login("ada", PASSWORD, "10.0.0.9")[0].name == "ada"
+
+
+class CountingHasher(PasswordHasher):
+    """argon2id as the service uses it, counting verifications (64 MiB and tens of ms each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        self.calls.append(1)
+        return super().verify(hash, password)
+
+
+def counted_verifications(monkeypatch) -> list[int]:  # noqa: ANN001
+    hasher = CountingHasher()
+    monkeypatch.setattr(accounts, "_hasher", hasher)
+    return hasher.calls
+
+
+def test_parallel_wrong_passwords_check_no_more_passwords_than_allowed(
+        svc: FaceSearchService, monkeypatch) -> None:  # noqa: ANN001
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    calls = counted_verifications(monkeypatch)
+    start = threading.Barrier(12)
+
+    def attempt(n: int) -> str:
+        start.wait()
+        try:
+            svc.login("ada", f"wrong password {n}", f"10.0.1.{n}")
+        except (NotAuthenticated, RateLimited) as exc:
+            return type(exc).__name__
+        return "logged in"
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = sorted(pool.map(attempt, range(12)))
+    # Twelve addresses, one username: the username's three attempts, then waits.
+    assert outcomes == ["NotAuthenticated"] * 3 + ["RateLimited"] * 9
+    assert len(calls) == 3
+
+
+def test_a_failure_during_a_wait_neither_extends_it_nor_checks_a_password(
+        svc: FaceSearchService, clock: Clock, monkeypatch) -> None:  # noqa: ANN001
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    calls = counted_verifications(monkeypatch)
+    waits = []
+    for _ in range(12):  # a stranger fails, waits as told, fails again
+        try:
+            svc.login("ada", "wrong password!", "10.6.6.6")
+            raise AssertionError("logged in with a wrong password")
+        except NotAuthenticated:
+            pass
+        except RateLimited as limited:
+            waits.append(limited.retry_after)
+            for _ in range(5):  # failing during the wait changes nothing
+                with pytest.raises(RateLimited) as again:
+                    svc.login("ada", "wrong password!", "10.6.6.7")
+                assert again.value.retry_after == limited.retry_after
+            clock.advance(seconds=limited.retry_after)
+    # Three free attempts; then 15 s doubling, capped at login_lock_max_seconds (60 here);
+    # each wait cost one password check.
+    assert waits == [15, 30, 60, 60, 60]
+    assert len(calls) == 12 - len(waits)
+    # However long the stranger keeps at it, the user waits at most the cap and gets in.
+    with pytest.raises(NotAuthenticated):
+        svc.login("ada", "wrong password!", "10.6.6.6")
+    with pytest.raises(RateLimited) as limited:
+        svc.login("ada", PASSWORD, "10.0.0.1")
+    assert limited.value.retry_after <= 60
+    clock.advance(seconds=limited.value.retry_after)
+    assert svc.login("ada", PASSWORD, "10.0.0.1")[0].name == "ada"
+    reasons = [r["detail"]["reason"] for r in svc.trail.records() if r["action"] == "login.refused"]
+    assert reasons.count("bad credentials or inactive") == len(calls) - 1
+
+
+def test_a_remembered_browser_logs_in_while_a_stranger_keeps_the_name_locked(
+        svc: FaceSearchService) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    actor = svc.login("ada", PASSWORD, "10.0.0.1")[0]
+    browser = svc.remember_browser(actor, None)
+    assert svc.remember_browser(actor, browser) == browser  # kept while it lasts
+    for n in range(5):
+        with pytest.raises((NotAuthenticated, RateLimited)):
+            svc.login("ada", "wrong password!", f"10.6.6.{n}")
+    with pytest.raises(RateLimited):
+        svc.login("ada", PASSWORD, "10.0.0.1")  # a new browser waits like the stranger
+    with pytest.raises(RateLimited):  # a browser remembered for someone else counts nothing
+        svc.login("ada", "wrong password!", "10.6.6.9", browser="stolen-or-made-up")
+    assert svc.login("ada", PASSWORD, "10.0.0.1", browser=browser)[0].name == "ada"
+    assert svc.trail.records()[-1]["detail"] == {"remembered_browser": True}
+
+
+def test_the_address_throttle_counts_failures_across_usernames(svc: FaceSearchService) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    for n in range(3):
+        with pytest.raises(NotAuthenticated):
+            svc.login(f"nobody{n}", "wrong password!", "10.6.6.6")
+    with pytest.raises(RateLimited):
+        svc.login("ada", PASSWORD, "10.6.6.6")
+    assert svc.login("ada", PASSWORD, "10.0.0.1")[0].name == "ada"  # another address
+
+
+def test_successful_log_ins_from_a_shared_address_never_lock_it(svc: FaceSearchService) -> None:
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    with pytest.raises(NotAuthenticated):
+        svc.login("ada", "wrong password!", "10.0.0.1")
+    for _ in range(6):  # behind one proxy, every user has the same address
+        svc.login("ada", PASSWORD, "10.0.0.1")
+    with pytest.raises(NotAuthenticated):
+        svc.login("nobody", "wrong password!", "10.0.0.1")  # the second failure of three
+
+
+def test_a_withdrawn_possible_no_longer_counts_toward_confirmation() -> None:
+    check_mark("confirmed", 2, [(1, "possible")])
+    with pytest.raises(Forbidden):  # 1 took their "possible" back
+        check_mark("confirmed", 2, [(1, "possible"), (1, "rejected")])
+    with pytest.raises(Forbidden):  # only the confirmer holds it now
+        check_mark("confirmed", 2, [(1, "possible"), (2, "possible"), (1, "rejected")])
+    check_mark("confirmed", 2, [(1, "possible"), (1, "rejected"), (1, "possible")])
+    check_mark("confirmed", 2, [(3, "possible"), (1, "possible"), (1, "rejected")])
 
 
 def test_a_session_expires(svc: FaceSearchService, clock: Clock) -> None:

@@ -1,4 +1,11 @@
-"""Who may do what: roles, the permission each use case needs, and the two-person rule."""
+"""Who may do what: roles, the permission each use case needs, and the two-person rule.
+
+Scope: every web user belongs to one organisation and reaches only that organisation's users,
+cases, searches and candidate lists (the service checks the organisation; a role alone is not
+enough). The gallery (sources, images, faces) is one for the deployment: its managers are the
+admins. Deployment-wide power over organisations (creating one, managing another's users or
+restrictions) belongs to the operator alone: the CLI, run by whoever holds the data directory.
+There is no web account with that power, the first admin included."""
 
 from __future__ import annotations
 
@@ -18,12 +25,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "delete": frozenset({"admin"}),
     "suppress": frozenset({"admin"}),
     "reindex": frozenset({"admin"}),
-    "faces.read_any": frozenset({"admin"}),  # any face's crop; others see their cases' only
+    # Any face's crop, to manage the gallery; a face id tells nothing of any case. Others
+    # see the crops of their organisation's candidate lists only.
+    "faces.read_any": frozenset({"admin"}),
     "stats": frozenset({"admin", "supervisor", "auditor", "dpo"}),
     "metrics": frozenset({"admin"}),
     "policy.read": frozenset({"admin"}),
-    "users.manage": frozenset({"admin"}),
-    "users.read": frozenset({"admin", "supervisor"}),
+    "users.manage": frozenset({"admin"}),  # of their own organisation
+    "users.read": frozenset({"admin", "supervisor"}),  # their own organisation's
     "users.approve": frozenset({"supervisor"}),
     "cases.read": frozenset({"supervisor", "investigator"}),
     "cases.manage": frozenset({"investigator"}),
@@ -35,7 +44,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "records.read": frozenset({"admin", "dpo", "auditor"}),
     "retention.run": frozenset({"admin"}),
     "crawl": frozenset({"admin"}),
-    "organisations.manage": frozenset({"admin"}),
+    "organisations.manage": frozenset({"admin"}),  # their own organisation's restriction
+    # Checking and repairing the data directory: the deployment's operator only (the CLI).
+    "integrity": frozenset(),
 }
 
 MARKS = ("possible", "confirmed", "rejected")
@@ -61,11 +72,14 @@ def check_role(role: str) -> str:
 
 
 def check_mark(mark: str, marker_id: int | None, earlier: list[tuple[int | None, str]]) -> None:
-    """Two-person rule: "confirmed" needs an earlier "possible" mark by a different person.
+    """Two-person rule: "confirmed" needs a "possible" mark by a different person that they still
+    hold: a later mark of theirs ("rejected") withdraws it.
 
     earlier: (user id, mark) of the candidate's previous marks, oldest first."""
     if mark not in MARKS:
         raise InvalidRequest(f"mark must be one of {', '.join(MARKS)}")
-    if mark == "confirmed" and not any(m == "possible" and uid != marker_id for uid, m in earlier):
+    latest = dict(earlier)  # each person's last word on the candidate
+    if mark == "confirmed" and not any(m in ("possible", "confirmed") and uid != marker_id
+                                       for uid, m in latest.items()):
         raise Forbidden("confirming needs a second investigator: another investigator of the "
                         "organisation must have marked this candidate a possible match first")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -13,13 +14,13 @@ from facesearch.errors import (
     Forbidden,
     InvalidRequest,
     NotAuthenticated,
+    NotFound,
     PolicyRefused,
     RateLimited,
 )
 from facesearch.policy.roles import OPERATOR, check_role, initial_status
 from facesearch.service.base import ServiceBase
-from facesearch.store.accounts import ApiKey, User
-from facesearch.store.audit import AuditFilter
+from facesearch.store.accounts import ApiKey, Throttle, User
 from facesearch.types import Actor
 
 LOCAL_ORGANISATION = "local"  # the CLI operator's organisation
@@ -29,6 +30,21 @@ API_KEY_PREFIX = "fsk_"
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so that both take the same time.
 _DUMMY_HASH = _hasher.hash("not a real password")
+# Log-in throttle: failures older than the window are forgotten; past the allowed number, each
+# attempt waits FIRST_WAIT seconds, doubling with each failure, up to login_lock_max_seconds.
+THROTTLE_WINDOW = timedelta(minutes=15)
+FIRST_WAIT_SECONDS = 15
+
+
+def lock_seconds(failures: int, allowed: int, longest: int) -> int:
+    """The wait before the next attempt after `failures` attempts (the latest included): none
+    below `allowed`, then 15 s doubling with each further failure, never more than `longest`.
+    Failing during a wait counts nothing and extends nothing, so no wait outlasts `longest`
+    seconds after the last attempt let through; and a browser the user has logged in from
+    before has a count of its own, which a stranger cannot touch (see Accounts.login)."""
+    if failures < allowed:
+        return 0
+    return min(longest, FIRST_WAIT_SECONDS * 2 ** min(failures - allowed, 30))
 
 
 def token_hash(token: str) -> str:
@@ -38,6 +54,8 @@ def token_hash(token: str) -> str:
 
 
 class Accounts(ServiceBase):
+    browser_days = 90  # a browser that has logged in is remembered this long (its cookie too)
+
     def local_operator(self, name: str) -> Actor:
         """The CLI's actor: the local OS user, in the organisation "local"."""
         organisation = self.accounts.organisation(LOCAL_ORGANISATION)
@@ -60,8 +78,14 @@ class Accounts(ServiceBase):
     def create_user(self, actor: Actor, username: str, password: str, role: str,
                     organisation: str) -> User:
         """Create a user; an investigator stays pending until a supervisor of the same
-        organisation approves them. The organisation is created if it is new."""
+        organisation approves them. An admin creates users in their own organisation only;
+        the operator in any, and creates the organisation if it is new."""
         self.authorise(actor, "users.manage", "user.create")
+        if actor.role != OPERATOR and organisation.strip() != actor.organisation:
+            # The same answer whether that organisation exists or not.
+            self._audit_alone(actor, "user.create.refused", {
+                "reason": "another organisation", "username": username[:100], "role": role[:32]})
+            raise Forbidden("admins create users in their own organisation only")
         return self._create_user(actor, username, password, check_role(role), organisation,
                                  "user.create")
 
@@ -88,9 +112,9 @@ class Accounts(ServiceBase):
         return user
 
     def users(self, actor: Actor) -> list[User]:
-        """All users for an admin; a supervisor's own organisation's."""
+        """The users of the actor's organisation; every user for the operator."""
         self.authorise(actor, "users.read", "user.list")
-        scope = None if actor.role in ("admin", OPERATOR) else actor.organisation_id
+        scope = None if actor.role == OPERATOR else actor.organisation_id
         found = self.accounts.users(scope)
         # Staff names and roles are personal data too: reading them is recorded.
         self._audit_alone(actor, "user.list", {"users": len(found)})
@@ -99,12 +123,11 @@ class Accounts(ServiceBase):
     def approve_user(self, actor: Actor, user_id: int) -> User:
         """A supervisor approves a pending investigator of their own organisation."""
         self.authorise(actor, "users.approve", "user.approve")
-        user = self.accounts.user(user_id=user_id)
-        if (user is None or user.status != "pending"
-                or (actor.role != OPERATOR and user.organisation_id != actor.organisation_id)):
+        user = self._user_in_scope(actor, user_id, "user.approve")
+        if user.status != "pending":
             self._audit_alone(actor, "user.approve.refused", {
-                "reason": "no pending user of the organisation", "user_id": user_id})
-            raise Forbidden("you are not permitted to do this")
+                "reason": f"the user is {user.status}", "user_id": user_id})
+            raise InvalidRequest("only a pending user can be approved")
         with self.store.transaction() as conn:
             self.accounts.set_status(conn, user.id, "active", actor.user_id, self.now())
             self._audit(conn, actor, "user.approve", {"user_id": user.id, "username": user.username})
@@ -115,9 +138,7 @@ class Accounts(ServiceBase):
     def disable_user(self, actor: Actor, user_id: int) -> User:
         """Disable an account and end its sessions; its API keys stop working with it."""
         self.authorise(actor, "users.manage", "user.disable")
-        user = self.accounts.user(user_id=user_id)
-        if user is None:
-            raise InvalidRequest("no such user")
+        user = self._user_in_scope(actor, user_id, "user.disable")
         if user.id == actor.user_id:
             raise InvalidRequest("you cannot disable your own account")
         with self.store.transaction() as conn:
@@ -128,19 +149,38 @@ class Accounts(ServiceBase):
         assert disabled is not None
         return disabled
 
+    def _user_in_scope(self, actor: Actor, user_id: int, action: str) -> User:
+        """The user if the actor may act on them: one of the actor's organisation, any for the
+        operator. A user of another organisation is refused exactly like a missing one (404),
+        so that neither their existence nor their organisation is revealed."""
+        user = self.accounts.user(user_id=user_id)
+        if user is None or (actor.role != OPERATOR and user.organisation_id != actor.organisation_id):
+            self._audit_alone(actor, f"{action}.refused", {
+                "reason": "no such user in the organisation", "user_id": user_id})
+            raise NotFound("your organisation has no such user")
+        return user
+
     # Log-in and sessions --------------------------------------------------------------------
 
-    def login(self, username: str, password: str, client: str) -> tuple[Actor, str, str]:
+    def login(self, username: str, password: str, client: str,
+              browser: str | None = None) -> tuple[Actor, str, str]:
         """Check a password; returns the actor, a session token (for a cookie) and its CSRF
-        token. Every failure reads the same, whatever the reason."""
+        token. Every failure reads the same, whatever the reason.
+
+        Throttled per username and per client address (see lock_seconds); a browser that has
+        logged in as this user before (browser: its remember_browser token) is throttled on its
+        own instead, so a stranger's failures never lock the user out of it. A throttled
+        attempt is refused before its password is hashed: a flood costs no argon2 memory."""
         attempt = Actor(name=username[:100] or "-", role="anonymous", client=client)
-        since = (self.clock() - timedelta(minutes=15)).isoformat(timespec="seconds")
-        failures = self.trail.records(AuditFilter(actor=attempt.name, action="login.refused",
-                                                  since=since))
-        if len(failures) >= self.settings.login_failures_allowed:
-            self._audit_alone(attempt, "login.refused", {"reason": "too many failures"})
-            raise RateLimited("too many failed log-ins; try again later", 15 * 60)
         user = self.accounts.user(username=username)
+        known = (user is not None and browser is not None
+                 and self.accounts.device_user(token_hash(browser), self.now()) == user.id)
+        keys = ([f"device:{token_hash(browser)}"] if known and browser
+                else [f"user:{username[:100]}", f"addr:{client[:100]}"])
+        wait = self._claim_attempt(keys)
+        if wait:
+            self._audit_alone(attempt, "login.refused", {"reason": "throttled after failures"})
+            raise RateLimited(f"too many failed log-ins; try again in {wait} s", wait)
         try:
             _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
             ok = user is not None and user.status == "active"
@@ -155,9 +195,50 @@ class Accounts(ServiceBase):
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         expires = (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
         with self.store.transaction() as conn:
+            # The user's name and browser start afresh; the address (which other users may
+            # share) only takes this attempt back.
+            self.accounts.settle_login(conn, reset=[k for k in keys if not k.startswith("addr:")],
+                                       undo=[k for k in keys if k.startswith("addr:")])
             self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(), expires)
-            self._audit(conn, actor, "login", {})
+            self._audit(conn, actor, "login", {"remembered_browser": known})
+        self.accounts.forget_stale_logins(
+            (self.clock() - timedelta(days=1)).isoformat(timespec="seconds"), self.now())
         return actor, token, csrf
+
+    def _claim_attempt(self, keys: list[str]) -> int:
+        """Count an attempt against every key before its password is checked, and return 0;
+        or, where a key is waiting, count nothing (a failure during a wait does not extend
+        it) and return the seconds left. The keys' rows are locked while this decides, so N
+        parallel attempts are counted one after another and at most the allowed number get
+        through: the check and the count are one step."""
+        now = self.clock()
+        stamp = now.isoformat(timespec="seconds")
+        forgotten = (now - THROTTLE_WINDOW).isoformat(timespec="seconds")
+        allowed, longest = self.settings.login_failures_allowed, self.settings.login_lock_max_seconds
+        with self.store.transaction() as conn:
+            rows = self.accounts.lock_throttles(conn, keys, stamp)
+            waits = [math.ceil((datetime.fromisoformat(r.locked_until) - now).total_seconds())
+                     for r in rows if r.locked_until]
+            if max(waits, default=0) > 0:
+                return max(waits)
+            for row in rows:
+                failures = (row.failures if row.last_at >= forgotten else 0) + 1
+                wait = lock_seconds(failures, allowed, longest)
+                until = (now + timedelta(seconds=wait)).isoformat(timespec="seconds") if wait else None
+                self.accounts.set_throttle(conn, Throttle(row.key, failures, until, stamp))
+        return 0
+
+    def remember_browser(self, actor: Actor, browser: str | None) -> str:
+        """A token for the browser actor has just logged in with, to send with its next log-ins
+        (see login): the browser's own while it lasts, else a new one."""
+        assert actor.user_id is not None
+        if browser and self.accounts.device_user(token_hash(browser), self.now()) == actor.user_id:
+            return browser
+        token = secrets.token_urlsafe(32)
+        expires = (self.clock() + timedelta(days=self.browser_days)).isoformat(timespec="seconds")
+        with self.store.transaction() as conn:
+            self.accounts.add_device(conn, token_hash(token), actor.user_id, self.now(), expires)
+        return token
 
     def logout(self, actor: Actor, session_token: str) -> None:
         with self.store.transaction() as conn:

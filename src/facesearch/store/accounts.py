@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from facesearch.store.schema import api_keys, organisations, sessions, users
+from facesearch.store.schema import (
+    api_keys,
+    login_devices,
+    login_throttle,
+    organisations,
+    sessions,
+    users,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,16 @@ class ApiKey:
     prefix: str
     created_at: str
     revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A log-in throttle key's state (store.schema.login_throttle)."""
+
+    key: str
+    failures: int
+    locked_until: str | None
+    last_at: str
 
 
 _USER_COLUMNS = (users, organisations.c.name.label("organisation"))
@@ -168,3 +186,53 @@ class AccountStore:
 
     def end_sessions_of(self, conn: Connection, user_id: int) -> None:
         conn.execute(sessions.delete().where(sessions.c.user_id == user_id))
+
+    # Log-in throttle and remembered browsers ------------------------------------------------
+
+    def lock_throttles(self, conn: Connection, keys: list[str], now: str) -> list[Throttle]:
+        """The keys' rows, created if new and locked until conn's transaction ends: the insert
+        takes SQLite's write lock (it must be the transaction's first statement, before any
+        read), FOR UPDATE the rows' locks on PostgreSQL. Keys are taken in one order, so two
+        log-ins never wait for each other's second key."""
+        keys = sorted(set(keys))
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(login_throttle).values(
+            [{"key": k, "failures": 0, "last_at": now} for k in keys]).on_conflict_do_nothing())
+        rows = conn.execute(select(login_throttle).where(login_throttle.c.key.in_(keys))
+                            .order_by(login_throttle.c.key).with_for_update()).mappings()
+        return [Throttle(**r) for r in rows]
+
+    def set_throttle(self, conn: Connection, throttle: Throttle) -> None:
+        conn.execute(update(login_throttle).where(login_throttle.c.key == throttle.key).values(
+            failures=throttle.failures, locked_until=throttle.locked_until, last_at=throttle.last_at))
+
+    def settle_login(self, conn: Connection, reset: list[str], undo: list[str]) -> None:
+        """After a successful log-in: clear the reset keys (the user's name, their browser),
+        and take the attempt back from the undo keys (the address, which other users share)."""
+        conn.execute(update(login_throttle).where(login_throttle.c.key.in_(reset))
+                     .values(failures=0, locked_until=None))
+        conn.execute(update(login_throttle).where(login_throttle.c.key.in_(undo),
+                                                  login_throttle.c.failures > 0)
+                     .values(failures=login_throttle.c.failures - 1))
+
+    def add_device(self, conn: Connection, token_hash: str, user_id: int, now: str,
+                   expires_at: str) -> None:
+        conn.execute(insert(login_devices).values(token_hash=token_hash, user_id=user_id,
+                                                  created_at=now, expires_at=expires_at))
+
+    def device_user(self, token_hash: str, now: str) -> int | None:
+        """The user a browser has logged in as, while its token lasts."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(login_devices.c.user_id).where(
+                login_devices.c.token_hash == token_hash,
+                login_devices.c.expires_at > now)).scalar()
+
+    def forget_stale_logins(self, throttled_before: str, now: str) -> None:
+        """Drop throttle keys untouched since throttled_before and expired browser tokens."""
+        # SKIP LOCKED (PostgreSQL): a key a log-in holds now is not stale; waiting for it while
+        # holding others could deadlock with that log-in.
+        stale = select(login_throttle.c.key).where(
+            login_throttle.c.last_at < throttled_before).with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            conn.execute(login_throttle.delete().where(login_throttle.c.key.in_(stale)))
+            conn.execute(login_devices.delete().where(login_devices.c.expires_at <= now))

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from facesearch.store.schema import candidates, cases, ingest_jobs, marks, searches
+from facesearch.store.schema import (
+    candidates,
+    cases,
+    ingest_jobs,
+    marks,
+    organisations,
+    searches,
+)
 
 
 @dataclass(frozen=True)
@@ -124,16 +131,27 @@ class CaseStore:
                .inserted_primary_key[0] for row in rows]
         return search_id, ids
 
-    def searches_since(self, since: str, *, user_id: int | None = None,
-                       organisation_id: int | None = None) -> list[str]:
-        """Times of searches at or after since, oldest first, by one user or organisation."""
+    def lock_organisation(self, conn: Connection, organisation_id: int) -> None:
+        """Hold the organisation's row lock (PostgreSQL) or the database's write lock (SQLite;
+        so this must be the transaction's first statement) until conn's transaction ends: the
+        organisation's searches are then counted and recorded one transaction at a time."""
+        conn.execute(update(organisations).where(organisations.c.id == organisation_id)
+                     .values(jurisdictions=organisations.c.jurisdictions))
+
+    def searches_since(self, since: str, conn: Connection | None = None, *,
+                       user_id: int | None = None, organisation_id: int | None = None) -> list[str]:
+        """Times of searches at or after since, oldest first, by one user or organisation (in
+        conn's transaction, if given)."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.searches_since(since, own, user_id=user_id,
+                                           organisation_id=organisation_id)
         query = select(searches.c.at).where(searches.c.at >= since).order_by(searches.c.at)
         if user_id is not None:
             query = query.where(searches.c.user_id == user_id)
         if organisation_id is not None:
             query = query.where(searches.c.organisation_id == organisation_id)
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+        return list(conn.execute(query).scalars())
 
     def searches(self, case_id: int, search_id: int | None = None) -> list[StoredSearch]:
         """A case's searches with their candidates and marks, newest first."""
@@ -204,10 +222,19 @@ class CaseStore:
 
     # Ingest jobs -------------------------------------------------------------------------------
 
-    def add_job(self, conn: Connection, source: str, started_by: str, now: str) -> int:
+    def add_job(self, conn: Connection, source: str, started_by: str, now: str,
+                owner: str) -> int:
+        """A queued job, owned (run, and kept alive by heartbeats) by the process owner."""
         return conn.execute(insert(ingest_jobs).values(
             source=source, status="queued", started_by=started_by, created_at=now,
-            progress="{}")).inserted_primary_key[0]
+            progress="{}", owner=owner, heartbeat_at=now)).inserted_primary_key[0]
+
+    def beat_jobs(self, owner: str, now: str) -> int:
+        """Record that owner is alive and still has its unfinished jobs; how many it has."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(ingest_jobs).where(
+                ingest_jobs.c.owner == owner, ingest_jobs.c.status.in_(("queued", "running")))
+                .values(heartbeat_at=now)).rowcount
 
     def update_job(self, job_id: int, **values: object) -> None:
         if "progress" in values:
@@ -216,15 +243,19 @@ class CaseStore:
             conn.execute(update(ingest_jobs).where(ingest_jobs.c.id == job_id).values(**values))
 
     def jobs(self, job_id: int | None = None) -> list[IngestJob]:
-        query = select(ingest_jobs).order_by(ingest_jobs.c.id.desc()).limit(100)
+        shown = (ingest_jobs.c[name] for name in IngestJob.__dataclass_fields__)
+        query = select(*shown).order_by(ingest_jobs.c.id.desc()).limit(100)
         if job_id is not None:
             query = query.where(ingest_jobs.c.id == job_id)
         with self.engine.connect() as conn:
             return [IngestJob(**dict(r, progress=json.loads(r["progress"])))
                     for r in conn.execute(query).mappings()]
 
-    def interrupt_running_jobs(self, now: str) -> None:
-        """Jobs a previous server process left unfinished: what they committed is kept."""
+    def interrupt_stale_jobs(self, heard_before: str, now: str) -> int:
+        """Jobs left unfinished by server processes that stopped: no heartbeat since
+        heard_before (or none ever, from before heartbeats). What they committed is kept."""
+        silent = (ingest_jobs.c.heartbeat_at.is_(None)) | (ingest_jobs.c.heartbeat_at < heard_before)
         with self.engine.begin() as conn:
-            conn.execute(update(ingest_jobs).where(ingest_jobs.c.status.in_(("queued", "running")))
-                         .values(status="interrupted", finished_at=now))
+            return conn.execute(update(ingest_jobs).where(
+                ingest_jobs.c.status.in_(("queued", "running")), silent)
+                .values(status="interrupted", finished_at=now)).rowcount

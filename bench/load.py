@@ -80,7 +80,8 @@ def insert_distractors(service: FaceSearchService, source_id: int, vectors: np.n
                          jurisdiction="US", collected_at=now, width=150, height=150, format="JPEG")
         faces = [Face(box=box, score=1.0, landmarks=[], quality=1.0, embedding=v, chip_jpeg=b"")
                  for v in chunk]
-        service.store.add_image(image, faces, [PLACEHOLDER_CROP] * len(faces), withheld=0)
+        with service.store.transaction() as conn:
+            service.store.add_image(conn, image, faces, [PLACEHOLDER_CROP] * len(faces), withheld=0)
 
 
 @dataclass

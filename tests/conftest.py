@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,16 @@ from facesearch.types import Actor
 ROOT = Path(__file__).resolve().parent.parent
 LFW = Path(os.environ.get("FACESEARCH_LFW_DIR", ROOT.parent / "shared" / "datasets" / "lfw"))
 OPERATOR = Actor(name="test-operator")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A temporary folder of this run's own: pytest keeps only the last three runs' folders
+    and deletes older ones, also those of a run still going on beside this one (whose
+    servers' data directories then vanish)."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="facesearch-tests-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
 def lfw_photos(name: str) -> list[Path]:

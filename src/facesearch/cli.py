@@ -258,6 +258,24 @@ def reindex() -> None:
 
 
 @app.command()
+def verify(
+    repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed (audited)."),
+) -> None:
+    """Check the data directory: index files against the faces (no erased vector on disk),
+    crops, the erasure journal, file modes and the audit chain; exits 7 listing problems."""
+    report = service().verify(actor(), repair=repair)
+    for line in report.repaired:
+        echo(f"repaired: {line}")
+    echo(f"faces {report.faces}, vectors on disk {report.vectors}, crop files {report.crops}, "
+         f"erased vectors on disk {report.erased_vectors_on_disk}")
+    for problem in report.problems:
+        echo(f"problem: {problem}")
+    if not report.clean:
+        raise typer.Exit(7)
+    echo("clean")
+
+
+@app.command()
 def stats() -> None:
     """Counts of sources, images, faces and suppressions."""
     for key, value in service().stats(actor()).items():
@@ -337,14 +355,47 @@ def user_approve(user_id: int) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the audit trail's hash chain; exits 6 naming the first broken record."""
-    check = service().verify_audit(actor())
+def audit_verify(
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="A checkpoint file from `audit checkpoint`: the trail must still hold its record.")] = None,
+    seal: Annotated[bool, typer.Option(
+        "--seal", help="Sign the trail's head if every hash checks (a trail from before "
+        "signing, or after a failed signature has been looked into).")] = False,
+) -> None:
+    """Check the audit trail's hash chain and signed head; exits 6 naming the first broken record."""
+    if seal:
+        check = service().seal_audit(actor())
+        echo(f"audit trail sealed: {check.records} records")
+        return
+    given = None
+    if checkpoint is not None:
+        try:
+            given = json.loads(checkpoint.read_text())
+        except (OSError, ValueError) as exc:
+            raise FacesearchError(f"cannot read the checkpoint {checkpoint}: {exc}") from None
+        if not isinstance(given, dict):
+            raise FacesearchError(f"{checkpoint} is not a checkpoint")
+    check = service().verify_audit(actor(), given)
     if check.intact:
         echo(f"audit trail intact: {check.records} records")
+        if check.checkpoint:
+            echo(check.checkpoint)
         return
     echo(f"audit trail broken at record {check.broken_at}: {check.reason}")
     raise typer.Exit(6)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    output: Annotated[Optional[Path], typer.Option(help="File to write; default stdout.")] = None,
+) -> None:
+    """Write a signed checkpoint of the trail's head (JSON), to keep outside the database."""
+    text = json.dumps(service().audit_checkpoint(actor()), indent=1) + "\n"
+    if output:
+        output.write_text(text)
+        echo(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
 
 
 @audit_app.command("export")
@@ -380,14 +431,18 @@ def serve(
 
     import uvicorn
 
+    from facesearch.web.app import log_config
+
     settings = state.settings
     service().check_ready_to_serve()  # also creates the schema once, before workers race to
     # Worker processes build their own service from the environment, so pass the choices on.
     os.environ["FACESEARCH_HOME"] = str(settings.home.resolve())
+    # Every log line is JSON, uvicorn's own included. Forwarded headers are the app's to judge
+    # (FACESEARCH_TRUSTED_PROXIES), not uvicorn's, which would believe 127.0.0.1 by default.
     uvicorn.run("facesearch.web.app:app_from_environment", factory=True,
                 host=host or settings.host, port=port or settings.port,
-                workers=workers or settings.server_workers, log_config=None, access_log=False,
-                proxy_headers=False, server_header=False)
+                workers=workers or settings.server_workers, log_config=log_config(),
+                access_log=False, proxy_headers=False, server_header=False)
 
 
 @retention_app.command("run")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,14 +32,21 @@ class Settings(BaseSettings):
         "when that is PostgreSQL.",
     )
     max_image_pixels: int = Field(
-        default=50_000_000,
-        description="Images with more pixels are refused (decompression-bomb guard).",
+        default=50_000_000, ge=1, le=89_478_485,
+        description="Images declaring more pixels are refused before decoding (decompression-"
+        "bomb guard). One decode holds at most 12 bytes per pixel of this (600 MB at the "
+        "default); at most Pillow's own limit, which stays on behind it.",
     )
     max_image_bytes: int = Field(default=50 * 1024 * 1024, description="Larger files are refused.")
+    max_concurrent_decodes: int = Field(
+        default=2, ge=1,
+        description="Image decodes running at once per process; more wait their turn, so that "
+        "simultaneous large uploads cannot multiply the memory of one.",
+    )
     detect_max_side: int = Field(
         default=1600,
         description="Detection runs on a copy downscaled to this longest side; alignment "
-        "uses the full-resolution image.",
+        "uses the image decoded at full resolution, or reduced to no less than twice this.",
     )
     detector: str = Field(
         default="hog",
@@ -95,12 +104,21 @@ class Settings(BaseSettings):
     searches_per_day_organisation: int = Field(
         default=2000, description="Searches one organisation's users may make per day, together.")
     login_failures_allowed: int = Field(
-        default=10, description="Failed logins per username per 15 minutes before login is refused.")
+        default=10, ge=1, description="Failed log-ins per username, per client address and per "
+        "remembered browser (within 15 minutes) before each further attempt must wait: 15 s, "
+        "doubling with each failure up to login_lock_max_seconds.")
+    login_lock_max_seconds: int = Field(
+        default=300, ge=15, description="The longest wait between log-in attempts once a "
+        "username, address or browser is over login_failures_allowed.")
     session_hours: int = Field(default=8, description="A web session lasts this long.")
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
         description="The largest HTTP request body (a probe, or a batch of images to ingest).",
     )
+    public_uploads_at_once: int = Field(
+        default=4, ge=1, description="Anonymous uploads (opt-out and access photos) the server "
+        "receives and holds at once, each up to max_upload_bytes in memory twice over; more get "
+        "503 before their body is read.")
     source_retention_days: int = Field(
         default=3 * 365,
         description="Default retention of a new source's images, in days: three years, the "
@@ -113,6 +131,14 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         default=6 * 365, description="Days an audit record is kept (the chain is anchored "
         "past the records removed).")
+    audit_key: SecretStr = Field(
+        default=SecretStr(""), description="Key (32 characters or more) with which the audit "
+        "trail's head and checkpoints are signed (HMAC-SHA256); empty: the key in "
+        "audit_key_file. Every process sharing a database needs the same key.")
+    audit_key_file: Path | None = Field(
+        default=None, description="File holding the audit key, created (mode 0600) on first "
+        "use if missing; default: audit.key in home. Keep it where the database's "
+        "administrators cannot write, or set audit_key.")
     retention_interval_minutes: int = Field(
         default=60, description="How often the server runs the retention job; 0 turns it off.")
     public_requests_per_day: int = Field(
@@ -178,6 +204,15 @@ class Settings(BaseSettings):
         "than one is in flight only where that delay is short against the host's answers.")
     host: str = Field(default="127.0.0.1", description="Address `facesearch serve` listens on.")
     port: int = Field(default=8000, description="Port `facesearch serve` listens on.")
+    public_url: str = Field(
+        default="", description="The address users reach the server at, such as "
+        "https://faces.example.org: links (access reports) are built from it, and cookies are "
+        "marked Secure when it is https; empty: the address each request came to.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR, comma-separated) of the reverse proxies in "
+        "front of the server: only from these are X-Forwarded-For (the client address, for "
+        "rate limits and audit) and X-Forwarded-Proto believed; empty: from none.")
     server_workers: int = Field(
         default=1, description="Server processes (`facesearch serve`); each holds the index.")
     exact_index_max: int = Field(
@@ -197,6 +232,14 @@ class Settings(BaseSettings):
         "a face in memory at 100M, re-ranked exactly) instead of HNSW (792 bytes a face, held by every "
         "server process: two of them at 10M faces take 16 GB of a 24 GiB machine).",
     )
+    index_save_faces: int = Field(
+        default=100_000, ge=1,
+        description="Faces added since the index file was last saved that make the next write "
+        "save it. Additions need not reach the file at once (after a crash they are caught up "
+        "from the metadata store); erasures always do, before the writer lets go.")
+    index_save_seconds: float = Field(
+        default=300.0, ge=0,
+        description="Seconds after which a write saves an index file with unsaved additions.")
     pq_probes: int = Field(
         default=0, description="Inverted lists the compressed index visits per query; 0 means a "
         "32nd of its lists, fewer where that would scan more than 2.75M codes (docs/scale.md).")
@@ -234,7 +277,7 @@ class Settings(BaseSettings):
     )
 
     @field_validator("search_purposes", "excluded_jurisdictions", "crawl_allowed_networks",
-                     mode="before")
+                     "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         # Environment variables give "a, b"; JSON lists are accepted too.
@@ -249,9 +292,26 @@ class Settings(BaseSettings):
     def _upper_codes(cls, value: list[str]) -> list[str]:
         return [code.upper() for code in value]
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # A typo must not silently trust nobody, nor "*" everybody: addresses and networks only.
+        return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError("give an http:// or https:// address, such as https://faces.example.org")
+        return value.rstrip("/")
+
     @property
     def metadata_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'metadata.sqlite3'}"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.home / "audit.key"
 
     @property
     def crops_dir(self) -> Path:

@@ -23,10 +23,11 @@ def add_distractors(service: FaceSearchService, count: int) -> None:
         vectors = rng.normal(size=(min(500, count - start), 128)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         found = [Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, 0.5, v, b"") for v in vectors]
-        service.store.add_image(
-            NewImage(sha256=f"{start:064d}", location=f"distractor-{start}", page_url=None,
-                     source_id=source.id, jurisdiction="US", collected_at=service.now(), width=10,
-                     height=10, format="JPEG"), found, ["none.jpg"] * len(found), withheld=0)
+        with service.store.transaction() as conn:
+            service.store.add_image(conn, NewImage(
+                sha256=f"{start:064d}", location=f"distractor-{start}", page_url=None,
+                source_id=source.id, jurisdiction="US", collected_at=service.now(), width=10,
+                height=10, format="JPEG"), found, ["none.jpg"] * len(found), withheld=0)
 
 
 def test_a_gallery_past_the_threshold_is_searched_through_the_compressed_index(tmp_path) -> None:

@@ -28,7 +28,8 @@ def add(store: MetadataStore, sha: str, source_id: int, faces: int, jurisdiction
                      jurisdiction=jurisdiction, collected_at="2026-01-01T00:00:00+00:00",
                      width=100, height=100, format="JPEG")
     found = [face(hash((sha, i)) % 1000) for i in range(faces)]
-    return store.add_image(image, found, [f"{sha}_{i}.jpg" for i in range(faces)], withheld=0)
+    with store.transaction() as conn:
+        return store.add_image(conn, image, found, [f"{sha}_{i}.jpg" for i in range(faces)], withheld=0)
 
 
 def test_images_are_unique_by_sha256(store: MetadataStore) -> None:

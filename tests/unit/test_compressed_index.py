@@ -1,5 +1,5 @@
 """The compressed IVF-PQ index against the NumPy exact reference: recall after re-ranking,
-tombstones and compaction, sealed memory-mapped shards, and save/load."""
+removal from sealed shards, sealed memory-mapped shards, and save/load."""
 
 from __future__ import annotations
 
@@ -81,16 +81,18 @@ def test_without_re_ranking_codes_alone_recall_less(data: np.ndarray) -> None:
     assert np.median(off) > 0.01
 
 
-def test_tombstoned_faces_are_never_returned_and_compaction_removes_them(data: np.ndarray) -> None:
-    index = build(data)
-    victims = np.arange(1, 1001, dtype=np.int64)
-    index.remove(victims[:500])
-    assert len(index.tombstones) == 500 and len(index) == len(data) - 500
-    _, found = index.search(data[:500], 10)
-    assert not np.isin(found, victims[:500]).any()
-    index.remove(np.arange(1, 4001, dtype=np.int64))  # past a tenth: compacted
-    assert not index.tombstones and index.total == len(data) - 4000
-    assert not np.isin(index.search(data[:50], 10)[1], np.arange(1, 4001)).any()
+def test_removed_faces_leave_their_shards_at_once_sealed_ones_included(
+        data: np.ndarray, tmp_path: Path) -> None:
+    index = build(data, shard_size=10_000)
+    index.save(tmp_path / "index")
+    assert index.sealed == 3
+    victims = np.array([5, 15_000, 25_001], np.int64)  # one in each sealed shard
+    assert index.remove(victims) == 3
+    assert index.total == len(data) - 3 and not np.isin(index.held_ids(), victims).any()
+    assert not np.isin(index.search(data[[4, 14_999, 25_000]], 10)[1], victims).any()
+    index.save(tmp_path / "index")
+    loaded = CompressedIndex.load(tmp_path / "index", DIM, probes=32, rerank=100)
+    assert not np.isin(loaded.held_ids(), victims).any() and loaded.total == len(data) - 3
 
 
 def test_full_shards_are_sealed_and_mapped_and_reload_to_the_same_answers(
@@ -104,7 +106,7 @@ def test_full_shards_are_sealed_and_mapped_and_reload_to_the_same_answers(
     assert index.sealed == 3 and index.memory_bytes() == 0
     loaded = CompressedIndex.load(tmp_path / "index", DIM, probes=32, rerank=100,
                                   exact_vectors=index.exact_vectors)
-    assert loaded.sealed == 3 and loaded.tombstones == {7, 8}
+    assert loaded.sealed == 3 and loaded.total == len(data) - 2
     after = loaded.search(queries, 5)
     np.testing.assert_array_equal(before[1], after[1])
     loaded.add(np.array([10**6], np.int64), data[:1])  # a new shard takes new faces

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -100,7 +101,9 @@ def build_deployment(home: Path) -> dict[str, object]:
         ids = {"ada": ada.id}
         for username, (role, organisation) in USERS.items():
             if username != "ada":
-                ids[username] = service.create_user(admin, username, password_of(username), role,
+                # An admin creates users of their own organisation; the operator of any.
+                creator = admin if organisation == "Agency A" else operator
+                ids[username] = service.create_user(creator, username, password_of(username), role,
                                                     organisation).id
         for supervisor, investigators in (("sam", ["ivy", "ian"]), ("bea", ["bob"])):
             boss, _, _ = service.login(supervisor, password_of(supervisor), "127.0.0.1")
@@ -126,7 +129,9 @@ def start_server(home: Path, **env: str) -> tuple[subprocess.Popen, str]:
     environment = {**os.environ, "FACESEARCH_HOME": str(home), "FACESEARCH_WORKERS": "1",
                    "FACESEARCH_SEARCHES_PER_MINUTE_USER": "1000",
                    "FACESEARCH_SEARCHES_PER_MINUTE_ORGANISATION": "1000", **env}
-    log = open(home / "server.log", "ab")  # noqa: SIM115 - closed with the process
+    # Owner-only, as everything in a data directory must be (`facesearch verify` checks).
+    log = open(os.open(home / "server.log", os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600),  # noqa: SIM115
+               "ab")
     process = subprocess.Popen([FACESEARCH, "serve", "--port", str(port)], env=environment,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -158,6 +163,15 @@ def deployment(tmp_path_factory, lfw) -> Deployment:
     process, url = start_server(home)
     yield Deployment(url, home, process, made["keys"], made["user_ids"])
     stop_server(process)
+
+
+def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
+    """Log in through the form as a browser does: fetch it (its token, and the cookie the
+    token must match), then post it back."""
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token})
 
 
 def wait_for_job(client: httpx.Client, job_id: int) -> dict:

@@ -7,13 +7,13 @@ inverted list, against 792 bytes in HNSW. The approximate distances only choose 
 `exact_vectors` callback) rank it, so the scores shown are exact.
 
 Layout on disk: one trained, empty IVF-PQ "template" and shards of up to `shard_size` faces.
-Full shards are sealed (written once) and opened memory-mapped, so that start-up reads no list
+Closed shards (full when closed) are sealed (written once) and opened memory-mapped, so that start-up reads no list
 data and the OS pages in what searches touch; only the open shard is held in memory. A
 search chooses the probed lists once and scans them shard by shard, each shard returning twice
 its share of the short list. (Scanning the shards' lists stacked into one, FAISS's
 HStackInvertedLists, copies every probed list on each query: 72 ms against 50 ms for 128
-probes at 100M.) Deleted faces are tombstoned (excluded from every search) and removed from
-their shards in one pass once they pass a tenth of the index.
+probes at 100M.) A deleted face's code is removed from its shard at once (a sealed shard is
+read into memory for it and written again), so no erased face stays in any file.
 
 Lists are capped at MAX_LISTS because adding a face scans every list centre (2 x 128 x lists
 FLOPs). At 16,384 lists, 10M faces had not finished adding after 20 minutes on 2 cores,
@@ -36,8 +36,8 @@ import faiss
 import numpy as np
 
 from facesearch.index.base import VectorIndex
+from facesearch.store.files import private_directory, write_private
 
-COMPACT_AT = 0.1
 MAX_LISTS = 4096  # see above: more lists cost adds more than they save searches
 SCAN_BUDGET = 2_750_000  # codes a query scans by default at most: 112 probes at 100M, 46 ms
 SUBDIRECTORY = "compressed"  # inside the data directory's index folder
@@ -56,8 +56,8 @@ class CompressedIndex(VectorIndex):
         self.shards: list[faiss.IndexIVFPQ] = []  # hold lists only: no distance tables
         self.searcher: faiss.IndexIVFPQ | None = None  # the template, tables, a shard's lists
         self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
-        self.tombstones: set[int] = set()
         self.watermark = 0
+        self.erasure_seq = 0  # the last entry of the store's erasure log applied
 
     kind = "ivfpq"
 
@@ -92,8 +92,6 @@ class CompressedIndex(VectorIndex):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
-        if self.tombstones and not self.tombstones.isdisjoint(ids.tolist()):
-            self.compact()  # an id comes back: its old entry must go first
         start = 0
         while start < len(ids):
             if not self.shards or self.shards[-1].ntotal >= self.shard_size or len(self.shards) == self.sealed:
@@ -103,25 +101,41 @@ class CompressedIndex(VectorIndex):
             start += room
 
     def remove(self, ids: np.ndarray) -> int:
-        """Tombstone ids (searches skip them at once); compact past a tenth."""
-        before = len(self.tombstones)
-        self.tombstones.update(int(i) for i in ids)
-        if len(self.tombstones) > COMPACT_AT * max(self.total, 1):
-            self.compact()
-        return len(self.tombstones) - before
+        """Remove ids from every shard that holds them, at once: an erased face's code must
+        not stay on disk until some later compaction. A sealed (memory-mapped) shard holding
+        one is read into memory for it and written again at the next save, with the sealed
+        shards after it: a shard's worth of memory and a few shards' worth of I/O per erasure,
+        the price of an erasure that leaves no copy."""
+        wanted = np.ascontiguousarray(ids, dtype=np.int64)
+        selector = faiss.IDSelectorBatch(wanted)
+        removed = 0
+        for number, shard in enumerate(self.shards):
+            if not len(wanted) or not np.isin(_shard_ids(shard), wanted).any():
+                continue
+            if not isinstance(faiss.downcast_InvertedLists(shard.invlists), faiss.ArrayInvertedLists):
+                shard = self.shards[number] = self._into_memory(shard)
+            removed += int(shard.remove_ids(selector))
+            self.sealed = min(self.sealed, number)
+        return removed
 
-    def compact(self) -> None:
-        """Remove tombstoned entries from every shard. A sealed shard is copied into memory
-        for it, and written again at the next save."""
-        if not self.tombstones:
-            return
-        selector = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64))
-        for number in range(len(self.shards)):
-            if number < self.sealed:
-                self.shards[number] = _lists_only(faiss.clone_index(self.shards[number]))
-            self.shards[number].remove_ids(selector)
-        self.sealed = 0
-        self.tombstones.clear()
+    def _into_memory(self, shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
+        """A copy of a memory-mapped shard held in memory (FAISS cannot clone mapped lists)."""
+        copy = self._new_shard()
+        source = shard.invlists
+        for number in range(source.nlist):
+            size = source.list_size(number)
+            if size:
+                ids, codes = source.get_ids(number), source.get_codes(number)
+                copy.invlists.add_entries(number, size, ids, codes)
+                source.release_ids(number, ids)
+                source.release_codes(number, codes)
+        copy.ntotal = shard.ntotal
+        return copy
+
+    def held_ids(self) -> np.ndarray:
+        """Every id whose code a shard holds."""
+        parts = [_shard_ids(shard) for shard in self.shards]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     # Searching ------------------------------------------------------------------------------------
 
@@ -138,7 +152,7 @@ class CompressedIndex(VectorIndex):
         return sum(int(s.ntotal) for s in self.shards)
 
     def __len__(self) -> int:
-        return self.total - len(self.tombstones)
+        return self.total
 
     def search(self, queries: np.ndarray, k: int,
                jurisdictions: Iterable[str] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +184,6 @@ class CompressedIndex(VectorIndex):
         probes = min(self.lists, self.probes or self.default_probes())
         params = faiss.SearchParametersIVF()
         params.nprobe = probes
-        if self.tombstones:
-            params.sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
         coarse, lists = self.template.quantizer.search(queries, probes)
         each = min(short, max(1, 2 * short // len(self.shards)))
         found_d = np.empty((len(self.shards), len(queries), each), np.float32)
@@ -203,8 +215,7 @@ class CompressedIndex(VectorIndex):
     def save(self, index_dir: Path) -> None:
         """Write the template, new or changed shards, and a manifest last (atomically), so
         that a crash leaves the previous manifest and its files in force."""
-        directory = index_dir / SUBDIRECTORY
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = private_directory(index_dir / SUBDIRECTORY)
         assert self.template is not None
         if not (directory / "template.faiss").exists():
             faiss.write_index(self.template, str(directory / "template.faiss"))
@@ -215,16 +226,17 @@ class CompressedIndex(VectorIndex):
                 faiss.write_index(shard, str(directory / (name + ".tmp")))
                 os.replace(directory / (name + ".tmp"), directory / name)
             names.append(name)
-        manifest = {"shards": names, "tombstones": sorted(self.tombstones),
-                    "watermark": self.watermark, "lists": self.lists,
-                    "code_bytes": self.code_bytes, "shard_size": self.shard_size}
-        (directory / "manifest.json.tmp").write_text(json.dumps(manifest))
-        os.replace(directory / "manifest.json.tmp", directory / "manifest.json")
+        manifest = {"shards": names, "watermark": self.watermark, "erasure_seq": self.erasure_seq,
+                    "lists": self.lists, "code_bytes": self.code_bytes,
+                    "shard_size": self.shard_size}
+        for name in ["template.faiss", *names]:
+            os.chmod(directory / name, 0o600)
+        write_private(directory / "manifest.json", json.dumps(manifest).encode())
         for stale in set(p.name for p in directory.glob("shard-*.faiss")) - set(names):
             (directory / stale).unlink()
-        # Full shards are sealed now: reopen them memory-mapped and let go of their memory.
-        full = [n for n, s in enumerate(self.shards) if s.ntotal >= self.shard_size]
-        self.sealed = (max(full) + 1) if full and full == list(range(len(full))) else self.sealed
+        # Closed shards are sealed now: reopen them memory-mapped and let go of their memory.
+        self.sealed = _closed(len(self.shards), self.shards[-1].ntotal >= self.shard_size
+                              if self.shards else False)
         for number in range(self.sealed):
             self.shards[number] = _lists_only(
                 faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP))
@@ -237,14 +249,15 @@ class CompressedIndex(VectorIndex):
                     shard_size=manifest["shard_size"], **options)
         index.template = faiss.read_index(str(directory / "template.faiss"))
         index.searcher = _searcher(index.template)
-        for name in manifest["shards"]:
-            full = int(name.rsplit("-", 1)[1].split(".")[0]) >= index.shard_size
-            # Sealed (full) shards are mapped, not read: start-up reads no list data for them.
+        names = manifest["shards"]
+        last_full = bool(names) and int(names[-1].rsplit("-", 1)[1].split(".")[0]) >= index.shard_size
+        index.sealed = _closed(len(names), last_full)
+        for number, name in enumerate(names):
+            # Sealed shards are mapped, not read: start-up reads no list data for them.
             index.shards.append(_lists_only(faiss.read_index(
-                str(directory / name), faiss.IO_FLAG_MMAP if full else 0)))
-        index.sealed = sum(1 for s in index.shards if s.ntotal >= index.shard_size)
-        index.tombstones = set(manifest["tombstones"])
+                str(directory / name), faiss.IO_FLAG_MMAP if number < index.sealed else 0)))
         index.watermark = manifest["watermark"]
+        index.erasure_seq = manifest["erasure_seq"]
         return index
 
 
@@ -254,6 +267,25 @@ def _searcher(template: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
     searcher = faiss.clone_index(template)
     searcher.parallel_mode = 1
     return searcher
+
+
+def _closed(shards: int, last_full: bool) -> int:
+    """How many shards take no more faces: every one but the last, and the last once full.
+    (A closed shard that erasures left below full stays closed: new faces go to the last.)"""
+    return shards if last_full else max(0, shards - 1)
+
+
+def _shard_ids(shard: faiss.IndexIVFPQ) -> np.ndarray:
+    """The ids held in a shard's inverted lists."""
+    invlists = shard.invlists
+    parts = []
+    for number in range(invlists.nlist):
+        size = invlists.list_size(number)
+        if size:
+            pointer = invlists.get_ids(number)
+            parts.append(faiss.rev_swig_ptr(pointer, size).copy())
+            invlists.release_ids(number, pointer)
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def _lists_only(shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:

@@ -22,6 +22,7 @@ from facesearch.service.cases import (
 from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.engine import DeletionReport, IngestSummary
 from facesearch.service.governance import Governance, RetentionReport
+from facesearch.service.integrity import Integrity, IntegrityReport
 from facesearch.service.jobs import Jobs
 from facesearch.service.queue import QueuedIngest, Queueing, WorkerReport
 from facesearch.service.rights import (
@@ -30,12 +31,12 @@ from facesearch.service.rights import (
     Receipt,
     Rights,
 )
-from facesearch.service.trail import AuditTrail, ChainCheck
+from facesearch.service.trail import ChainCheck
 from facesearch.store.audit import AuditFilter
 
 
 class FaceSearchService(Cases, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
-                        AuditTrail):
+                        Integrity):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
@@ -49,5 +50,5 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
 
 __all__ = ["LEAD_LABEL", "LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
-           "FaceSearchService", "IngestSummary", "ProbeFace", "QueuedIngest", "SearchResult",
+           "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "SearchResult",
            "WorkerReport", "build_service"]

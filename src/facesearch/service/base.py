@@ -3,6 +3,7 @@ audit helpers through which every policy decision is checked and recorded."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -13,15 +14,20 @@ from facesearch.config import Settings
 from facesearch.errors import Forbidden, PolicyRefused
 from facesearch.policy.roles import allowed
 from facesearch.store.accounts import AccountStore
-from facesearch.store.audit import AuditStore
+from facesearch.store.audit import AuditStore, load_key
 from facesearch.store.cases import Case, CaseStore
 from facesearch.store.crawl import CrawlStore
 from facesearch.store.crops import CropStore
+from facesearch.store.files import private_directory
 from facesearch.store.metadata import MetadataStore
 from facesearch.store.requests import RequestStore
 from facesearch.types import Actor
 
 Clock = Callable[[], datetime]
+
+
+class Stopping(Exception):
+    """The service is closing: raised in a background job, between batches, to end it."""
 
 
 def system_clock() -> datetime:
@@ -32,16 +38,18 @@ class ServiceBase:
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         self.settings = settings
         self.clock = clock
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_directory(settings.home)  # biometric data: owner-only, whatever the umask
         self.store = MetadataStore(settings.metadata_url, self.now)
         self.accounts = AccountStore(self.store.engine)
         self.cases = CaseStore(self.store.engine)
-        self.trail = AuditStore(self.store.engine)
+        self.trail = AuditStore(self.store.engine, lambda: load_key(
+            settings.audit_key.get_secret_value(), settings.audit_key_path))
         self.requests = RequestStore(self.store.engine)
         self.crawls = CrawlStore(self.store.engine)
         self.crops = CropStore(settings.crops_dir.resolve())
 
     _executor: ThreadPoolExecutor | None = None
+    _stop: threading.Event | None = None  # set when the service closes: background jobs end
 
     def close(self) -> None:
         self.wait_for_jobs()
@@ -49,14 +57,25 @@ class ServiceBase:
 
     def in_background(self, work: Callable[..., object], *args: object) -> None:
         """Run work(*args) in the service's background thread: ingest and crawl jobs of the
-        server, one at a time, since each is a writer."""
+        server, one at a time, since each is a writer. work calls check_stop between batches."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs")
+            self._stop = threading.Event()
         self._executor.submit(work, *args)
 
+    def check_stop(self) -> None:
+        """Raise Stopping if the service is closing: a background job calls this between two
+        batches (what it committed is kept), and before it starts."""
+        if self._stop is not None and self._stop.is_set():
+            raise Stopping
+
     def wait_for_jobs(self) -> None:
-        """Let queued background jobs finish (the server calls this when it stops)."""
+        """Stop the background jobs and wait for them (the server calls this when it stops):
+        the running one ends after its current batch, the queued ones as they start, each
+        recorded as interrupted; running the same ingest or crawl again finishes them."""
         if self._executor is not None:
+            assert self._stop is not None
+            self._stop.set()
             self._executor.shutdown(wait=True)
             self._executor = None
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NoReturn
+
+from sqlalchemy.engine import Connection
 
 from facesearch.calibration import MEANING
 from facesearch.errors import Forbidden, InvalidRequest, NotFound, RateLimited
-from facesearch.imaging import decode
+from facesearch.imaging import decode_for_analysis
 from facesearch.policy.roles import PERMISSIONS, ROLES, allowed, check_mark
 from facesearch.service.engine import Engine
 from facesearch.store.cases import Case, StoredCandidate, StoredSearch
+from facesearch.store.files import write_private
 from facesearch.types import Actor, Box, ProbeResult
 
 LEAD_NOTICE = "Candidates are investigative leads for human review, not identifications."
@@ -135,10 +139,9 @@ class Cases(Engine):
         """The faces in a probe photo, largest first, so that the investigator can pick one.
         Nothing is kept."""
         self.authorise(actor, "search", "probe.detect")
-        image = decode(photo, max_pixels=self.settings.max_image_pixels,
-                       max_bytes=self.settings.max_image_bytes)
+        image = decode_for_analysis(photo, self.settings)  # as _probe_faces: the same faces
         with self._analysis_lock:
-            found = self.analyzer.analyse([image.pixels], False)[0]
+            found = image.in_original(self.analyzer.analyse([image.pixels], False)[0])
         self._audit_alone(actor, "probe.detect", {"probe_sha256": hashlib.sha256(photo).hexdigest(),
                                                   "faces": len(found)})
         return [ProbeFace(i, f.box, round(f.quality, 3)) for i, f in enumerate(found)]
@@ -155,7 +158,11 @@ class Cases(Engine):
         k = top_k or min(self.settings.top_k, self.settings.max_candidates)
         if not 1 <= k <= self.settings.max_candidates:
             raise InvalidRequest(f"top must be between 1 and {self.settings.max_candidates}")
-        self._check_rate(actor, case)
+        # A first count before the analysis, so that most refusals cost none; the count that
+        # decides is made again below, in the transaction that records the search.
+        over = self._over_rate(actor, case)
+        if over is not None:
+            self._refuse_over_rate(actor, case, over)
         with self._analysis_lock:
             probe_sha, probe_faces = self._probe_faces(photo, face)
         # The cap is on the whole candidate list, which a probe with many faces would pass.
@@ -164,29 +171,45 @@ class Cases(Engine):
         k = min(k, self.settings.max_candidates // max(1, len(probe_faces)))
         organisation = self.accounts.organisation_by_id(case.organisation_id)
         results = self._rank(probe_faces, k, organisation.jurisdiction_set if organisation else frozenset())
+        with self.store.transaction() as conn:
+            # Under the organisation's lock, count and record as one step: parallel searches
+            # pass here one at a time, so no more than the limits are ever recorded.
+            self.cases.lock_organisation(conn, case.organisation_id)
+            over = self._over_rate(actor, case, conn)
+            if over is None:
+                search_id = self._record_search(conn, actor, case, photo, probe_sha, probe_faces,
+                                                results)
+                return SearchResult(case.id, search_id, probe_sha, results)
+        # Audited once the transaction has let the lock go (the audit takes it again).
+        self._refuse_over_rate(actor, case, over)
+
+    def _record_search(self, conn: Connection, actor: Actor, case: Case, photo: bytes,
+                       probe_sha: str, probe_faces: list, results: list[ProbeResult]) -> int:
+        """Store the search, its candidate list and its audit record in conn's transaction
+        (and the probe, where the case keeps them); the search's id."""
         probe_path = None
         if case.keep_probes:
             probe_path = self.settings.probes_dir / str(case.id) / probe_sha
-            probe_path.parent.mkdir(parents=True, exist_ok=True)
-            probe_path.write_bytes(photo)
-        with self.store.transaction() as conn:
-            search_id, ids = self.cases.add_search(
-                conn, [_candidate_row(r.probe_face, c) for r in results for c in r.candidates],
-                case_id=case.id, organisation_id=case.organisation_id, user_id=actor.user_id,
-                actor=actor.name, at=self.now(), probe_sha256=probe_sha,
-                probe_path=str(probe_path) if probe_path else None,
-                probe_faces=[[p.box.left, p.box.top, p.box.right, p.box.bottom] for p in probe_faces])
-            for candidate, candidate_id in zip((c for r in results for c in r.candidates), ids):
-                candidate.candidate_id = candidate_id
-            self._audit(conn, actor, "search", {
-                "search_id": search_id, "probe_sha256": probe_sha, "probe_faces": len(probe_faces),
-                "probe_kept": probe_path is not None,
-                "results": [[[c.face_id, c.distance] for c in r.candidates] for r in results]}, case)
-        return SearchResult(case.id, search_id, probe_sha, results)
+            write_private(probe_path, photo)
+        search_id, ids = self.cases.add_search(
+            conn, [_candidate_row(r.probe_face, c) for r in results for c in r.candidates],
+            case_id=case.id, organisation_id=case.organisation_id, user_id=actor.user_id,
+            actor=actor.name, at=self.now(), probe_sha256=probe_sha,
+            probe_path=str(probe_path) if probe_path else None,
+            probe_faces=[[p.box.left, p.box.top, p.box.right, p.box.bottom] for p in probe_faces])
+        for candidate, candidate_id in zip((c for r in results for c in r.candidates), ids):
+            candidate.candidate_id = candidate_id
+        self._audit(conn, actor, "search", {
+            "search_id": search_id, "probe_sha256": probe_sha, "probe_faces": len(probe_faces),
+            "probe_kept": probe_path is not None,
+            "results": [[[c.face_id, c.distance] for c in r.candidates] for r in results]}, case)
+        return search_id
 
-    def _check_rate(self, actor: Actor, case: Case) -> None:
-        """Refuse (429) a search over the per-user or per-organisation limits. Counted from
-        the stored searches, so limits hold across server processes and restarts."""
+    def _over_rate(self, actor: Actor, case: Case,
+                   conn: Connection | None = None) -> tuple[str, int] | None:
+        """The per-user or per-organisation limit a further search would pass, and the seconds
+        until one fits; None if it fits. Counted from the stored searches (in conn's
+        transaction, if given), so limits hold across server processes and restarts."""
         now = self.clock()
         s = self.settings
         scopes = [("organisation", {"organisation_id": case.organisation_id},
@@ -196,15 +219,20 @@ class Cases(Engine):
                               s.searches_per_minute_user, s.searches_per_day_user))
         for scope, who, per_minute, per_day in scopes:
             for window, limit in ((timedelta(minutes=1), per_minute), (timedelta(days=1), per_day)):
-                times = self.cases.searches_since((now - window).isoformat(timespec="seconds"), **who)
+                times = self.cases.searches_since((now - window).isoformat(timespec="seconds"),
+                                                  conn, **who)
                 if len(times) >= limit:
                     # The oldest search in the window must leave it before another fits.
                     oldest = datetime.fromisoformat(times[len(times) - limit])
                     retry = max(1, int((oldest + window - now).total_seconds()) + 1)
-                    self._audit_alone(actor, "search.refused", {
-                        "reason": f"{scope} limit of {limit} searches per "
-                                  f"{'minute' if window.days == 0 else 'day'}"}, case)
-                    raise RateLimited(f"search limit reached; try again in {retry} s", retry)
+                    return (f"{scope} limit of {limit} searches per "
+                            f"{'minute' if window.days == 0 else 'day'}", retry)
+        return None
+
+    def _refuse_over_rate(self, actor: Actor, case: Case, over: tuple[str, int]) -> NoReturn:
+        """Refuse (429, audited) a search over a limit: over is the limit and the retry time."""
+        self._audit_alone(actor, "search.refused", {"reason": over[0]}, case)
+        raise RateLimited(f"search limit reached; try again in {over[1]} s", over[1])
 
     # Review -------------------------------------------------------------------------------
 

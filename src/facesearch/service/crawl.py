@@ -4,7 +4,6 @@ images go through the same ingest code and policy as local files."""
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import hashlib
 import json
 import time
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from protego import Protego
 
+from facesearch.crawl.allowlist import allowed_by, invalid_entries
 from facesearch.crawl.extract import (
     STOP_IMAGES,
     normalise_url,
@@ -30,6 +30,7 @@ from facesearch.crawl.guard import guarded_transport, parse_networks
 from facesearch.crawl.warc import ArchiveIndex, UnreadableArchive
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.ingest import ImageTask, analyse_batch
+from facesearch.service.base import Stopping
 from facesearch.service.engine import Engine, IngestSummary
 from facesearch.store.crawl import CrawlJob, FrontierUrl
 from facesearch.types import Actor
@@ -102,21 +103,6 @@ def host_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def allowed_by(url: str, allow: list[str]) -> bool:
-    """An allowlist entry is a host name (any URL on it), a URL prefix, or a pattern with *."""
-    host = urlsplit(url).hostname or ""
-    for entry in allow:
-        if "*" in entry:
-            if fnmatch.fnmatchcase(url, entry):
-                return True
-        elif "://" in entry:
-            if url.startswith(entry):
-                return True
-        elif host == entry.lower() or host.endswith("." + entry.lower()):
-            return True
-    return False
-
-
 class Crawling(Engine):
     # Jobs ------------------------------------------------------------------------------------
 
@@ -137,6 +123,9 @@ class Crawling(Engine):
         pages = [normalise_url(s) for s in seeds]
         if any(p is None for p in pages):
             raise InvalidRequest("seeds must be http or https URLs")
+        if invalid_entries(allow):
+            raise InvalidRequest(f"not an allowlist entry: {invalid_entries(allow)[0]!r} (a host "
+                                 "name, a URL prefix, or a pattern with * as a whole first label)")
         if any(not allowed_by(p, allow) for p in pages):
             raise InvalidRequest("every seed must be inside the allowlist")
         if not 0 <= max_depth <= 20 or not 1 <= max_pages <= 1_000_000:
@@ -215,7 +204,7 @@ class Crawling(Engine):
             if not self.crawls.set_status(conn, job_id, "running", was={"queued", "running"}):
                 raise InvalidRequest("the job changed meanwhile; look at its status")
         live = CrawlProgress()
-        asyncio.run(self._crawl(job, live, progress))
+        asyncio.run(self._crawl(actor, job, live, progress))
         status = self.crawl_status(actor, job_id)
         with self.store.transaction() as conn:
             self._audit(conn, actor, "crawl.run", {"job_id": job_id, "status": status.job.status,
@@ -235,13 +224,15 @@ class Crawling(Engine):
 
     def _run_quietly(self, actor: Actor, job_id: int) -> None:
         try:
-            self.run_crawl(actor, job_id)
-        except FacesearchError:
-            pass  # refusals are audited by run_crawl; the job's status tells the rest
+            self.check_stop()  # the server is stopping: the job stays queued
+            self.run_crawl(actor, job_id, lambda _: self.check_stop())
+        except (FacesearchError, Stopping):
+            pass  # refusals are audited by run_crawl; the job's status tells the rest (one
+            # stopped with the server between batches stays running: `crawl run` goes on)
 
     # The crawl loop ------------------------------------------------------------------------------
 
-    async def _crawl(self, job: CrawlJob, live: CrawlProgress,
+    async def _crawl(self, actor: Actor, job: CrawlJob, live: CrawlProgress,
                      progress: Callable[[CrawlProgress], None] | None) -> None:
         s = self.settings
         limits = FetchLimits(s.crawl_max_bytes, s.crawl_max_redirects, s.crawl_timeout_seconds)
@@ -264,7 +255,7 @@ class Crawling(Engine):
                     return
                 outcomes = await asyncio.gather(*(
                     self._visit(client, job, url, hosts, limits, inflight, live) for url in batch))
-                self._commit(job, batch, outcomes, live)
+                self._commit(actor, job, batch, outcomes, live)
                 for host, state in hosts.items():
                     live.hosts[host] = {"requests": state.requests, "delay": state.delay}
                 if progress:
@@ -385,12 +376,12 @@ class Crawling(Engine):
                 outcome.children.append(row)
         return outcome
 
-    def _commit(self, job: CrawlJob, batch: list[FrontierUrl], outcomes: list[_Outcome],
-                live: CrawlProgress) -> None:
+    def _commit(self, actor: Actor, job: CrawlJob, batch: list[FrontierUrl],
+                outcomes: list[_Outcome], live: CrawlProgress) -> None:
         """Record a batch's results in frontier order: pages with the URLs they found, images
         through the ingest path (the same policy as local files)."""
         images = [(u, o) for u, o in zip(batch, outcomes) if o.state == "fetched"]
-        faces_of = self._ingest_fetched(job, images, live) if images else {}
+        faces_of = self._ingest_fetched(actor, job, images, live) if images else {}
         with self.store.transaction() as conn:
             for url, outcome in zip(batch, outcomes):
                 state, reason, faces = outcome.state, outcome.reason, outcome.faces
@@ -416,26 +407,31 @@ class Crawling(Engine):
             rows.append(row)
         self.crawls.enqueue(conn, job.id, rows)
 
-    def _ingest_fetched(self, job: CrawlJob, fetched: list[tuple[FrontierUrl, _Outcome]],
+    def _ingest_fetched(self, actor: Actor, job: CrawlJob,
+                        fetched: list[tuple[FrontierUrl, _Outcome]],
                         live: CrawlProgress) -> dict[int, tuple[str, str, int]]:
         """Analyse and store fetched images; returns, per frontier id, its (state, reason,
         faces indexed)."""
-        return self._store_images(job.source, [
+        return self._store_images(actor, "crawl.batch", {"job_id": job.id}, job.source, [
             (url.id, outcome.url, outcome.body, url.page_url,
              {"page_title": url.page_title, "alt_text": url.alt_text, "fetched_at": self.now(),
               "crawl_job": job.id}) for url, outcome in fetched], live)
 
-    def _store_images(self, source_name: str, items: list[tuple[int, str, bytes, str | None, dict]],
+    def _store_images(self, actor: Actor, action: str, detail: dict, source_name: str,
+                      items: list[tuple[int, str, bytes, str | None, dict]],
                       live: CrawlProgress) -> dict[int, tuple[str, str, int]]:
         """Images from the web (key, URL, bytes, page URL, provenance) through the ingest
-        path as the writer: deduplicated by content, analysed, suppressed people withheld.
-        Returns per key (state, reason, faces indexed)."""
+        path as the writer: deduplicated by content, analysed, suppressed people withheld,
+        and committed in one transaction with their audit record (action, with detail), so
+        that a killed crawl leaves no face unaudited. Returns per key (state, reason, faces
+        indexed)."""
         source = self.store.source(source_name)
         if source is None:
             return {key: ("refused", "source_removed", 0) for key, *_ in items}
         results: dict[int, tuple[str, str, int]] = {}
         with self._writer() as index:
             templates = self.store.suppression_templates()
+            analysed = []
             for key, location, body, page_url, provenance in items:
                 sha = hashlib.sha256(body).hexdigest()
                 known = self.store.indexed_image(sha256=sha)
@@ -446,18 +442,29 @@ class Crawling(Engine):
                                     else ("skipped", "duplicate", 0))
                     continue
                 with self._analysis_lock:
-                    analysed = analyse_batch([ImageTask(sha, location, body)], self.settings)[0]
-                summary = IngestSummary()
-                self._write_one(analysed, source, templates, summary, index,
-                                page_url=page_url, provenance=json.dumps(provenance))
-                if analysed.error:
-                    results[key] = ("failed", "bad_image", 0)
-                elif summary.images_indexed == 0:
-                    results[key] = ("refused", "suppressed", 0)
-                else:
-                    results[key] = ("done", "", summary.faces_indexed)
-                    live.images += 1
-                    live.faces += summary.faces_indexed
+                    found = analyse_batch([ImageTask(sha, location, body)], self.settings)[0]
+                analysed.append((key, found, page_url, provenance))
+            if not analysed:
+                return results
+            added = []
+            with self.store.transaction() as conn:
+                for key, found, page_url, provenance in analysed:
+                    summary = IngestSummary()
+                    added += self._write_one(conn, found, source, templates, summary,
+                                             page_url=page_url, provenance=json.dumps(provenance))
+                    if found.error:
+                        results[key] = ("failed", "bad_image", 0)
+                    elif summary.images_indexed == 0:
+                        results[key] = ("refused", "suppressed", 0)
+                    else:
+                        results[key] = ("done", "", summary.faces_indexed)
+                        live.images += 1
+                        live.faces += summary.faces_indexed
+                self._audit(conn, actor, action, {
+                    **detail, "source": source.name,
+                    "images_indexed": sum(1 for key, *_ in analysed if results[key][0] == "done"),
+                    "face_ids": [face_id for face_id, _ in added]})
+            self._index_added(index, added)
         return results
 
     # WARC archives ---------------------------------------------------------------------------
@@ -474,7 +481,8 @@ class Crawling(Engine):
         batch: list[tuple[int, str, bytes, str | None, dict]] = []
 
         def store() -> None:
-            results = self._store_images(source, batch, CrawlProgress())
+            results = self._store_images(actor, "crawl.warc.batch", {"file": path.name}, source,
+                                         batch, CrawlProgress())
             counts.update(f"{state}:{reason}" if reason else state for state, reason, _ in results.values())
             batch.clear()
 

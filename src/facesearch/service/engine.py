@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -29,7 +31,7 @@ from facesearch.errors import (
     NotFound,
     PolicyRefused,
 )
-from facesearch.imaging import decode
+from facesearch.imaging import decode_for_analysis
 from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.index.milvus_index import MilvusIndex
@@ -48,7 +50,9 @@ from facesearch.policy.rules import (
     suppressed_mask,
 )
 from facesearch.service.base import Clock, ServiceBase, system_clock
+from facesearch.store.files import private_directory
 from facesearch.store.metadata import NewImage, Source, box_of, from_blob
+from sqlalchemy.engine import Connection
 from facesearch.types import Actor, Candidate, Face, ProbeResult
 
 DIMENSION = 128
@@ -83,7 +87,10 @@ class Engine(ServiceBase):
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         super().__init__(settings, clock)
         self._index: AnyIndex | None = None
+        self._index_generation = 0  # the generation of the files self._index was loaded from
         self._index_dirty = False  # changed since last saved
+        self._unsaved_faces = 0  # faces added since last saved
+        self._saved_at = time.monotonic()
         self._analyzer = None
         self._calibration = None
         # Server requests run in threads: dlib's networks and FAISS indexes that are being
@@ -103,9 +110,12 @@ class Engine(ServiceBase):
 
     @property
     def index(self) -> AnyIndex:
-        """The vector index, brought up to date with the metadata store."""
+        """The vector index, brought up to date with the metadata store: every face added
+        and every face erased since, by any process."""
         with self._index_lock:
             if self._index is None:
+                # The generation is read before the files: a rebuild in between only costs a reload.
+                self._index_generation = self.store.index_generation()
                 if self.settings.vector_backend == "milvus":
                     self._index = self._milvus_index()
                 elif CompressedIndex.present(self.settings.index_dir):
@@ -115,16 +125,20 @@ class Engine(ServiceBase):
                     self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
                                                   self.settings.exact_index_max,
                                                   self.settings.hnsw_ef_search)
-                self._index_dirty = False
+                self._index_dirty, self._unsaved_faces = False, 0
             self._catch_up(self._index)
             return self._index
 
     def _milvus_index(self) -> MilvusIndex:
         # Milvus files each face under its jurisdiction and source, read from the store.
-        return MilvusIndex(self.settings.milvus_uri, self.settings.milvus_collection, DIMENSION,
-                           attributes=self.store.face_attributes,
-                           index_type=self.settings.milvus_index,
-                           ef_search=self.settings.hnsw_ef_search, token=self.settings.milvus_token)
+        index = MilvusIndex(self.settings.milvus_uri, self.settings.milvus_collection, DIMENSION,
+                            attributes=self.store.face_attributes,
+                            index_type=self.settings.milvus_index,
+                            ef_search=self.settings.hnsw_ef_search, token=self.settings.milvus_token)
+        # One collection for every process: whoever erased a face removed it there, and
+        # erasures not yet applied are still in the journal, which the next writer finishes.
+        index.erasure_seq = self.store.last_erasure()
+        return index
 
     def _compressed_options(self) -> dict:
         # Re-ranking reads the exact descriptors of the short list from the metadata store.
@@ -133,23 +147,27 @@ class Engine(ServiceBase):
 
     def _catch_up(self, index: AnyIndex) -> None:
         """Add faces committed since the index was last saved (after a crash, or by another
-        process), and drop the vectors of faces erased since."""
+        process), and replay the erasure log past the last entry the index applied, so that
+        no copy of the index, however old, holds or saves a vector that was erased."""
         for ids, vectors in self.store.face_vectors(after_id=index.watermark):
             index.add(ids, vectors)
             index.watermark = int(ids[-1])
             self._index_dirty = True
-        pending = self.store.pending_erasures()
-        if pending:
-            index.remove(np.array([face_id for face_id, _ in pending], dtype=np.int64))
+            self._unsaved_faces += len(ids)
+        erased, last = self.store.erasures_after(index.erasure_seq)
+        if len(erased):
+            index.remove(erased)
             self._index_dirty = True
+        index.erasure_seq = last
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
         """One writer at a time per data directory, across threads and processes (an flock:
         each call opens the file, so threads of one process exclude each other too). Face ids
         then grow in commit order, which the index's watermark catch-up relies on."""
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        with open(self.settings.home / ".writer.lock", "w") as lock:
+        private_directory(self.settings.home)
+        handle = os.open(self.settings.home / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        with open(handle, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -157,35 +175,49 @@ class Engine(ServiceBase):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     @contextmanager
-    def _writer(self) -> Iterator[AnyIndex]:
+    def _writer(self, save: bool = False) -> Iterator[AnyIndex]:
         """The write lock, yielding the up-to-date index; on entry and on exit, finishes
-        erasures and saves the index if it changed."""
+        erasures. The index is saved on exit when erasures call for it, when save is asked,
+        or when its unsaved additions are due (index_save_faces, index_save_seconds)."""
         with self._write_lock():
             self._finish_erasures()
             yield self.index
-            self._finish_erasures()
+            self._finish_erasures(save)
 
-    def _finish_erasures(self) -> None:
-        """Remove erased faces' vectors from the saved index and their crops from disk."""
-        index = self.index
-        pending = self.store.pending_erasures()
+    def _finish_erasures(self, save: bool = False) -> None:
+        """Under the write lock: remove journalled erasures' vectors from the saved index and
+        their crops from disk, then clear the journal. Additions alone are saved only when
+        due: after a crash they are caught up from the metadata store, while an erased
+        vector must leave the disk before the journal lets go of it."""
+        with self._index_lock:
+            if self._index is not None and self._index_generation != self.store.index_generation():
+                self._index = None  # another process rebuilt the index: load its files
+            index = self.index
+            pending = self.store.pending_erasures()
+            if pending:
+                # Also in the erasure log; removed here for a shared index (Milvus) that other
+                # processes do not replay the log into.
+                index.remove(np.array([face_id for face_id, _ in pending], dtype=np.int64))
+                self._index_dirty = True
+            due = (self._unsaved_faces >= self.settings.index_save_faces
+                   or time.monotonic() - self._saved_at >= self.settings.index_save_seconds)
+            if self._index_dirty and (pending or save or due):
+                index.save(self.settings.index_dir)
+                self._index_dirty, self._unsaved_faces = False, 0
+                self._saved_at = time.monotonic()
         for _, crop in pending:
             self.crops.remove(crop)
-        with self._index_lock:
-            if self._index_dirty:
-                index.save(self.settings.index_dir)
-                self._index_dirty = False
         if pending:
             self.store.clear_erasures([face_id for face_id, _ in pending])
+            self.store.flush_deleted()
 
     def _probe_faces(self, photo: bytes, which: str | int = "all") -> tuple[str, list[Face]]:
         """The probe's sha256 and its chosen faces: "all", the "largest", or one by its number
         (faces are numbered largest first, as `detect_faces` lists them)."""
         if which not in ("all", "largest") and not isinstance(which, int):
             raise InvalidRequest("face must be 'all', 'largest' or a face number")
-        image = decode(photo, max_pixels=self.settings.max_image_pixels,
-                       max_bytes=self.settings.max_image_bytes)
-        faces = self.analyzer.analyse([image.pixels], self.settings.mirror_probe)[0]
+        image = decode_for_analysis(photo, self.settings)
+        faces = image.in_original(self.analyzer.analyse([image.pixels], self.settings.mirror_probe)[0])
         if not faces:
             raise NoFace("no face found in the photo")
         if isinstance(which, int):
@@ -259,7 +291,7 @@ class Engine(ServiceBase):
                     "a worker process died (out of memory?); what was committed is kept: "
                     "run the same ingest again to finish") from None
         if queue_job is None:
-            with self._writer() as index:  # finishes erasures and saves the index
+            with self._writer(save=True) as index:  # finishes erasures and saves the index
                 if isinstance(index, FaissIndex) and len(index) > self.settings.compressed_index_min:
                     self._build_index()  # the gallery has outgrown HNSW's memory
         with self.store.transaction() as conn:
@@ -272,20 +304,34 @@ class Engine(ServiceBase):
 
     def _write_batch(self, actor: Actor, source_name: str, results: list[Analysed],
                      summary: IngestSummary, update_index: bool) -> None:
-        """Write one analysed batch under the write lock. Policy is checked again there: the
-        source may have been deleted or barred, or a person suppressed, while the batch was
-        analysed, and another process may have indexed one of its images meanwhile."""
+        """Write one analysed batch under the write lock, in one transaction with its audit
+        record (`ingest.batch`), so that a killed ingest leaves no face unaudited. Policy is
+        checked again there: the source may have been deleted or barred, or a person
+        suppressed, while the batch was analysed, and another process may have indexed one
+        of its images meanwhile."""
         with self._write_lock():
             source = self._collecting_source(actor, source_name, "ingest")
             templates = self.store.suppression_templates()
             known = self.store.known_hashes([r.sha256 for r in results])
+            # Caught up under the lock: no face can be committed between it and ours.
             index = self.index if update_index else None
-            for result in results:
-                if result.sha256 in known:
-                    summary.images_seen += 1
-                    summary.already_indexed += 1
-                else:
-                    self._write_one(result, source, templates, summary, index)
+            before = (summary.images_indexed, summary.faces_indexed, summary.faces_withheld)
+            added: list[tuple[int, np.ndarray]] = []
+            with self.store.transaction() as conn:
+                for result in results:
+                    if result.sha256 in known:
+                        summary.images_seen += 1
+                        summary.already_indexed += 1
+                    else:
+                        added += self._write_one(conn, result, source, templates, summary)
+                self._audit(conn, actor, "ingest.batch", {
+                    "source": source.name,
+                    "images_indexed": summary.images_indexed - before[0],
+                    "faces_indexed": summary.faces_indexed - before[1],
+                    "faces_withheld": summary.faces_withheld - before[2],
+                    "face_ids": [face_id for face_id, _ in added]})
+            if index is not None:  # None: the index catches up from the store later
+                self._index_added(index, added)
 
     def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
         """The registered source images are collected for, if policy lets it collect now:
@@ -338,14 +384,17 @@ class Engine(ServiceBase):
         for start in range(0, len(fresh), INGEST_BATCH):
             yield fresh[start:start + INGEST_BATCH]
 
-    def _write_one(self, result: Analysed, source: Source, templates: np.ndarray,
-                   summary: IngestSummary, index: AnyIndex | None,
-                   page_url: str | None = None,
-                   provenance: str = "{}") -> None:
+    def _write_one(self, conn: Connection, result: Analysed, source: Source,
+                   templates: np.ndarray, summary: IngestSummary, page_url: str | None = None,
+                   provenance: str = "{}") -> list[tuple[int, np.ndarray]]:
+        """Record one analysed image in conn's transaction, its crops written (durably)
+        first: a crash before the commit leaves only files that the re-run overwrites under
+        the same names, never a row without its crop. Returns the (face id, descriptor) of
+        each face stored, for the index once the transaction has committed."""
         summary.images_seen += 1
         if result.error is not None:
             self._skip(summary, result.location, result.error)
-            return
+            return []
         faces = result.faces or []
         if faces:
             withheld = suppressed_mask(np.stack([f.embedding for f in faces]), templates,
@@ -355,30 +404,32 @@ class Engine(ServiceBase):
             withheld, kept = np.zeros(0, bool), []
         summary.faces_withheld += int(withheld.sum())
         if faces and not kept:
-            return  # only suppressed people: not even the image's location is kept
+            return []  # only suppressed people: not even the image's location is kept
         crop_paths = [self.crops.relative_path(result.sha256, i) for i in range(len(kept))]
-        # Crops first, then one transaction: a crash in between leaves only files that the
-        # re-run overwrites under the same names, never a row without its crop.
         for face, crop in zip(kept, crop_paths):
             self.crops.write(crop, face.chip_jpeg)
         face_ids = self.store.add_image(
-            NewImage(sha256=result.sha256, location=result.location, page_url=page_url,
-                     source_id=source.id, jurisdiction=source.jurisdiction,
-                     collected_at=self.now(), width=result.width, height=result.height,
-                     format=result.format, provenance=provenance),
+            conn, NewImage(sha256=result.sha256, location=result.location, page_url=page_url,
+                           source_id=source.id, jurisdiction=source.jurisdiction,
+                           collected_at=self.now(), width=result.width, height=result.height,
+                           format=result.format, provenance=provenance),
             kept, crop_paths, withheld=int(withheld.sum()))
-        if kept and index is not None:  # None: the index catches up from the store later
-            with self._index_lock:
-                # A search in another thread may have caught these up from the database already.
-                fresh = [(i, f.embedding) for i, f in zip(face_ids, kept) if i > index.watermark]
-                if fresh:
-                    index.add(np.array([i for i, _ in fresh], dtype=np.int64),
-                              np.stack([v for _, v in fresh]))
-                    index.watermark = max(face_ids)
-                    self._index_dirty = True
         summary.images_indexed += 1
         summary.faces_indexed += len(kept)
         summary.images_without_faces += not faces
+        return [(i, f.embedding) for i, f in zip(face_ids, kept)]
+
+    def _index_added(self, index: AnyIndex, added: list[tuple[int, np.ndarray]]) -> None:
+        """Add just-committed faces to an index caught up under the same write lock."""
+        with self._index_lock:
+            # A search in another thread may have caught these up from the database already.
+            fresh = [(i, v) for i, v in added if i > index.watermark]
+            if fresh:
+                index.add(np.array([i for i, _ in fresh], dtype=np.int64),
+                          np.stack([v for _, v in fresh]))
+                index.watermark = max(i for i, _ in fresh)
+                self._index_dirty = True
+                self._unsaved_faces += len(fresh)
 
     @staticmethod
     def _skip(summary: IngestSummary, location: str, reason: str) -> None:
@@ -396,21 +447,9 @@ class Engine(ServiceBase):
         calibration = self._calibration = self._calibration or load_calibration()
         results = []
         for number, probe in enumerate(probe_faces):
-            # Over-fetch: some hits may be deleted or suppressed since the index was saved.
-            with self._index_lock:
-                distances, ids = index.search(probe.embedding, k + (256 if jurisdictions else 32),
-                                              jurisdictions=jurisdictions)
-            hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
-                    if i >= 0 and d < self.settings.match_threshold]
-            rows = self.store.candidate_rows([i for _, i in hits])
-            live = [(d, i) for d, i in hits if i in rows
-                    and (not jurisdictions or rows[i]["jurisdiction"] in jurisdictions)]
-            if live and len(templates):
-                vectors = np.stack([from_blob(rows[i]["embedding"]) for _, i in live])
-                hidden = suppressed_mask(vectors, templates, self.settings.suppress_threshold)
-                live = [hit for hit, h in zip(live, hidden) if not h]
+            live, rows = self._live_hits(index, probe.embedding, k, jurisdictions, templates)
             candidates = []
-            for rank, (distance, face_id) in enumerate(live[:k], start=1):
+            for rank, (distance, face_id) in enumerate(live, start=1):
                 row = rows[face_id]
                 candidates.append(Candidate(
                     rank=rank, face_id=face_id, distance=round(distance, 4),
@@ -422,6 +461,31 @@ class Engine(ServiceBase):
             results.append(ProbeResult(probe_face=number, box=probe.box, quality=probe.quality,
                                        candidates=candidates))
         return results
+
+    def _live_hits(self, index: AnyIndex, query: np.ndarray, k: int,
+                   jurisdictions: frozenset[str],
+                   templates: np.ndarray) -> tuple[list[tuple[float, int]], dict[int, dict]]:
+        """Up to k (distance, face id) within the match threshold, nearest first, that are
+        live, unsuppressed and (if given) from the jurisdictions, with their rows. The index
+        is asked again for four times as many while filtering left fewer than k and it still
+        had neighbours inside the threshold: a fixed over-fetch would silently miss matches
+        for an organisation restricted to a small share of the gallery."""
+        fetch = k + 32
+        while True:
+            with self._index_lock:
+                distances, ids = index.search(query, fetch, jurisdictions=jurisdictions)
+            hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
+                    if i >= 0 and d < self.settings.match_threshold]
+            rows = self.store.candidate_rows([i for _, i in hits])
+            live = [(d, i) for d, i in hits if i in rows
+                    and (not jurisdictions or rows[i]["jurisdiction"] in jurisdictions)]
+            if live and len(templates):
+                vectors = np.stack([from_blob(rows[i]["embedding"]) for _, i in live])
+                hidden = suppressed_mask(vectors, templates, self.settings.suppress_threshold)
+                live = [hit for hit, h in zip(live, hidden) if not h]
+            if len(live) >= k or len(hits) < fetch or fetch >= len(index):
+                return live[:k], rows
+            fetch = min(4 * fetch, len(index))
 
     # Deletion, purge, suppression ------------------------------------------------------
 
@@ -525,12 +589,16 @@ class Engine(ServiceBase):
             fresh.train(self._training_sample(TRAIN_PER_LIST * fresh.lists, faces))
         else:
             fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
+        fresh.erasure_seq = self.store.last_erasure()  # erasures wait for the write lock we hold
         for ids, vectors in self.store.face_vectors():
             fresh.add(ids, vectors)
             fresh.watermark = int(ids[-1])
         with self._index_lock:
-            self._index, self._index_dirty = fresh, False
+            self._index, self._index_dirty, self._unsaved_faces = fresh, False, 0
+            # Other processes holding the old index reload it rather than save over these files.
+            self._index_generation = self.store.next_index_generation()
             fresh.save(self.settings.index_dir)
+            self._saved_at = time.monotonic()
             if isinstance(fresh, FaissIndex):  # one kind on disk, so that a restart loads it
                 shutil.rmtree(self.settings.index_dir / "compressed", ignore_errors=True)
             else:
@@ -565,6 +633,4 @@ class Engine(ServiceBase):
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from facesearch.store.files import fsync_directory, write_private
 
 
 class CropStore:
@@ -15,17 +16,20 @@ class CropStore:
         return f"{sha256[:2]}/{sha256}_{face_index}.jpg"
 
     def write(self, relative: str, jpeg: bytes) -> None:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(jpeg)
-        os.replace(tmp, path)
+        """Owner-only and durable: on the disk before the transaction that records it commits."""
+        write_private(self.root / relative, jpeg)
 
     def remove(self, relative: str) -> None:
-        (self.root / relative).unlink(missing_ok=True)
+        path = self.root / relative
+        if path.exists():
+            path.unlink()
+            fsync_directory(path.parent)  # an erased face's crop stays erased after a power cut
 
     def path(self, relative: str) -> Path:
         return self.root / relative
 
     def files(self) -> list[Path]:
-        return sorted(self.root.rglob("*.jpg")) if self.root.exists() else []
+        """Every file under the crops directory: crops, and any temporary file a crash left."""
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.rglob("*") if p.is_file())

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from facesearch.store.migrate import upgrade
 from facesearch.store.schema import (
     candidates,
     cases,
+    erasure_log,
     faces,
     images,
+    index_state,
     notifications,
     pending_erasures,
     searches,
@@ -75,10 +79,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor = dbapi_connection.cursor()
     # WAL keeps committed transactions through a SIGKILL and lets readers run beside the writer.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a committed transaction survives a power cut too. NORMAL could lose the last
+    # commits, and a lost deletion would bring back a face whose crop and vector are gone.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # A deleted row's bytes (a face's descriptor) are overwritten, not left in a free page.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create an SQLite database file readable by its owner only, whatever the umask: it holds
+    biometric descriptors. SQLite gives its -wal and -shm files the database file's mode."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chmod(path, 0o600)
 
 
 class MetadataStore:
@@ -88,6 +107,7 @@ class MetadataStore:
 
     def __init__(self, url: str, now: Callable[[], str] = utc_now) -> None:
         self.now = now  # the service's clock, so that tests can move time
+        _create_private_sqlite_file(url)
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -141,21 +161,20 @@ class MetadataStore:
                     select(images.c.sha256).where(images.c.sha256.in_(chunk))).scalars())
         return found
 
-    def add_image(self, image: NewImage, found: list[Face], crop_paths: list[str],
-                  withheld: int) -> list[int]:
-        """Insert an image and its faces in one transaction; returns the new face ids."""
-        with self.engine.begin() as conn:
-            image_id = conn.execute(insert(images).values(
-                **image.__dict__, withheld_faces=withheld)).inserted_primary_key[0]
-            face_ids = []
-            for position, (face, crop) in enumerate(zip(found, crop_paths)):
-                face_ids.append(conn.execute(insert(faces).values(
-                    image_id=image_id, face_index=position,
-                    box_left=face.box.left, box_top=face.box.top,
-                    box_right=face.box.right, box_bottom=face.box.bottom,
-                    landmarks=json.dumps(face.landmarks), detector_score=face.score,
-                    quality=face.quality, crop_path=crop, embedding=to_blob(face.embedding),
-                )).inserted_primary_key[0])
+    def add_image(self, conn: Connection, image: NewImage, found: list[Face],
+                  crop_paths: list[str], withheld: int) -> list[int]:
+        """Insert an image and its faces inside conn's transaction; returns the new face ids."""
+        image_id = conn.execute(insert(images).values(
+            **image.__dict__, withheld_faces=withheld)).inserted_primary_key[0]
+        face_ids = []
+        for position, (face, crop) in enumerate(zip(found, crop_paths)):
+            face_ids.append(conn.execute(insert(faces).values(
+                image_id=image_id, face_index=position,
+                box_left=face.box.left, box_top=face.box.top,
+                box_right=face.box.right, box_bottom=face.box.bottom,
+                landmarks=json.dumps(face.landmarks), detector_score=face.score,
+                quality=face.quality, crop_path=crop, embedding=to_blob(face.embedding),
+            )).inserted_primary_key[0])
         return face_ids
 
     def face_vectors(self, after_id: int = 0, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -257,6 +276,7 @@ class MetadataStore:
                 continue
             conn.execute(insert(pending_erasures), [
                 {"face_id": r[0], "crop_path": r[1]} for r in rows])
+            conn.execute(insert(erasure_log), [{"face_id": r[0]} for r in rows])
             self._erase_from_candidate_lists(conn, [r[0] for r in rows])
             conn.execute(delete(faces).where(faces.c.id.in_(chunk)))
             touched = {r[2] for r in rows}
@@ -327,6 +347,51 @@ class MetadataStore:
     def pending_erasures(self) -> list[tuple[int, str]]:
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(select(pending_erasures)).all()]
+
+    def erasures_after(self, seq: int) -> tuple[np.ndarray, int]:
+        """Ids of faces erased after sequence number seq, and the last sequence number."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(erasure_log.c.seq, erasure_log.c.face_id)
+                                .where(erasure_log.c.seq > seq).order_by(erasure_log.c.seq)).all()
+        if not rows:
+            return np.zeros(0, np.int64), seq
+        return np.array([r[1] for r in rows], np.int64), int(rows[-1][0])
+
+    def last_erasure(self) -> int:
+        """The sequence number of the latest erasure (0 if none)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(erasure_log.c.seq))).scalar() or 0)
+
+    def index_generation(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(index_state.c.generation)).scalar_one())
+
+    def next_index_generation(self) -> int:
+        """Raise the generation of the index files on disk (called under the writer lock)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(index_state).where(index_state.c.id == 1)
+                         .values(generation=index_state.c.generation + 1))
+            return int(conn.execute(select(index_state.c.generation)).scalar_one())
+
+    def face_ids(self) -> np.ndarray:
+        """Every stored face id, ascending."""
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.execute(select(faces.c.id).order_by(faces.c.id)).scalars(),
+                               np.int64)
+
+    def crop_paths(self) -> set[str]:
+        """The crop file of every stored face, relative to the crops directory."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(faces.c.crop_path)).scalars())
+
+    def flush_deleted(self) -> None:
+        """SQLite: copy the write-ahead log into the database and truncate it, so that the
+        log's older copies of erased rows leave the disk too (secure_delete already zeroes
+        them in the database file). Best effort: readers of an older snapshot make SQLite
+        keep the log, and the next erasure tries again."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def clear_erasures(self, face_ids: list[int]) -> None:
         with self.engine.begin() as conn:

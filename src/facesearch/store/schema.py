@@ -89,6 +89,27 @@ pending_erasures = Table(
     Column("crop_path", Text, nullable=False),
 )
 
+# Every erasure of a face, in commit order, kept for good (ids only, no biometric data). Each
+# process's in-memory index replays the entries after the sequence number it has applied before
+# it searches, and a writer before it saves, so no process can write back a vector that another
+# erased, however stale its copy (store/metadata.py, service/engine.py).
+erasure_log = Table(
+    "erasure_log",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("face_id", Integer, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# One row: the generation of the index files on disk, raised whenever the index is rebuilt
+# (reindex, a change of kind). A process holding another generation reloads instead of saving.
+index_state = Table(
+    "index_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", Integer, nullable=False),
+)
+
 # Append-only and hash-chained: each record holds the hash of the one before and its own hash
 # over all its fields, so an edited or deleted record breaks the chain (policy/audit.py).
 audit_log = Table(
@@ -119,6 +140,9 @@ audit_head = Table(
     # Retention removes the oldest records; the chain then starts after this anchor.
     Column("pruned_through", Integer, nullable=False, default=0),
     Column("pruned_hash", String(64), nullable=False, default="0" * 64),
+    # HMAC-SHA256, with a key kept outside the database, of the anchor and the last record
+    # (policy.audit.head_mac): who rewrites the chain cannot sign its new head.
+    Column("head_mac", String(64)),
 )
 
 organisations = Table(
@@ -163,6 +187,29 @@ sessions = Table(
     Column("token_hash", String(64), primary_key=True),  # sha256 of the cookie value
     Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
     Column("csrf_token", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+)
+
+# Log-in throttle, one row per key: a username ("user:..."), a client address ("addr:...") or a
+# remembered browser ("device:..."). Log-in locks its rows before it verifies a password, so
+# parallel attempts are counted one after another (service/accounts.py).
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),  # since the last success; attempts in flight count
+    Column("locked_until", String(32)),  # no password is checked for the key before then
+    Column("last_at", String(32), nullable=False, index=True),
+)
+
+# Browsers that have logged in as a user: their log-ins as that user skip the username's and the
+# address's throttle for one of their own, so a stranger's failures cannot lock the user out.
+login_devices = Table(
+    "login_devices",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 of the cookie value
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
     Column("created_at", String(32), nullable=False),
     Column("expires_at", String(32), nullable=False),
 )
@@ -241,6 +288,10 @@ ingest_jobs = Table(
     Column("finished_at", String(32)),
     Column("progress", Text, nullable=False, default="{}"),  # JSON counts, as IngestSummary
     Column("error", Text),
+    # The server process running the job (host:pid:token) and when it last said so: a job
+    # is interrupted only when its heartbeat has stopped, not when another process starts.
+    Column("owner", String(200)),
+    Column("heartbeat_at", String(32)),
 )
 
 # Messages for users, shown on their next visit (a candidate they received was erased).

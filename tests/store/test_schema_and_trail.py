@@ -17,6 +17,9 @@ from facesearch.store.migrate import head
 from facesearch.store.schema import metadata
 
 
+KEY = b"k" * 32
+
+
 def record(n: int) -> dict:
     return {"at": f"2026-01-01T00:00:{n % 60:02d}+00:00", "actor": f"user{n % 3}", "actor_id": n,
             "organisation": "Org", "role": "admin", "action": "test" if n % 2 else "other",
@@ -35,7 +38,7 @@ def test_the_migrations_build_exactly_the_declared_schema(database_url: str) -> 
 
 def test_concurrent_audit_appends_form_one_unbroken_chain(database_url: str) -> None:
     store = MetadataStore(database_url)
-    trail = AuditStore(store.engine)
+    trail = AuditStore(store.engine, lambda: KEY)
 
     def append(start: int) -> None:
         for n in range(start, start + 20):
@@ -59,7 +62,7 @@ def test_concurrent_audit_appends_form_one_unbroken_chain(database_url: str) -> 
 
 def test_audit_retention_anchors_the_chain(database_url: str) -> None:
     store = MetadataStore(database_url)
-    trail = AuditStore(store.engine)
+    trail = AuditStore(store.engine, lambda: KEY)
     with store.transaction() as conn:
         for n in range(10):
             trail.append(conn, dict(record(n), at=f"2026-01-{n + 1:02d}T00:00:00+00:00"))

@@ -18,10 +18,40 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., list]  # socket.getaddrinfo's signature
 
 
+# NAT64 prefixes (RFC 6052 well-known, RFC 8215 local-use): a gateway translates such an
+# address to the IPv4 address in its last 32 bits, which is where the connection ends up.
+NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped (::ffff:a.b.c.d) or NAT64."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if any(address in prefix for prefix in NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
+
+
+def tunnel_endpoints(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses a tunnelled IPv6 address is relayed through: 6to4 (2002::/16) and
+    Teredo (2001::/32, server and client)."""
+    found = [address.sixtofour] if address.sixtofour else []
+    return found + list(address.teredo or ())
+
+
 def forbidden_address(address: IPAddress) -> str | None:
-    """Why an address may not be fetched from, or None if it is a public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    """Why an address may not be fetched from, or None if it is a public unicast address.
+    An IPv6 address that stands for an IPv4 one (mapped, NAT64) is judged as that address;
+    one that tunnels through IPv4 (6to4, Teredo) also by its endpoints."""
+    if isinstance(address, ipaddress.IPv6Address):
+        translated = translated_ipv4(address)
+        if translated is not None:
+            address = translated
+        else:
+            for endpoint in tunnel_endpoints(address):
+                why = forbidden_address(endpoint)
+                if why:
+                    return f"{why} (tunnelled)"
     # Most specific first: Python counts link-local, unspecified and reserved ranges as
     # private too.
     for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved", "private"):

@@ -1,8 +1,14 @@
-"""The audit trail's hash chain: pure functions over records, no database."""
+"""The audit trail's hash chain and its signatures: pure functions over records, no database.
+
+The chain shows an edit, a deletion or an insertion to anyone who recomputes the hashes, but
+not a rewrite that recomputes them all. So the service signs the chain's head (HMAC-SHA256
+with a key kept outside the database) on every append, and signs checkpoints that an auditor
+keeps elsewhere: without the key, a rewritten chain can no longer be made to verify."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 
@@ -37,3 +43,37 @@ def first_broken(records: Iterable[Mapping[str, object]],
             return int(record["id"]), "its content does not match its hash (edited?)"
         expected_id, prev = expected_id + 1, str(record["hash"])
     return None
+
+
+def _mac(key: bytes, fields: list[object]) -> str:
+    message = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def head_mac(key: bytes, anchor: tuple[int, str], head: tuple[int, str]) -> str:
+    """The signature of a chain state: where it starts (the retention anchor, so that old
+    records cannot be passed off as pruned) and its last record, each as (id, hash)."""
+    return _mac(key, ["facesearch audit head", anchor[0], anchor[1], head[0], head[1]])
+
+
+CHECKPOINT_FIELDS = ("head_id", "head_hash", "at")
+
+
+def sign_checkpoint(key: bytes, head: tuple[int, str], at: str) -> dict[str, object]:
+    """A checkpoint of the chain's head at time at (ISO 8601), signed, for keeping elsewhere."""
+    checkpoint: dict[str, object] = {"head_id": head[0], "head_hash": head[1], "at": at}
+    checkpoint["mac"] = _mac(key, ["facesearch audit checkpoint",
+                                   *(checkpoint[name] for name in CHECKPOINT_FIELDS)])
+    return checkpoint
+
+
+def checkpoint_signed(key: bytes, checkpoint: Mapping[str, object]) -> bool:
+    """Whether the checkpoint is one sign_checkpoint made with this key, unchanged."""
+    try:
+        fields = [checkpoint[name] for name in CHECKPOINT_FIELDS]
+        mac = str(checkpoint["mac"])
+    except (KeyError, TypeError):
+        return False
+    if not isinstance(fields[0], int) or isinstance(fields[0], bool):
+        return False
+    return hmac.compare_digest(_mac(key, ["facesearch audit checkpoint", *fields]), mac)

@@ -1,27 +1,40 @@
-"""Reading the audit trail: filters, export, and checking the hash chain."""
+"""Reading the audit trail: filters, export, checking the hash chain and its signed head,
+and signed checkpoints to keep elsewhere."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 from facesearch.errors import InvalidRequest
-from facesearch.policy.audit import first_broken
+from facesearch.policy.audit import checkpoint_signed, first_broken, sign_checkpoint
 from facesearch.service.base import ServiceBase
 from facesearch.store.audit import AuditFilter
 from facesearch.types import Actor
 
 EXPORT_COLUMNS = ("id", "at", "actor", "actor_id", "organisation", "role", "action", "case_number",
                   "purpose", "client", "detail", "prev_hash", "hash")
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """value, or a text cell that would start a formula with a quote before it, so that a
+    username such as =HYPERLINK(...) reaches the auditor's sheet as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 @dataclass
 class ChainCheck:
     records: int
-    broken_at: int | None  # id of the first record that breaks the chain
+    broken_at: int | None  # id of the first record that breaks the chain, or fails a check
     reason: str = ""
+    checkpoint: str = ""  # what a checkpoint given showed, when it passed
 
     @property
     def intact(self) -> bool:
@@ -50,24 +63,101 @@ class AuditTrail(ServiceBase):
         writer = csv.DictWriter(out, EXPORT_COLUMNS)
         writer.writeheader()
         for record in found:
-            writer.writerow(dict(record, detail=json.dumps(record["detail"], sort_keys=True)))
+            row = dict(record, detail=json.dumps(record["detail"], sort_keys=True))
+            writer.writerow({name: spreadsheet_safe(row[name]) for name in EXPORT_COLUMNS})
         return out.getvalue()
 
-    def verify_audit(self, actor: Actor) -> ChainCheck:
-        """Recompute the hash chain over every record; names the first broken one."""
+    def verify_audit(self, actor: Actor, checkpoint: dict | None = None) -> ChainCheck:
+        """Recompute the hash chain over every record and check the head's signature; names
+        the first broken record. checkpoint: one audit_checkpoint made earlier, which the
+        chain must still hold (unless retention has removed its record since)."""
         self.authorise(actor, "audit.read", "audit.verify")
-        count = 0
+        check = self._check_chain()
+        if check.intact and checkpoint is not None:
+            check = self._check_checkpoint(check, checkpoint)
+        self._audit_alone(actor, "audit.verify", {"records": check.records,
+                                                  "broken_at": check.broken_at,
+                                                  "checkpoint": checkpoint is not None})
+        return check
 
-        def counted():  # noqa: ANN202
-            nonlocal count
-            for record in self.trail.chain():
+    def audit_checkpoint(self, actor: Actor) -> dict:
+        """A signed checkpoint of the chain's head ({head_id, head_hash, at, mac}), for the
+        auditor to keep outside the database and give to verify_audit later. Only an intact
+        chain with a valid signature is checkpointed."""
+        self.authorise(actor, "audit.read", "audit.checkpoint")
+        check = self._check_chain()
+        if not check.intact:
+            self._refuse(actor, "audit.checkpoint", f"the audit trail fails its check at record "
+                         f"{check.broken_at}: {check.reason}")
+        head = self.trail.head()
+        checkpoint = sign_checkpoint(self.trail.key(), head.last, self.now())
+        self._audit_alone(actor, "audit.checkpoint", {"head_id": head.last[0],
+                                                      "head_hash": head.last[1]})
+        return checkpoint
+
+    def seal_audit(self, actor: Actor) -> ChainCheck:
+        """Sign the chain's head after checking every hash: for a trail written before
+        signing began (an upgrade), or once a failed signature check has been looked into.
+        The operator's alone (the CLI): it vouches for the trail as it stands."""
+        self.authorise(actor, "integrity", "audit.seal")
+        check = self._check_chain(signature=False)
+        if not check.intact:
+            self._refuse(actor, "audit.seal", f"the audit trail is broken at record "
+                         f"{check.broken_at}: {check.reason}")
+        with self.store.transaction() as conn:
+            head = self.trail.seal(conn)
+            self._audit(conn, actor, "audit.seal", {"head_id": head.last[0], "records": check.records})
+        return check
+
+    def _check_chain(self, signature: bool = True) -> ChainCheck:
+        """The hashes of every record, then (signature) the head's signature: made with our
+        key over the chain's start and its last record, which a rewrite cannot make again."""
+        anchor = self.trail.anchor()
+        count, last = 0, anchor
+
+        def counted(records: Iterator[dict]) -> Iterator[dict]:
+            nonlocal count, last
+            for record in records:
                 count += 1
+                last = (int(record["id"]), str(record["hash"]))
                 yield record
 
-        broken = first_broken(counted(), self.trail.anchor())
-        check = ChainCheck(count, *(broken or (None, "")))
-        self._audit_alone(actor, "audit.verify", {"records": count, "broken_at": check.broken_at})
-        return check
+        broken = first_broken(counted(self.trail.chain()), anchor)
+        if broken or not signature:
+            return ChainCheck(count, *(broken or (None, "")))
+        head = self.trail.head()  # records appended since the chain was read are checked too
+        broken = first_broken(counted(self.trail.chain(after=last[0])), last)
+        if broken:
+            return ChainCheck(count, *broken)
+        if head.mac is None:
+            return ChainCheck(count, head.last[0], "the trail's head is not signed (written "
+                              "before signing began? `facesearch audit verify --seal` signs it)")
+        if not self.trail.signed(head):
+            return ChainCheck(count, head.last[0], "the trail's head is not the one last signed "
+                              "with the audit key: records rewritten, or removed from its end "
+                              "(or another key)")
+        return ChainCheck(count, None)
+
+    def _check_checkpoint(self, check: ChainCheck, checkpoint: dict) -> ChainCheck:
+        """Whether the intact chain still holds the checkpoint's record, unchanged."""
+        if not checkpoint_signed(self.trail.key(), checkpoint):
+            return replace(check, broken_at=0, reason="the checkpoint's signature does not match: "
+                           "edited, or signed with another key")
+        record_id, expected = int(checkpoint["head_id"]), checkpoint["head_hash"]
+        head = self.trail.head()
+        taken = f"the checkpoint of {checkpoint['at']}"
+        if record_id > head.last[0]:
+            return replace(check, broken_at=head.last[0], reason=f"the trail ends at record "
+                           f"{head.last[0]}, before record {record_id} of {taken}: records "
+                           "were removed from its end")
+        if record_id < head.anchor[0]:
+            return replace(check, checkpoint=f"record {record_id} of {taken} has been removed "
+                           f"by retention since; the trail now starts after record {head.anchor[0]}")
+        stored = head.anchor[1] if record_id == head.anchor[0] else self.trail.record_hash(record_id)
+        if stored != expected:
+            return replace(check, broken_at=record_id, reason=f"record {record_id} is not the "
+                           f"one of {taken}: the trail was rewritten since")
+        return replace(check, checkpoint=f"record {record_id} matches {taken}")
 
 
 def _filter_detail(where: AuditFilter) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -12,11 +13,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-
 from facesearch.config import Settings
 from facesearch.errors import BadImage
-from facesearch.imaging import decode
+from facesearch.imaging import DecodedImage, decode_for_analysis
 from facesearch.types import Face
 
 if TYPE_CHECKING:  # importing vision loads dlib: workers do it, the writer need not
@@ -58,15 +57,28 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def read_task(path: Path, max_bytes: int) -> ImageTask:
-    """Read a file and hash it; BadImage if it is missing, unreadable or too large."""
+    """Read a file and hash it; BadImage if it is missing, unreadable, not a regular file or
+    too large. At most max_bytes + 1 bytes are read, whatever the file claims: a file that
+    grows while read, or a device or pipe in the folder, cannot exhaust memory or block."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise BadImage(f"file is {size} bytes, over the {max_bytes}-byte limit")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadImage(f"cannot read file: {exc.strerror or exc}") from None
-    return ImageTask(hashlib.sha256(data).hexdigest(), str(path.resolve()), data)
+        with open(path, "rb", opener=_open_nonblocking) as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BadImage("not a regular file")
+            if info.st_size > max_bytes:
+                raise BadImage(f"file is {info.st_size} bytes, over the {max_bytes}-byte limit")
+            data = file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise BadImage(f"file is over the {max_bytes}-byte limit")
+        location = str(path.resolve())
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
+        raise BadImage(f"cannot read file: {getattr(exc, 'strerror', None) or exc}") from None
+    return ImageTask(hashlib.sha256(data).hexdigest(), location, data)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Opening a FIFO for reading blocks until a writer comes; O_NONBLOCK lets fstat refuse it.
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 _analyzer = None  # one per worker process, built on first use
@@ -83,18 +95,23 @@ def process_analyzer(settings: Settings) -> "FaceAnalyzer":
 
 
 def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
-    """Decode every image, detect its faces and describe all of them in one batch."""
+    """Decode every image, detect its faces and describe all of them in one batch. An image
+    that cannot be decoded or analysed, for whatever reason, fails alone with a one-line
+    error; the rest of the batch goes on."""
     analyzer = process_analyzer(settings)
     results, decoded = [], []
     for task in tasks:
         try:
-            image = decode(task.data, max_pixels=settings.max_image_pixels,
-                           max_bytes=settings.max_image_bytes)
+            image = decode_for_analysis(task.data, settings)
         except BadImage as exc:
             results.append(Analysed(task.sha256, task.location, error=exc.message))
             continue
+        except Exception as exc:  # noqa: BLE001 - a decoding bug is that image's, not the run's
+            error = f"cannot decode: {type(exc).__name__}: {exc}".splitlines()[0]
+            results.append(Analysed(task.sha256, task.location, error=error))
+            continue
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
-        decoded.append((results[-1], image.pixels))
+        decoded.append((results[-1], image))
     try:
         _analyse_together(analyzer, decoded, settings.mirror_gallery)
     except Exception:  # noqa: BLE001 - find the image at fault, keep the rest of the batch
@@ -111,11 +128,11 @@ def _analysis_settings(settings: Settings) -> dict:
                                         "detect_max_side", "embed_batch"})
 
 
-def _analyse_together(analyzer: "FaceAnalyzer", decoded: list[tuple[Analysed, np.ndarray]],
+def _analyse_together(analyzer: "FaceAnalyzer", decoded: list[tuple[Analysed, DecodedImage]],
                       mirror: bool) -> None:
-    per_image = [(pixels, analyzer.detect(pixels)) for _, pixels in decoded]
-    for (result, _), faces in zip(decoded, analyzer.describe(per_image, mirror)):
-        result.faces = faces
+    per_image = [(image.pixels, analyzer.detect(image.pixels)) for _, image in decoded]
+    for (result, image), faces in zip(decoded, analyzer.describe(per_image, mirror)):
+        result.faces = image.in_original(faces)  # boxes in the image's pixels, as stored
 
 
 class WorkerPool:

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
+import threading
+import time
 import zlib
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 
+from facesearch import imaging
+from facesearch.config import Settings
 from facesearch.errors import BadImage
-from facesearch.imaging import decode, downscale
+from facesearch.imaging import (
+    DECODE_BYTES_PER_PIXEL,
+    DECODE_SLACK_BYTES,
+    DecodedImage,
+    decode,
+    decode_for_analysis,
+    downscale,
+)
+from facesearch.types import Box, Face
+from tests.hostile_images import (
+    Sample,
+    animation,
+    corpus,
+    encoded,
+    ico_embedding,
+    marked_jpeg,
+    png_chunk,
+    png_declaring,
+)
 
 LIMITS = {"max_pixels": 50_000_000, "max_bytes": 50 * 1024 * 1024}
-
-
-def encoded(image: Image.Image, fmt: str, **save_args) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **save_args)
-    return out.getvalue()
 
 
 def noise_jpeg(width: int = 160, height: int = 120, seed: int = 0) -> bytes:
@@ -34,10 +55,6 @@ def refusal(data: bytes, **limits: int) -> str:
     assert message and "\n" not in message and "\r" not in message
     assert caught.value.code == "bad_image"
     return message
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 # Refusals -------------------------------------------------------------------------------
@@ -79,7 +96,8 @@ def test_a_png_header_declaring_a_huge_size_is_refused_before_decoding():
     data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
             + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + png_chunk(b"IEND", b""))
     message = refusal(data, max_pixels=1_000_000)
-    assert "pixel limit" in message and "100000x100000" in message
+    # Pillow's guard refuses it while opening, before our check sees its size: it gives the count.
+    assert message == "image is 10000000000 pixels, over the 1000000-pixel limit"
 
 
 def test_a_file_over_the_byte_limit_is_refused_naming_the_limit():
@@ -128,15 +146,6 @@ def test_sixteen_bit_greyscale_png_is_scaled_to_eight_bits_not_clipped():
     assert tuple(pixels[0, 1]) == (0, 0, 0)
     assert abs(int(pixels[0, 2, 0]) - 64) <= 1
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
-
-
-def marked_jpeg(orientation: int) -> bytes:
-    """60 wide, 40 high, grey, with a red 12x12 block in the stored top-left corner."""
-    array = np.full((40, 60, 3), 128, dtype=np.uint8)
-    array[:12, :12] = (255, 0, 0)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encoded(Image.fromarray(array), "JPEG", quality=95, exif=exif)
 
 
 def is_red(pixel: np.ndarray) -> bool:
@@ -263,3 +272,311 @@ def test_downscale_returns_small_images_unchanged_with_factor_one(shape):
     small, factor = downscale(pixels, 600)
     assert factor == 1.0
     assert small is pixels
+
+
+# Hostile files ----------------------------------------------------------------------------
+# The corpus (tests/hostile_images.py) at the decode level, under the default limits; the web
+# tests send it through every upload route.
+
+
+@pytest.mark.parametrize("sample", corpus(), ids=lambda s: s.name)
+def test_every_hostile_file_gets_its_answer(sample: Sample):
+    if sample.refusal is not None:
+        assert sample.refusal in refusal(sample.data)
+        return
+    image = decode(sample.data, **LIMITS, reduce_to=3200)
+    assert (image.width, image.height) == sample.size
+    assert image.pixels.dtype == np.uint8 and image.pixels.flags["C_CONTIGUOUS"]
+    assert image.pixels.shape[2] == 3
+    assert image.pixels.shape[1] * image.scale >= image.width > (image.pixels.shape[1] - 1) * image.scale
+
+
+def test_icons_are_refused_even_when_they_declare_a_small_size():
+    # The directory says 16x16; the PNG inside is 20000x20000 (400 megapixels, 1.6 GB as RGBA).
+    data = ico_embedding(png_declaring(20000, 20000, rows=1))
+    assert struct.unpack("<BB", data[6:8]) == (16, 16)  # what a size check before load sees
+    assert "not an image in a supported format" in refusal(data)
+
+
+def test_pillows_own_bomb_guard_stays_on_behind_a_larger_limit():
+    assert Image.MAX_IMAGE_PIXELS is not None
+    data = png_declaring(10_000, 10_000, rows=1)  # 100 megapixels: over Pillow's 89.5
+    assert refusal(data, max_pixels=10**9) == (
+        f"image is 100000000 pixels, over the {Image.MAX_IMAGE_PIXELS}-pixel limit")
+
+
+def test_the_first_frame_of_an_animated_webp_is_decoded():
+    image = decode(animation("WEBP"), **LIMITS)
+    assert image.format == "WEBP"
+    assert (np.abs(image.pixels.astype(int) - (255, 0, 0)) <= 2).all()
+
+
+@pytest.mark.parametrize("failure", [struct.error("unpack requires a buffer of 4 bytes"),
+                                     KeyError("tRNS"), IndexError("list index out of range"),
+                                     ValueError("tile cannot extend outside image"),
+                                     MemoryError(), ZeroDivisionError("division by zero"),
+                                     Image.DecompressionBombError("Image size (999999999 pixels) "
+                                                                  "exceeds limit")])
+def test_any_exception_from_the_decoder_becomes_a_one_line_bad_image(monkeypatch, failure):
+    def load(self, *args):
+        raise failure
+
+    data = noise_jpeg()
+    monkeypatch.setattr(Image.Image, "load", load)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    message = refusal(data)
+    assert message.startswith(("corrupt or truncated image", "image is"))
+
+
+# Orientation and reduced decoding ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied_as_pillow_would(orientation):
+    data = marked_jpeg(orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    image = decode(data, **LIMITS)
+    assert (image.width, image.height) == (expected.shape[1], expected.shape[0])
+    assert (image.pixels == expected).all()
+
+
+def striped(width: int, height: int) -> Image.Image:
+    """Vertical stripes 100 pixels wide, alternately dark and light: positions survive scaling."""
+    array = np.full((height, width, 3), 40, dtype=np.uint8)
+    for left in range(0, width, 200):
+        array[:, left + 100:left + 200] = 220
+    return Image.fromarray(array)
+
+
+def test_a_large_jpeg_is_decoded_reduced_by_dct_scaling_and_keeps_its_own_size():
+    data = encoded(striped(6400, 4000), "JPEG", quality=90)
+    image = decode(data, **LIMITS, reduce_to=1000)
+    assert image.format == "JPEG" and image.scale == 4  # 1/4: 1600 x 1000, not below 1000
+    assert image.pixels.shape == (1000, 1600, 3)
+    assert (image.width, image.height) == (6400, 4000)
+    row = image.pixels[500, :, 0].astype(int)
+    assert row[10] < 80 and row[35] > 180 and row[60] < 80  # stripes 25 pixels wide now
+
+
+def test_a_large_png_is_reduced_by_a_whole_factor_after_decoding():
+    image = decode(encoded(striped(3000, 1200), "PNG"), **LIMITS, reduce_to=1000)
+    assert image.format == "PNG" and image.scale == 3
+    assert image.pixels.shape == (400, 1000, 3)
+    assert (image.width, image.height) == (3000, 1200)
+
+
+def test_a_rotated_reduced_jpeg_reports_its_upright_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encoded(striped(4000, 2400), "JPEG", exif=exif)
+    image = decode(data, **LIMITS, reduce_to=1000)
+    assert (image.width, image.height) == (2400, 4000)
+    assert image.pixels.shape == (1000, 600, 3) and image.scale == 4
+
+
+def test_images_under_twice_the_reduction_side_keep_full_resolution():
+    image = decode(encoded(striped(1999, 1000), "JPEG"), **LIMITS, reduce_to=1000)
+    assert image.scale == 1 and image.pixels.shape == (1000, 1999, 3)
+
+
+def test_faces_found_in_a_reduced_image_map_back_to_the_image_pixels():
+    image = DecodedImage(np.zeros((100, 150, 3), np.uint8), "JPEG", width=598, height=400, scale=4)
+    face = Face(Box(10, 20, 40, 60), 1.0, [(12, 30), (149, 99)], 0.5, np.zeros(128, np.float32), b"")
+    [mapped] = image.in_original([face])
+    assert mapped.box == Box(40, 80, 160, 240)
+    assert mapped.landmarks == [(48, 120), (596, 396)]
+    [edge] = image.in_original([replace(face, box=Box(140, 90, 150, 100))])
+    assert edge.box == Box(560, 360, 598, 400)  # clipped to the image
+
+
+def test_decoding_for_analysis_keeps_twice_the_detection_side():
+    settings = Settings(detect_max_side=1000)
+    image = decode_for_analysis(encoded(striped(4000, 3000), "JPEG"), settings)
+    assert image.scale == 2 and image.pixels.shape == (1500, 2000, 3)
+
+
+# Memory ------------------------------------------------------------------------------------
+# Peak memory of one decode, measured in a fresh interpreter that has imported the modules: for
+# each file it forks a child, which resets the kernel's peak-resident-size mark (VmHWM) to its
+# current size, decodes, and reports how far the mark rose. Nothing of the test process counts
+# (getrusage's ru_maxrss would: Linux carries a parent's peak across fork and exec).
+
+PEAK = """
+def peak():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as marks:
+        marks.write("5")
+"""
+
+PEAKS_SCRIPT = PEAK + """
+import io, json, os, sys
+from PIL import Image
+from facesearch.imaging import decode
+
+def small(fmt, mode="RGB"):
+    out = io.BytesIO()
+    Image.new(mode, (8, 8)).save(out, fmt)
+    return out.getvalue()
+
+# A child maps the libraries' code but has none of it resident until it runs it: decoding a small
+# image of every kind first keeps that out of the measurement.
+WARM = [small(fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP")] + [small("PNG", "RGBA"), b"?"]
+for path, kwargs in json.loads(sys.stdin.read()):
+    data = open(path, "rb").read()
+    read, write = os.pipe()
+    if os.fork() == 0:
+        for warm in WARM:
+            try:
+                decode(warm, max_pixels=64, max_bytes=1 << 20)
+            except Exception:
+                pass
+        reset_peak()
+        before = peak()
+        try:
+            decode(data, **kwargs)
+        except Exception:
+            pass
+        os.write(write, str(peak() - before).encode())
+        os._exit(0)
+    os.close(write)
+    print(int(os.read(read, 100)))
+    os.wait()
+"""
+
+MB = 1024 * 1024
+
+
+def peaks(jobs: list[tuple[Path, dict]]) -> list[int]:
+    """The peak memory of decoding each file with those arguments (over LIMITS), in bytes."""
+    order = json.dumps([(str(path), {**LIMITS, **kwargs}) for path, kwargs in jobs])
+    done = subprocess.run([sys.executable, "-c", PEAKS_SCRIPT], input=order, capture_output=True,
+                          text=True, timeout=300, check=True)
+    return [int(line) for line in done.stdout.split()]
+
+
+@pytest.fixture(scope="module")
+def corpus_peaks(tmp_path_factory) -> dict[str, int]:
+    folder = tmp_path_factory.mktemp("corpus")
+    for sample in corpus():
+        (folder / sample.name).write_bytes(sample.data)
+    found = peaks([(folder / sample.name, {"reduce_to": 3200}) for sample in corpus()])
+    return {sample.name: peak for sample, peak in zip(corpus(), found)}
+
+
+@pytest.mark.parametrize("sample", corpus(), ids=lambda s: s.name)
+def test_no_hostile_file_costs_more_memory_than_its_decoded_pixels_allow(sample, corpus_peaks):
+    peak = corpus_peaks[sample.name]
+    if sample.refusal is not None:
+        assert peak < 4 * MB, f"{sample.name} cost {peak / MB:.0f} MB before it was refused"
+    else:
+        width, height = sample.size
+        assert peak <= 8 * width * height + 4 * MB, f"{sample.name}: {peak / MB:.0f} MB"
+
+
+SIDE = (3000, 2000)  # 6 megapixels: large enough that bytes per pixel, not overheads, show
+HEAVY_KINDS = ["png-rgba", "png-16-bit", "png-palette-transparent", "gif", "bmp", "jpeg-rotated",
+               "jpeg-progressive-cmyk", "webp"]
+
+
+def heavy_files(folder: Path) -> dict[str, tuple[Path, int]]:
+    """Large legitimate images of each costly kind, and the bytes per pixel each may use."""
+    width, height = SIDE
+    image = striped(width, height)
+    rotated = Image.Exif()
+    rotated[0x0112] = 8
+    made = {
+        "png-rgba": (png_declaring(width, height, colour_type=6, rows=-1), 8),
+        "png-16-bit": (png_declaring(width, height, depth=16, rows=-1), 8),
+        "png-palette-transparent": (encoded(image.convert("P"), "PNG", transparency=0), 8),
+        "gif": (encoded(image.convert("P"), "GIF"), 8),
+        "bmp": (encoded(image, "BMP"), 8),
+        "jpeg-rotated": (encoded(image, "JPEG", exif=rotated), 8),
+        "jpeg-progressive-cmyk": (encoded(image.convert("CMYK"), "JPEG", progressive=True), 12),
+        "webp": (encoded(image, "WEBP", quality=50), DECODE_BYTES_PER_PIXEL),
+    }
+    for name, (data, _) in made.items():
+        (folder / name).write_bytes(data)
+    return {name: (folder / name, per_pixel) for name, (_, per_pixel) in made.items()}
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    return heavy_files(tmp_path_factory.mktemp("heavy"))
+
+
+@pytest.fixture(scope="module")
+def heavy_peaks(heavy) -> dict[str, int]:
+    """Each heavy file at full resolution (the bound holds without reduction), and the JPEG
+    reduced to a quarter on each side."""
+    found = peaks([(heavy[kind][0], {}) for kind in HEAVY_KINDS]
+                  + [(heavy["jpeg-rotated"][0], {"reduce_to": 700})])
+    return dict(zip([*HEAVY_KINDS, "jpeg-reduced"], found))
+
+
+@pytest.mark.parametrize("kind", HEAVY_KINDS)
+def test_a_decode_at_full_resolution_stays_within_the_stated_bound(heavy, heavy_peaks, kind):
+    per_pixel, pixels = heavy[kind][1], SIDE[0] * SIDE[1]
+    assert per_pixel <= DECODE_BYTES_PER_PIXEL
+    assert heavy_peaks[kind] <= per_pixel * pixels + DECODE_SLACK_BYTES // 4, (
+        f"{kind}: {heavy_peaks[kind] / pixels:.1f} bytes a pixel, over {per_pixel}")
+
+
+def test_a_large_jpeg_decoded_reduced_costs_a_fraction_of_a_full_decode(heavy_peaks):
+    assert 0 < heavy_peaks["jpeg-reduced"] < heavy_peaks["jpeg-rotated"] / 4
+
+
+CONCURRENT_SCRIPT = PEAK + """
+import sys, threading
+from facesearch.imaging import decode
+data = open(sys.argv[1], "rb").read()
+before = peak()
+start = threading.Barrier(4)
+def one():
+    start.wait()
+    decode(data, max_pixels=50_000_000, max_bytes=1 << 30, concurrency=int(sys.argv[2]))
+threads = [threading.Thread(target=one) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(peak() - before)
+"""
+
+
+def test_simultaneous_decodes_wait_their_turn_so_memory_does_not_multiply(heavy):
+    path, per_pixel = heavy["png-rgba"]
+    peaks = {}
+    for slots in (1, 4):
+        done = subprocess.run([sys.executable, "-c", CONCURRENT_SCRIPT, str(path), str(slots)],
+                              capture_output=True, text=True, timeout=120, check=True)
+        peaks[slots] = int(done.stdout)
+    one_decode = per_pixel * SIDE[0] * SIDE[1] + DECODE_SLACK_BYTES // 4
+    result = 3 * SIDE[0] * SIDE[1]  # the caller's: a result outlives its decode's turn briefly
+    assert peaks[1] <= one_decode + result
+    assert peaks[4] > 2 * peaks[1]  # what the bound prevents
+
+
+def test_decodes_beyond_the_bound_wait(monkeypatch):
+    running, most, lock = 0, 0, threading.Lock()
+    real = imaging._decode
+
+    def slow(*args):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return real(*args)
+
+    monkeypatch.setattr(imaging, "_decode", slow)
+    data = noise_jpeg()
+    threads = [threading.Thread(target=decode, args=(data,), kwargs={**LIMITS, "concurrency": 3})
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most == 3

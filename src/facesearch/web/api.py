@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from facesearch.errors import InvalidRequest
 from facesearch.service import LEAD_LABEL, AuditFilter, CaseReport, SearchResult
 from facesearch.types import Actor
-from facesearch.web.auth import current_actor, service_of
+from facesearch.web.auth import GuardedRoute, current_actor, service_of
 from facesearch.web.report import report_pdf
 
-router = APIRouter(prefix="/api/v1")
-operations = APIRouter()
+router = APIRouter(prefix="/api/v1", route_class=GuardedRoute)
+operations = APIRouter(route_class=GuardedRoute)
 Caller = Annotated[Actor, Depends(current_actor)]
 # A row id in a path: database ids are 64-bit, and a larger number is a bad request (422),
 # not a database overflow (500).
@@ -389,9 +389,12 @@ def access_requests(request: Request, actor: Caller) -> list[dict]:
 @router.post("/access-requests/{request_id}/approve", tags=["data protection"])
 def approve_access(request: Request, actor: Caller, request_id: RowId, body: Decision) -> dict:
     """Approve after verifying identity outside the system: returns the one-time report link
-    to send to the person (it is not stored)."""
-    token = service_of(request).decide_access_request(actor, request_id, True, body.note)
-    return {"report_link": f"/access/report/{token}", "api_link": f"/api/v1/public/access-reports/{token}"}
+    to send to the person (it is not stored); absolute where FACESEARCH_PUBLIC_URL is set."""
+    service = service_of(request)
+    token = service.decide_access_request(actor, request_id, True, body.note)
+    base = service.settings.public_url
+    return {"report_link": f"{base}/access/report/{token}",
+            "api_link": f"{base}/api/v1/public/access-reports/{token}"}
 
 
 @router.post("/access-requests/{request_id}/reject", tags=["data protection"])

@@ -1,17 +1,21 @@
-"""create_app(service): the ASGI app. Security headers, body limits, structured logs, metrics
-and the one mapping from domain errors to HTTP answers live here; routes live in api.py and
-pages.py, and every decision they need is the service's."""
+"""create_app(service): the ASGI app. Security headers, body limits, trusted proxies,
+structured logs, metrics and the one mapping from domain errors to HTTP answers live here;
+routes live in api.py, pages.py and public.py, and every decision they need is the service's."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import logging.config
 import secrets
 import sys
+import threading
 import time
+import traceback
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from facesearch.config import Settings
 from facesearch.errors import (
@@ -37,7 +42,7 @@ from facesearch.errors import (
 )
 from facesearch.service import FaceSearchService, build_service
 from facesearch.types import Actor
-from facesearch.web.metrics import Metrics
+from facesearch.web.metrics import Metrics, known_method
 
 HERE = Path(__file__).parent
 STATUS = {Busy: 503, NotAuthenticated: 401, Forbidden: 403, PolicyRefused: 403, NotFound: 404,
@@ -58,29 +63,86 @@ log = logging.getLogger("facesearch.http")
 
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line. Records carry ids, routes and timings, never names, images,
-    addresses or query strings: personal data belongs in the audit trail, not in logs."""
+    addresses or query strings: personal data belongs in the audit trail, not in logs. An
+    error is logged as its class (and its causes' classes) with the file:line frames of its
+    traceback, never its message: a database error's message holds the statement's parameters."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-                 "event": record.getMessage()}
+                 "logger": record.name, "event": record.getMessage().strip()}
         entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry.update(error_fields(record.exc_info[1]))
+        return json.dumps(entry, default=str)
+
+
+def error_fields(error: BaseException) -> dict[str, object]:
+    causes, seen = [], error.__cause__ or error.__context__
+    while seen is not None and len(causes) < 5:
+        causes.append(_class_name(seen))
+        seen = seen.__cause__ or seen.__context__
+    frames = [f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno}"
+              for f in traceback.extract_tb(error.__traceback__)][-20:]
+    return {"error": _class_name(error), "causes": causes, "frames": frames}
+
+
+def _class_name(error: BaseException) -> str:
+    kind = type(error)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def log_config() -> dict:
+    """The logging set-up of `facesearch serve`, uvicorn's loggers included (it applies this in
+    every worker process): every line on stderr one JSON object."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonLogFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                "formatter": "json"}},
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+        "loggers": {**{name: {"level": "INFO", "handlers": [], "propagate": True}
+                       for name in ("facesearch", "uvicorn", "uvicorn.error")},
+                    # Access lines hold addresses and paths (one-time tokens): none at all.
+                    "uvicorn.access": {"handlers": [], "propagate": False}},
+    }
 
 
 def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger("facesearch")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    """JSON logs for this process; warnings and errors that escape a thread go there too,
+    instead of a plain traceback on stderr."""
+    logging.config.dictConfig(log_config())
+    logging.captureWarnings(True)
+    errors = logging.getLogger("facesearch.errors")
+
+    def thread_error(info: threading.ExceptHookArgs) -> None:
+        if info.exc_value is not None and not isinstance(info.exc_value, SystemExit):
+            errors.error("unhandled error in a thread",
+                         exc_info=(info.exc_type, info.exc_value, info.exc_traceback))
+
+    def process_error(kind: type[BaseException], value: BaseException,
+                      trace: TracebackType | None) -> None:
+        errors.error("unhandled error", exc_info=(kind, value, trace))
+
+    threading.excepthook = thread_error
+    sys.excepthook = process_error
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised by the counting receive once a body has passed the limit: answered 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the {limit}-byte limit")
 
 
 class Guard:
-    """Pure ASGI middleware: refuses bodies over the upload limit before reading them, adds
-    security headers, times and logs each request, and counts it for /metrics."""
+    """Pure ASGI middleware: bounds request bodies, adds security headers, times and logs each
+    request, and counts it for /metrics.
+
+    A body is bounded by the bytes actually received, whatever its headers say: a
+    Content-Length over the limit is refused before anything is read, a request with both
+    Content-Length and Transfer-Encoding (a smuggling pattern, and how a short length once let
+    a long chunked body through) is refused outright, and every body is counted as it arrives,
+    so that a chunked or lying one stops at the limit (413)."""
 
     def __init__(self, app, max_body: int, metrics: Metrics) -> None:  # noqa: ANN001
         self.app, self.max_body, self.metrics = app, max_body, metrics
@@ -92,18 +154,27 @@ class Guard:
         started = time.perf_counter()
         scope.setdefault("state", {})["request_id"] = request_id = secrets.token_hex(8)
         status = {"code": 500}
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await _plain(send, 413, "payload_too_large",
-                             f"the request body is over the {self.max_body}-byte limit")
-                self._done(scope, 413, started, request_id)
-                return
-            if length is None and b"chunked" in headers.get(b"transfer-encoding", b""):
-                await _plain(send, 411, "length_required", "send a Content-Length")
-                self._done(scope, 411, started, request_id)
-                return
+        names = {name for name, _ in scope["headers"]}
+        length = dict(scope["headers"]).get(b"content-length")
+        refusal = None
+        if b"content-length" in names and b"transfer-encoding" in names:
+            refusal = (400, "bad_request", "send Content-Length or Transfer-Encoding, not both")
+        elif length is not None and (not length.isdigit() or int(length) > self.max_body):
+            refusal = (413, "payload_too_large", f"the request body is over the {self.max_body}-byte limit")
+        if refusal:
+            await _plain(send, *refusal)
+            self._done(scope, refusal[0], started, request_id)
+            return
+        received = 0
+
+        async def counted_receive():  # noqa: ANN202
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge(self.max_body)
+            return message
 
         async def send_with_headers(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
@@ -116,7 +187,7 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, counted_receive, send_with_headers)
         finally:
             self._done(scope, status["code"], started, request_id)
 
@@ -125,7 +196,7 @@ class Guard:
         seconds = time.perf_counter() - started
         self.metrics.request(scope["method"], route, status, seconds)
         log.info("request", extra={"fields": {
-            "request_id": request_id, "method": scope["method"], "route": route,
+            "request_id": request_id, "method": known_method(scope["method"]), "route": route,
             "status": status, "ms": round(seconds * 1000, 1),
             "user_id": scope.get("state", {}).get("user_id")}})
 
@@ -163,7 +234,10 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
     app.state.service = service
     # Starlette spools uploads over 1 MiB to temporary files; keep them in memory up to the
     # body limit so that a probe photo never touches the disk unless its case asks for that.
+    # What that costs is bounded: uploads are read only from known callers, or from strangers
+    # in one of a few slots (auth.GuardedRoute).
     MultiPartParser.spool_max_size = service.settings.max_upload_bytes
+    app.state.public_uploads = asyncio.Semaphore(service.settings.public_uploads_at_once)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.metrics = metrics = Metrics(service)
     service.ingest_listeners.append(metrics.ingest_progress)
@@ -178,8 +252,7 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
         if wants_json(request):
             return JSONResponse({"error": {"code": code, "message": message}}, status, headers)
         if status == 401:  # a browser gets the log-in form, still answered 401
-            return app.state.templates.TemplateResponse(
-                request, "login.html", {"actor": None, "error": message}, status_code=401)
+            return pages.login_form(request, 401, message)
         return app.state.templates.TemplateResponse(
             request, "error.html", {"status": status, "message": message,
                                     "actor": getattr(request.state, "actor", None),
@@ -201,9 +274,11 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc, BodyTooLarge):
+            return error_response(request, 413, "payload_too_large", exc.detail)
         messages = {404: "no such page", 405: "method not allowed"}
         return error_response(request, exc.status_code, "http_error",
-                              messages.get(exc.status_code, "request refused"))
+                              messages.get(exc.status_code, "request refused"), exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -212,7 +287,12 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
         return error_response(request, 500, "internal_error",
                               "something went wrong on our side; the request id is in X-Request-Id")
 
-    return Guard(app, service.settings.max_upload_bytes, metrics)  # type: ignore[return-value]
+    guarded = Guard(app, service.settings.max_upload_bytes, metrics)
+    if service.settings.trusted_proxies:
+        # Outermost, so that every layer, the service's rate limits and audit included, sees
+        # the client the proxy forwarded (the right-most address it did not add itself).
+        return ProxyHeadersMiddleware(guarded, service.settings.trusted_proxies)  # type: ignore[return-value]
+    return guarded  # type: ignore[return-value]
 
 
 SCHEDULER = Actor(name="retention-scheduler", role="operator", client="scheduler")

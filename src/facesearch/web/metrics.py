@@ -15,6 +15,14 @@ from prometheus_client import (
 
 from facesearch.service import FaceSearchService, IngestSummary
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def known_method(method: str) -> str:
+    """A request method as a label: the client chooses it, so anything unknown is "other"
+    (each new label value is a new time series, kept for the life of the process)."""
+    return method if method in METHODS else "other"
+
 
 class Metrics:
     def __init__(self, service: FaceSearchService) -> None:
@@ -33,7 +41,8 @@ class Metrics:
         self._seen: dict[int, tuple[int, int]] = {}  # id(summary) -> counts already reported
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
+        # The route is a template ("/cases/{case_id}"), or "unmatched": never a raw path.
+        self.requests.labels(known_method(method), route, str(status)).inc()
 
     def ingest_progress(self, summary: IngestSummary) -> None:
         if id(summary) not in self._seen:

@@ -1,23 +1,39 @@
 """Server-rendered pages (Jinja2). Like the API, each page is a thin adapter: the service
-authorises, audits and answers; forms post back here with the session's CSRF token."""
+authorises, audits and answers; forms post back here with the session's CSRF token (the log-in
+form with a token of its own)."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from facesearch.errors import NotAuthenticated
+from facesearch.errors import Forbidden, NotAuthenticated
 from facesearch.service import LEAD_LABEL, LEAD_NOTICE, SCORE_MEANING, AuditFilter
 from facesearch.types import Actor
 from facesearch.web.api import CrawlCommand, RowId, command_crawl
-from facesearch.web.auth import SESSION_COOKIE, client_of, current_actor, service_of
+from facesearch.web.auth import (
+    SESSION_COOKIE,
+    GuardedRoute,
+    client_of,
+    current_actor,
+    public_base,
+    same_token,
+    secure_cookies,
+    service_of,
+)
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=GuardedRoute)
 Caller = Annotated[Actor, Depends(current_actor)]
 HOME = {"investigator": "/cases", "supervisor": "/cases", "admin": "/admin/users",
         "auditor": "/audit", "dpo": "/dpo"}
+# The log-in form's token, and the cookie it must match (sent to /login only).
+LOGIN_COOKIE = "facesearch_login"
+BROWSER_COOKIE = "facesearch_browser"  # a browser that has logged in (service login), /login only
+LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def render(request: Request, template: str, actor: Actor | None, status: int = 200,
@@ -35,22 +51,50 @@ def back(url: str) -> RedirectResponse:
 
 # Log-in ---------------------------------------------------------------------------------------
 
+def login_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    """The log-in form, with a token that the form's post must send back and that must match
+    a cookie set here (double submit). Another site can make a browser post the form but can
+    neither read nor set the cookie (SameSite=Strict, HttpOnly), so it cannot log a visitor
+    into an account of its choosing (login CSRF). One token per browser, so that two open
+    log-in pages both work."""
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not LOGIN_TOKEN.fullmatch(token):
+        token = secrets.token_urlsafe(32)
+    response = render(request, "login.html", None, status=status, error=error, login_token=token)
+    response.set_cookie(LOGIN_COOKIE, token, path="/login", httponly=True, samesite="strict",
+                        secure=secure_cookies(request))
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> HTMLResponse:
-    return render(request, "login.html", None)
+    return login_form(request)
 
 
 @router.post("/login")
 def login(request: Request, username: Annotated[str, Form(max_length=100)],
-          password: Annotated[str, Form(max_length=1000)]) -> Response:
+          password: Annotated[str, Form(max_length=1000)],
+          csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
+    service = service_of(request)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not (LOGIN_TOKEN.fullmatch(expected) and same_token(csrf_token, expected)):
+        try:
+            service.refuse_request(Actor(name="anonymous", role="anonymous", client=client_of(request)),
+                                   "missing or wrong log-in token", "POST /login")
+        except Forbidden as exc:
+            return login_form(request, 403, exc.message)
+    browser = request.cookies.get(BROWSER_COOKIE)
     try:
-        actor, token, _ = service_of(request).login(username, password, client_of(request))
+        actor, token, _ = service.login(username, password, client_of(request), browser)
     except NotAuthenticated as exc:
-        return render(request, "login.html", None, status=401, error=exc.message)
+        return login_form(request, 401, exc.message)
     response = back(HOME.get(actor.role, "/"))
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https",
-                        max_age=service_of(request).settings.session_hours * 3600)
+                        secure=secure_cookies(request), max_age=service.settings.session_hours * 3600)
+    # Remembers this browser for the user, so that a stranger's failures cannot lock them out.
+    response.set_cookie(BROWSER_COOKIE, service.remember_browser(actor, browser), path="/login",
+                        httponly=True, samesite="strict", secure=secure_cookies(request),
+                        max_age=service.browser_days * 86400)
     return response
 
 
@@ -58,7 +102,8 @@ def login(request: Request, username: Annotated[str, Form(max_length=100)],
 def logout(request: Request, actor: Caller) -> Response:
     service_of(request).logout(actor, request.cookies.get(SESSION_COOKIE, ""))
     response = back("/login")
-    response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict",
+                           secure=secure_cookies(request))
     return response
 
 
@@ -235,7 +280,7 @@ def dpo_decide(request: Request, actor: Caller, request_id: RowId,
     requests = service.access_requests(actor)
     return render(request, "dpo.html", actor, requests=requests,
                   overdue=sum(r.overdue for r in requests),
-                  link=f"{str(request.base_url).rstrip('/')}/access/report/{token}" if token else None)
+                  link=f"{public_base(request)}/access/report/{token}" if token else None)
 
 
 @router.post("/dpo/requests/{request_id}/extend")

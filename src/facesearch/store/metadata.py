@@ -96,7 +96,11 @@ def _create_private_sqlite_file(url: str) -> None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return
     path = Path(parsed.database)
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    # Never open an existing database file outside SQLite: closing that descriptor drops
+    # the POSIX locks this process's SQLite connections hold on it, and another process
+    # then deletes the -wal file under them (commits lost, readers see stale data).
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     os.chmod(path, 0o600)
 
 

@@ -1,9 +1,11 @@
 """Data-subject rights over a real server: an anonymous visitor opts out with a selfie in
-headless Chromium and is gone for good (search, re-ingest, disk); an access request goes through
-the data-protection officer to a one-time report; the receipt is mailed through a real SMTP
-server on loopback; the officer's page flags an overdue request; the record of processing shows
-what is configured; public requests are limited per client address; and every step lands in an
-audit trail whose hash chain still verifies.
+headless Chromium, confirms with a second photo and is gone for good (search, re-ingest, disk);
+the officer reviews opt-outs and reverses an unconfirmed one; an access request goes through the
+data-protection officer to a one-time report, shown behind a button; the receipt is mailed
+through a real SMTP server on loopback; the officer's page flags an overdue request; the record
+of processing shows what is configured; public requests are limited per client address, failed
+photos not counting, refusals aggregated; and every step lands in an audit trail whose hash
+chain still verifies.
 
 Opting out deletes a person from the gallery, so this module builds and serves a deployment of
 its own instead of the session's shared one, which other test files rely on."""
@@ -47,6 +49,7 @@ from tests.web.test_browser import CHROMIUM, SCREENSHOTS, SLOW_MS, new_context, 
 # each are in the gallery (build_deployment); photo 0 and the last one never were, and the
 # detector finds a face in all of these.
 OPTED_OUT, ASKER, SECOND_ASKER = PEOPLE[0], PEOPLE[2], PEOPLE[3]
+DISPUTED = PEOPLE[4]  # hidden by someone's opt-out, then reinstated by the officer
 INDEXED_PHOTOS = 3
 # Someone outside the gallery, for the rate-limit server: requests about them change nothing
 # that another test looks at.
@@ -182,6 +185,14 @@ def audited(d: Deployment, after: int, action: str) -> list[dict]:
     return [r for r in d.audit(after) if r["action"] == action]
 
 
+def refusals_counted(d: Deployment, action: str) -> int:
+    """Anonymous refusals of action in the current windows of all clients (the audit trail has
+    one record per client and window, the counters every refusal)."""
+    with d.db() as db:
+        return db.execute("SELECT coalesce(sum(used), 0) FROM public_allowances WHERE kind = ?",
+                          (f"refused:{action}",)).fetchone()[0]
+
+
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -209,7 +220,7 @@ def files_under(root: Path, newer_than: float | None = None,
 @dataclass
 class OptOut:
     started: float  # time.time() before anything of the opt-out happened
-    selfie: Path
+    selfies: list[Path]  # the first photo, then the confirming one
     receipt: dict[str, str]
     receipt_html: str
     images_on_page: int
@@ -217,6 +228,7 @@ class OptOut:
     browser_problems: list[str]
     audit_before: int
     faces_before: int
+    faces_while_hidden: int  # after the first photo, before the second
     case_id: int
     search_before: list[dict]  # ivy's candidates for the person before the opt-out
 
@@ -238,14 +250,21 @@ def opted_out(site: Deployment, browser: Browser) -> Iterator[OptOut]:
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    selfie = lfw_photos(OPTED_OUT)[0]
+    selfie, second = lfw_photos(OPTED_OUT)[0], lfw_photos(OPTED_OUT)[-1]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         page.goto(f"{site.url}/opt-out")
         expect(page.locator("h1")).to_have_text("Remove yourself from facesearch")
+        assert page.locator("#contact").count() == 0  # the address goes with the confirmation
         page.set_input_files("#selfie", str(selfie))
-        page.fill("#contact", "al@example.org")
         page.get_by_role("button", name="Remove me").click()
+        page.locator("#hidden-now").wait_for(state="visible", timeout=SLOW_MS)
+        # Hidden now, not yet erased: the second photo is taken with the front camera on a phone.
+        faces_while_hidden = faces_of_person(site, OPTED_OUT)
+        assert page.locator("#second-selfie").get_attribute("capture") == "user"
+        page.set_input_files("#second-selfie", str(second))
+        page.fill("#contact", "al@example.org")
+        page.get_by_role("button", name="Delete my images").click()
         page.locator("#receipt").wait_for(state="visible", timeout=SLOW_MS)
         facts = page.locator("#receipt dl dd")
         receipt = {"request_id": page.locator("#request-id").inner_text().strip(),
@@ -255,8 +274,9 @@ def opted_out(site: Deployment, browser: Browser) -> Iterator[OptOut]:
                    "date": page.locator("#receipt dt:text-is('Date') + dd").inner_text().strip()}
         assert facts.count() == 4
         screenshot = shoot(page, "opt-out-receipt")
-        yield OptOut(started, selfie, receipt, page.content(), page.locator("img, picture").count(),
-                     screenshot, problems, audit_before, faces_before, case["id"], found)
+        yield OptOut(started, [selfie, second], receipt, page.content(),
+                     page.locator("img, picture").count(), screenshot, problems, audit_before,
+                     faces_before, faces_while_hidden, case["id"], found)
     finally:
         context.close()
 
@@ -265,7 +285,7 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
         site: Deployment, opted_out: OptOut) -> None:
     # Before: ivy's search with a never-indexed photo found the person, so the erasure had
     # something to erase and a candidate list to reach.
-    assert opted_out.faces_before == INDEXED_PHOTOS
+    assert opted_out.faces_before == opted_out.faces_while_hidden == INDEXED_PHOTOS
     assert person_of_face(site, opted_out.search_before[0]["face_id"]) is None  # erased since
     assert Path(opted_out.search_before[0]["location"]).parent.name == OPTED_OUT
 
@@ -290,9 +310,12 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
             " FROM subject_requests WHERE public_id = ?", (receipt["request_id"],)).fetchone()
     assert (kind, status, contact, found, removed) == ("erasure", "done", "", 3, 3)
     assert template is None  # the suppression list holds the template, not the request
-    [record] = audited(site, opted_out.audit_before, "optout")
+    [hidden] = audited(site, opted_out.audit_before, "optout")
+    assert hidden["detail"]["request"] == receipt["request_id"] and "confirm_by" in hidden["detail"]
+    [record] = audited(site, opted_out.audit_before, "optout.confirm")
     assert record["actor"] == "public" and record["role"] == "public"
     assert record["client"].startswith("client-")  # a pseudonym of the address
+    assert record["client"] == hidden["client"]
     assert record["detail"] == {"request": receipt["request_id"], "faces": 3, "images": 3}
 
 
@@ -353,21 +376,22 @@ def test_reingesting_an_opted_out_persons_photos_indexes_none_of_their_faces(
                           (f"%{OPTED_OUT}%",)).fetchone()[0] == 0
 
 
-def test_the_opt_out_selfie_is_stored_nowhere_on_disk(site: Deployment, opted_out: OptOut) -> None:
-    selfie = opted_out.selfie.read_bytes()
-    digest = hashlib.sha256(selfie).hexdigest()
+def test_the_opt_out_selfies_are_stored_nowhere_on_disk(site: Deployment, opted_out: OptOut) -> None:
+    selfies = [path.read_bytes() for path in opted_out.selfies]
+    digests = [hashlib.sha256(selfie).hexdigest() for selfie in selfies]
     # Everything in the data directory, whatever its age, then what anything wrote to the temp
     # directory since the opt-out began (an upload spooled there, say). Other test runs' own
-    # directories are left out: they may hold this LFW photo for reasons of their own.
+    # directories are left out: they may hold these LFW photos for reasons of their own.
     checked = 0
     for path in [*files_under(site.home),
                  *files_under(Path(tempfile.gettempdir()), opted_out.started, skip=("pytest-of-",))]:
-        assert digest not in path.name, path
+        assert not any(digest in path.name for digest in digests), path
         try:
             data = path.read_bytes()
         except OSError:
             continue  # another user's file, or one gone since it was listed
-        assert selfie not in data, f"the selfie's bytes are in {path}"
+        for selfie in selfies:
+            assert selfie not in data, f"a selfie's bytes are in {path}"
         checked += 1
     assert checked > 5  # the data directory at least: database, index, crops
 
@@ -401,7 +425,7 @@ def test_an_access_request_is_answered_by_the_officer_with_a_report_link_that_wo
     assert approved.json()["api_link"] == f"/api/v1/public/access-reports/{token}"
     assert pending_request(site, ack["request_id"])["status"] == "approved"
 
-    first = httpx.get(site.url + approved.json()["api_link"], timeout=60)
+    first = httpx.post(site.url + approved.json()["api_link"], timeout=60)
     assert first.status_code == 200, first.text
     report = first.json()
     assert report["request_id"] == ack["request_id"]
@@ -418,7 +442,8 @@ def test_an_access_request_is_answered_by_the_officer_with_a_report_link_that_wo
     assert all(s["case"] == case["number"] for s in searches)
     assert len(searches) == len({f for f in returned if person_of_face(site, f) == ASKER})
 
-    second = httpx.get(site.url + approved.json()["api_link"], timeout=60)
+    refusals_before = refusals_counted(site, "access.report.refused")
+    second = httpx.post(site.url + approved.json()["api_link"], timeout=60)
     assert second.status_code == 404, second.text
     assert pending_request(site, ack["request_id"])["status"] == "delivered"
     with site.db() as db:
@@ -432,7 +457,9 @@ def test_an_access_request_is_answered_by_the_officer_with_a_report_link_that_wo
     assert approval["actor"] == "dan" and approval["role"] == "dpo"
     [delivered] = audited(site, before, "access.report")
     assert delivered["detail"] == {"request": ack["request_id"], "images": INDEXED_PHOTOS}
-    assert len(audited(site, before, "access.report.refused")) == 1
+    # The refusal is counted, and audited at most once (refusals are aggregated per hour).
+    assert refusals_counted(site, "access.report.refused") == refusals_before + 1
+    assert len(audited(site, before, "access.report.refused")) <= 1
     # Neither the token nor the contact address is written into the audit trail.
     for record in site.audit(before):
         assert token not in str(record) and "alastair@example.org" not in str(record)
@@ -447,16 +474,23 @@ def test_the_report_page_link_works_once_and_a_rejected_request_gets_no_link(sit
     assert approved.status_code == 200, approved.text
     link = site.url + approved.json()["report_link"]
 
-    page = httpx.get(link, timeout=60)
+    # Opening the link (a mail scanner, a preview) shows a button and spends nothing.
+    for _ in range(2):
+        opened = httpx.get(link, timeout=60)
+        assert opened.status_code == 200 and "text/html" in opened.headers["content-type"]
+        assert ack["request_id"] in opened.text and "<table" not in opened.text.lower()
+        assert re.search(r'<form method="post" id="show-report">', opened.text), opened.text
+    refusals_before = refusals_counted(site, "access.report.refused")
+    page = httpx.post(link, timeout=60)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "What facesearch holds about you" in page.text and ack["request_id"] in page.text
     assert page.text.count(f"/{SECOND_ASKER}/") == INDEXED_PHOTOS  # one row per image
     assert "<img" not in page.text.lower()
-    again = httpx.get(link, timeout=60)
-    assert again.status_code == 404 and "already been used" in again.text
-    assert "<table" not in again.text.lower()
+    for again in (httpx.post(link, timeout=60), httpx.get(link, timeout=60)):
+        assert again.status_code == 404 and "already been used" in again.text
+        assert "<table" not in again.text.lower()
     # The page spent the link for the API as well.
-    assert httpx.get(site.url + approved.json()["api_link"], timeout=60).status_code == 404
+    assert httpx.post(site.url + approved.json()["api_link"], timeout=60).status_code == 404
 
     rejected_ack = request_access(site, SECOND_ASKER, "someone-else@example.org")
     rejected_id = pending_request(site, rejected_ack["request_id"])["id"]
@@ -479,7 +513,9 @@ def test_the_report_page_link_works_once_and_a_rejected_request_gets_no_link(sit
     [rejection] = audited(site, before, "access.reject")
     assert rejection["actor"] == "dan" and rejection["detail"] == {"request": rejected_ack["request_id"]}
     assert len(audited(site, before, "access.report")) == 1
-    assert len(audited(site, before, "access.report.refused")) == 2  # page, then API
+    # Page, page opened again, then API: counted each, audited at most once this hour.
+    assert refusals_counted(site, "access.report.refused") == refusals_before + 3
+    assert len(audited(site, before, "access.report.refused")) <= 1
     assert len(audited(site, before, "access.decide.refused")) == 1  # the late approval
 
 
@@ -569,6 +605,48 @@ def test_the_record_of_processing_page_and_document_show_what_is_configured(site
         assert "legitimate_interests" in text and "1095" in text  # the source's own retention
 
 
+def test_the_officer_sees_every_opt_out_and_reverses_a_disputed_one_before_it_is_confirmed(
+        site: Deployment, opted_out: OptOut) -> None:
+    before = site.last_audit_id()
+    disputed = httpx.post(site.url + "/api/v1/public/opt-out", timeout=60,
+                          files=photo_upload("selfie", lfw_photos(DISPUTED)[0]))
+    assert disputed.status_code == 202, disputed.text
+    with site.client("ivy") as ivy:
+        case = open_case(ivy)
+        assert not [c for c in search(ivy, case["id"], lfw_photos(DISPUTED)[-1])
+                    if person_of_face(site, c["face_id"]) == DISPUTED]  # hidden at once
+    with site.client("dan") as dan:
+        listed = {o["public_id"]: o for o in dan.get("/api/v1/opt-outs").json()}
+        mine = listed[disputed.json()["request_id"]]
+        assert mine["status"] == "hidden" and mine["client"].startswith("client-")
+        assert listed[opted_out.receipt["request_id"]]["status"] == "done"
+        assert listed[opted_out.receipt["request_id"]]["faces_removed"] == INDEXED_PHOTOS
+        page = dan.get("/dpo/opt-outs")
+        assert page.status_code == 200 and f'id="opt-out-{mine["public_id"]}"' in page.text
+        assert f'/dpo/opt-outs/{mine["id"]}/reinstate' in page.text
+        assert f'/dpo/opt-outs/{listed[opted_out.receipt["request_id"]]["id"]}/reinstate' not in page.text
+        # Erasure is final: the confirmed one cannot be reversed.
+        late = dan.post(f"/api/v1/opt-outs/{listed[opted_out.receipt['request_id']]['id']}/reinstate",
+                        json={"reason": "too late"})
+        assert late.status_code == 403, late.text
+        reversed_ = dan.post(f"/api/v1/opt-outs/{mine['id']}/reinstate",
+                             json={"reason": "a friend of theirs sent the photo"})
+        assert reversed_.status_code == 200, reversed_.text
+        assert dan.get("/api/v1/opt-outs").json()[0]["status"] == "reinstated"
+    with site.client("ivy") as ivy:
+        found = [c for c in search(ivy, case["id"], lfw_photos(DISPUTED)[-1])
+                 if person_of_face(site, c["face_id"]) == DISPUTED]
+    assert len(found) == INDEXED_PHOTOS  # never erased, found again
+    confirm = httpx.post(site.url + "/api/v1/public/opt-out/confirm", timeout=60,
+                         data={"token": disputed.json()["confirm_token"]},
+                         files=photo_upload("selfie", lfw_photos(DISPUTED)[1]))
+    assert confirm.status_code == 404, confirm.text  # the requester's link died with it
+    [reversal] = audited(site, before, "optout.reinstate")
+    assert reversal["actor"] == "dan" and reversal["detail"]["request"] == mine["public_id"]
+    assert len(audited(site, before, "optout.reinstate.refused")) == 1
+    assert len(audited(site, before, "optout.list")) == 3
+
+
 # Rate limit -----------------------------------------------------------------------------------------
 
 def test_public_requests_are_limited_per_client_address(limited: Deployment) -> None:
@@ -576,26 +654,27 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
     noise = jpeg_bytes(noise_image(320, 240))
     api = httpx.Client(base_url=limited.url, timeout=60)
     with api:
-        # This server mails no receipts: its page asks for no address.
         form = api.get("/opt-out")
         assert form.status_code == 200 and "<form" in form.text and 'name="contact"' not in form.text
         first = api.post("/api/v1/public/access-requests", data={"contact": "x@example.org"},
                          files=photo_upload("selfie", photo))
         assert first.status_code == 202, first.text
-        # A photo without a face is refused, and still counts: face detection is not free.
-        faceless = api.post("/api/v1/public/opt-out", files={"selfie": ("n.jpg", noise, "image/jpeg")})
-        assert faceless.status_code == 422 and faceless.json()["error"]["code"] == "no_face"
-        # The page and the API share one allowance.
-        # An address sent anyway is neither used nor kept.
-        second = api.post("/opt-out", data={"contact": "x@example.org"},
-                          files=photo_upload("selfie", photo))
-        assert second.status_code == 200 and 'id="faces-removed">0<' in second.text, second.text
-        assert 'id="mailed"' not in second.text
-
+        # A photo without a face is refused, and gives its place back: the person can try again.
+        for _ in range(3):
+            faceless = api.post("/api/v1/public/opt-out", files={"selfie": ("n.jpg", noise, "image/jpeg")})
+            assert faceless.status_code == 422 and faceless.json()["error"]["code"] == "no_face"
+        # The page and the API share one allowance. This server mails no receipts: the
+        # confirmation page asks for no address.
+        second = api.post("/opt-out", files=photo_upload("selfie", photo))
+        assert second.status_code == 200 and 'id="hidden-now"' in second.text, second.text
+        assert 'name="contact"' not in second.text and 'name="token"' in second.text
         third = api.post("/api/v1/public/opt-out", files=photo_upload("selfie", photo))
-        assert third.status_code == 429, third.text
-        assert third.json()["error"]["code"] == "rate_limited"
-        assert int(third.headers["retry-after"]) > 0
+        assert third.status_code == 202, third.text
+
+        fourth = api.post("/api/v1/public/opt-out", files=photo_upload("selfie", photo))
+        assert fourth.status_code == 429, fourth.text
+        assert fourth.json()["error"]["code"] == "rate_limited"
+        assert int(fourth.headers["retry-after"]) > 0
         page = api.post("/opt-out", files=photo_upload("selfie", photo))
         assert page.status_code == 429 and int(page.headers["retry-after"]) > 0
         assert "text/html" in page.headers["content-type"]
@@ -604,34 +683,46 @@ def test_public_requests_are_limited_per_client_address(limited: Deployment) -> 
                         files={"selfie": ("n.jpg", noise, "image/jpeg")}).status_code == 429
         assert api.post("/api/v1/public/access-requests", data={"contact": "x@example.org"},
                         files=photo_upload("selfie", photo)).status_code == 429
+        # Confirming is no new request: it goes through past the limit. An address sent anyway
+        # is neither used nor kept.
+        confirmed = api.post("/api/v1/public/opt-out/confirm",
+                             data={"token": third.json()["confirm_token"], "contact": "x@example.org"},
+                             files=photo_upload("selfie", lfw_photos(OUTSIDER)[1]))
+        assert confirmed.status_code == 201, confirmed.text
+        assert confirmed.json()["faces_removed"] == 0 and confirmed.json()["mailed"] is False
 
     # Another address has its own allowance (loopback answers for all of 127/8).
     elsewhere = httpx.Client(base_url=limited.url, timeout=60,
                              transport=httpx.HTTPTransport(local_address="127.0.0.2"))
     with elsewhere:
         assert elsewhere.post("/api/v1/public/opt-out",
-                              files=photo_upload("selfie", photo)).status_code == 201
+                              files=photo_upload("selfie", photo)).status_code == 202
 
     with limited.db() as db:
         stored = db.execute("SELECT kind, status, contact FROM subject_requests ORDER BY id").fetchall()
         suppressions = db.execute("SELECT count(*) FROM suppressions").fetchone()[0]
-    assert stored == [("access", "pending", "x@example.org"), ("erasure", "invalid", ""),
-                      ("erasure", "done", ""), ("erasure", "done", "")]
+    # The faceless photos left no request behind.
+    assert stored == [("access", "pending", "x@example.org"), ("erasure", "hidden", ""),
+                      ("erasure", "done", ""), ("erasure", "hidden", "")]
     assert not any(r["action"] == "optout.receipt" for r in limited.audit())
-    assert suppressions == 2  # the refused opt-outs added none
-    refused = [r for r in limited.audit() if r["action"] == "public.refused"]
-    # The audit names public clients by a pseudonym of their address, never the address.
-    assert len(refused) == 4 and len({r["client"] for r in refused}) == 1
-    assert all(r["detail"] == {"reason": "daily request limit"} for r in refused)
+    assert suppressions == 3  # the refused opt-outs added none
+    # Four refusals over the limit, one audit record: the first of the hour, under a pseudonym.
+    [refused] = [r for r in limited.audit() if r["action"] == "public.refused"]
+    assert refused["detail"] == {"reason": "daily request limit", "refused_in_previous_window": 0}
+    assert refusals_counted(limited, "public.refused") == 4
+    [faceless] = [r for r in limited.audit() if r["action"] == "optout.refused"]
+    assert faceless["detail"]["reason"] == "no face found in the photo"
+    assert refusals_counted(limited, "optout.refused") == 3
     clients = [r["client"] for r in limited.audit() if r["action"] == "optout"]
     assert len(set(clients)) == 2 and all(c.startswith("client-") for c in clients)
-    assert refused[0]["client"] == clients[0]
+    assert refused["client"] == faceless["client"] == clients[0]
     assert not any("127.0.0" in r["client"] for r in limited.audit() if r["role"] == "public")
 
 
 # Audit --------------------------------------------------------------------------------------------
 
-RIGHTS_ACTIONS = {"optout", "optout.receipt", "access.request", "access.list", "access.extend",
+RIGHTS_ACTIONS = {"optout", "optout.confirm", "optout.receipt", "optout.list", "optout.reinstate",
+                  "optout.refused", "access.request", "access.list", "access.extend",
                   "access.approve", "access.reject", "access.report", "access.report.refused",
                   "public.refused"}
 

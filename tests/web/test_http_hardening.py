@@ -15,6 +15,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                 FACESEARCH_PUBLIC_ATTEMPTS_PER_HOUR=str(ATTEMPTS))
     yield Site(url, home, process.pid, keys)
     stop_server(process)
+
+
+def test_another_process_reading_the_database_sees_every_commit_of_the_server(site: Site) -> None:
+    # serve opens the store twice in one process; a file descriptor opened and closed beside
+    # SQLite's once dropped its locks, and the first outside reader then deleted the server's
+    # -wal file: later commits went to a deleted file, invisible and lost on restart.
+    def records() -> int:
+        with closing(sqlite3.connect(site.home / "metadata.sqlite3", timeout=30)) as db:
+            return db.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+
+    for _ in range(3):
+        before = records()
+        assert httpx.get(site.url + "/api/v1/me", headers={
+            "Authorization": "Bearer fsk_not-a-key"}).status_code == 401  # audited
+        assert records() == before + 1
 
 
 # Memory of the server process -----------------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
+from facesearch.policy.roles import OPERATOR
 from facesearch.policy.rules import normalise_jurisdiction
 from facesearch.service.engine import DeletionReport, Engine
 from facesearch.types import Actor
@@ -71,8 +72,11 @@ class Governance(Engine):
         (an empty list lifts the restriction)."""
         self.authorise(actor, "organisations.manage", "organisation.restrict")
         found = self.accounts.organisation(organisation)
-        if found is None:
-            raise NotFound(f"no organisation {organisation!r}")
+        # An admin restricts their own organisation; another is refused like a missing one.
+        if found is None or (actor.role != OPERATOR and found.id != actor.organisation_id):
+            self._audit_alone(actor, "organisation.restrict.refused", {
+                "reason": "no such organisation of the actor's", "organisation": organisation[:200]})
+            raise NotFound(f"you have no organisation {organisation!r}")
         codes = sorted({normalise_jurisdiction(code) for code in jurisdictions if code.strip()})
         if "unknown" in codes:
             raise InvalidRequest("restrict to ISO 3166-1 codes, not 'unknown'")

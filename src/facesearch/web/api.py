@@ -30,7 +30,7 @@ RowId = Annotated[int, Path(ge=-(2**63), le=2**63 - 1)]
 class NewUser(BaseModel):
     username: str = Field(min_length=1, max_length=100)
     password: str = Field(min_length=1, max_length=1000)
-    role: Literal["admin", "supervisor", "investigator", "auditor"]
+    role: Literal["admin", "supervisor", "investigator", "auditor", "dpo"]
     organisation: str = Field(min_length=1, max_length=200)
 
 

@@ -20,8 +20,11 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
-from tests.hostile_images import Sample, corpus, sample
-from tests.web.conftest import password_of, start_server, stop_server, wait_for_job
+from PIL import Image
+
+from tests.conftest import lfw_photos
+from tests.hostile_images import Sample, corpus, encoded, sample
+from tests.web.conftest import PEOPLE, password_of, start_server, stop_server, wait_for_job
 
 REFUSED = [s for s in corpus() if s.refusal is not None]
 DECODED = [s for s in corpus() if s.refusal is None]
@@ -31,6 +34,8 @@ MiB = 1024 * 1024
 # The server's resident memory may rise this far while it refuses every bomb of the corpus:
 # they are refused before decoding (an ICO bomb once took it up 441 MiB).
 REFUSAL_MEMORY_MIB = 24
+# Small, so that a modest photo is decoded reduced: over 2 x 400 pixels a side.
+DETECT_MAX_SIDE = 400
 
 
 @dataclass
@@ -76,7 +81,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     home = tmp_path_factory.mktemp("hostile") / "data"
     keys = make_users(home)
     process, url = start_server(home, FACESEARCH_PUBLIC_REQUESTS_PER_DAY="1000",
-                                FACESEARCH_PUBLIC_ATTEMPTS_PER_HOUR="1000")
+                                FACESEARCH_PUBLIC_ATTEMPTS_PER_HOUR="1000",
+                                FACESEARCH_DETECT_MAX_SIDE=str(DETECT_MAX_SIDE))
     yield Site(url, home, process.pid, keys)
     stop_server(process)
 
@@ -177,3 +183,29 @@ def test_an_ingest_of_the_whole_corpus_skips_each_hostile_file_and_indexes_none(
         assert s.refusal in reasons, (s.name, reasons)
     bombs = {hashlib.sha256(s.data).hexdigest() for s in REFUSED}
     assert not bombs & site.indexed_hashes()
+
+
+# Reduced decoding ---------------------------------------------------------------------------
+
+
+def test_faces_of_a_probe_decoded_reduced_are_boxed_in_the_photos_own_pixels(site: Site, lfw):
+    photo = lfw_photos(PEOPLE[0])[0]
+    small = Image.open(photo).convert("RGB")
+    large = small.resize((small.width * 7, small.height * 7), Image.Resampling.BICUBIC)
+    with site.client("ivy") as ivy:
+        # 1750 pixels a side: decoded at half size (875, not below 2 x 400), boxes mapped back.
+        found = {size: ivy.post("/api/v1/probe-faces", files={"probe": (
+            "p.jpg", encoded(image, "JPEG", quality=95), "image/jpeg")}) for size, image
+            in (("small", small), ("large", large))}
+        case = ivy.post("/api/v1/cases", json={"number": f"H-{uuid.uuid4().hex[:8]}",
+                                               "purpose": Settings().search_purposes[0]})
+        searched = ivy.post(f"/api/v1/cases/{case.json()['id']}/searches", files={"probe": (
+            "p.jpg", encoded(large, "JPEG", quality=95), "image/jpeg")})
+    assert all(r.status_code == 200 for r in found.values()), {k: r.text for k, r in found.items()}
+    [small_face], [large_face] = found["small"].json(), found["large"].json()
+    assert searched.status_code == 201, searched.text
+    searched_box = searched.json()["faces"][0]["box"]
+    for box in (large_face["box"], searched_box):
+        for side in ("left", "top", "right", "bottom"):
+            assert abs(box[side] - 7 * small_face["box"][side]) <= 0.1 * 7 * small.width, (
+                side, box, small_face["box"])

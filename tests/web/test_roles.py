@@ -30,6 +30,9 @@ ALL = frozenset(ROLE_USERS)
 # Two people outside the gallery: one to upload and delete, one to suppress.
 OUTSIDERS = [p.name for p in sorted((LFW / "images").iterdir())
              if len(list(p.glob("*.jpg"))) >= 3 and p.name not in PEOPLE][40:42]
+# Someone outside the gallery whose opt-outs the officer reverses.
+HIDDEN = [p.name for p in sorted((LFW / "images").iterdir())
+          if len(list(p.glob("*.jpg"))) >= 3 and p.name not in PEOPLE][44]
 
 
 @dataclass
@@ -127,6 +130,19 @@ def fresh_access_request(d: Deployment, _: Targets) -> dict:
     with d.client("dan") as dan:
         listed = dan.get("/api/v1/access-requests").json()
     return {"request_id": next(r["id"] for r in listed if r["public_id"] == made["request_id"])}
+
+
+def fresh_opt_out(d: Deployment, _: Targets) -> dict:
+    """An opt-out not yet confirmed, made through the service from an address of its own (the
+    deployment's allowance for 127.0.0.1 is the access requests'), and its id for the officer."""
+    service = FaceSearchService(Settings(home=d.home))
+    try:
+        pending = service.opt_out("192.0.2.77", lfw_photos(HIDDEN)[0].read_bytes())
+    finally:
+        service.close()
+    with d.db() as db:
+        return {"request_id": db.execute("SELECT id FROM subject_requests WHERE public_id = ?",
+                                         (pending.request_id,)).fetchone()[0]}
 
 
 SEED = "http://127.0.0.1:9/"
@@ -257,6 +273,12 @@ CALLS = [
     Call("POST", "/dpo/requests/{request_id}/extend", DPO, data={"reason": "complex"},
          prepare=fresh_access_request),
     Call("GET", "/records", RECORDS),
+    Call("GET", "/api/v1/opt-outs", DPO),
+    Call("POST", "/api/v1/opt-outs/{request_id}/reinstate", DPO, json={"reason": "disputed"},
+         prepare=fresh_opt_out),
+    Call("GET", "/dpo/opt-outs", DPO),
+    Call("POST", "/dpo/opt-outs/{request_id}/reinstate", DPO, data={"reason": "disputed"},
+         prepare=fresh_opt_out),
     # Crawling (the loopback seed is refused by the SSRF guard: the job ends at once)
     Call("POST", "/api/v1/crawls", ADMIN, json=lambda: new_crawl_body()),
     Call("GET", "/api/v1/crawls", ADMIN),
@@ -293,8 +315,10 @@ CALLS = [
 # Open to anyone: log-in, and the data-subject pages and API (limited per client instead).
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json"),
           ("GET", "/opt-out"), ("POST", "/opt-out"), ("GET", "/access"), ("POST", "/access"),
-          ("GET", "/access/report/{token}"), ("POST", "/api/v1/public/opt-out"),
-          ("POST", "/api/v1/public/access-requests"), ("GET", "/api/v1/public/access-reports/{token}")}
+          ("GET", "/access/report/{token}"), ("POST", "/access/report/{token}"),
+          ("POST", "/opt-out/confirm"), ("POST", "/api/v1/public/opt-out"),
+          ("POST", "/api/v1/public/opt-out/confirm"), ("POST", "/api/v1/public/access-requests"),
+          ("POST", "/api/v1/public/access-reports/{token}")}
 
 
 @pytest.fixture(scope="module")

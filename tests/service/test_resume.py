@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -76,6 +77,13 @@ def test_an_ingest_killed_mid_run_resumes_to_the_uninterrupted_state(tmp_path: P
     victim.wait()
     interrupted = images_committed(homes["killed"])
     assert 8 <= interrupted < len(PHOTOS), "the kill should land mid-run"
+    # Every face committed before the kill is in an audit record committed with it.
+    with sqlite3.connect(homes["killed"] / "metadata.sqlite3") as db:
+        face_ids = {r[0] for r in db.execute("select id from faces")}
+        audited = {i for (detail,) in db.execute(
+            "select detail from audit_log where action = 'ingest.batch'")
+            for i in json.loads(detail)["face_ids"]}
+    assert face_ids and face_ids <= audited
     ingest(homes["killed"])
 
     clean, resumed = snapshot(homes["clean"]), snapshot(homes["killed"])

@@ -4,6 +4,7 @@ audited; the same route works inside the caller's own organisation."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -141,3 +142,18 @@ def test_an_api_key_is_revoked_by_its_owner_only(deployment: Deployment, bert: s
         assert client.post(f"/account/keys/{key['id']}/revoke").status_code in (404, 422)
     with httpx.Client(base_url=deployment.url, headers={"Authorization": f"Bearer {key['key']}"}) as own:
         assert own.get("/api/v1/me").json()["username"] == "ivy"
+
+
+def test_the_users_page_adds_users_to_the_admins_organisation(deployment: Deployment, bert: str) -> None:
+    with deployment.client(bert) as client:
+        page = client.get("/admin/users").text
+        organisation = re.search(r'name="organisation"[^>]*value="([^"]*)"[^>]*readonly', page)
+        assert organisation and organisation.group(1) == "Agency B"
+        assert "<option>dpo</option>" in page
+        body = user_body(organisation.group(1), "dpo")
+        assert client.post("/admin/users", data=body).status_code == 303
+    with deployment.db() as db:
+        made = db.execute("SELECT users.role, organisations.name FROM users JOIN organisations "
+                          "ON organisations.id = users.organisation_id WHERE username = ?",
+                          (body["username"],)).fetchone()
+    assert made == ("dpo", "Agency B")

@@ -54,7 +54,7 @@ class DecodedImage:
     smaller on each side than the image, whose upright size is width x height. Coordinates
     found in pixels map back to the image with in_original."""
 
-    pixels: np.ndarray  # uint8, shape (height / scale, width / scale, 3), C-contiguous
+    pixels: np.ndarray  # uint8 (about height / scale, width / scale, 3), C-contiguous
     format: str  # Pillow's format name: JPEG, MPO, PNG, GIF, WEBP or BMP
     width: int  # of the upright image, in its own pixels
     height: int
@@ -75,9 +75,11 @@ class DecodedImage:
 
 
 def decode_for_analysis(data: bytes, settings: Settings) -> DecodedImage:
-    """decode with the settings' limits, reduced to the detail face analysis can use: detection
-    sees at most detect_max_side, so twice that keeps every face it can find larger than the
-    150-pixel chips it is aligned to (no accuracy is lost), at a quarter of the memory or less."""
+    """decode with the settings' limits, reduced to the detail face analysis can use. Detection
+    sees a copy of at most detect_max_side, where the smallest face it finds is about 80
+    pixels wide; twice that side keeps every such face wider than the 150-pixel chip it is
+    aligned to, so reducing a larger image loses no accuracy, and saves three quarters of its
+    memory or more."""
     return decode(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes,
                   reduce_to=2 * settings.detect_max_side,
                   concurrency=settings.max_concurrent_decodes)
@@ -112,7 +114,8 @@ def decode(data: bytes, *, max_pixels: int, max_bytes: int, reduce_to: int | Non
 
 
 def _decode(data: bytes, max_pixels: int, reduce_to: int | None) -> DecodedImage:
-    image = Image.open(io.BytesIO(data), formats=FORMATS)  # frame 0 of an animation
+    # Positioned on frame 0 of an animation, its size enlarged to cover that frame (GIF).
+    image = Image.open(io.BytesIO(data), formats=FORMATS)
     fmt = image.format or "unknown"
     width, height = image.size
     if width * height > max_pixels:
@@ -162,9 +165,10 @@ def _reason(exc: Exception, max_pixels: int) -> str:
         return f"image is{size} over the {limit}-pixel limit"
     if isinstance(exc, MemoryError):
         return "image is too large to decode"
-    detail = str(exc).splitlines()[0].strip() if str(exc).strip() else ""
-    detail = detail if isinstance(exc, (OSError, SyntaxError)) and detail else (
-        f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not isinstance(exc, (OSError, SyntaxError)) or not detail:
+        # struct.error, KeyError, ...: their bare text ("'tRNS'") needs the type beside it.
+        detail = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return f"corrupt or truncated image: {detail[:200]}"
 
 
@@ -234,7 +238,7 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
 def _band_rgb(band: Image.Image) -> np.ndarray:
     if band.mode == "L":
         return np.asarray(band)[..., None]  # broadcast to three equal channels
-    if band.mode in ("RGBA", "LA", "La", "RGBa"):
+    if band.mode in ("RGBA", "LA"):
         # Transparent regions become white, not black: black would invent dark pixels.
         rgba = np.asarray(band.convert("RGBA"), dtype=np.uint16)
         alpha = rgba[..., 3:]

@@ -92,7 +92,9 @@ pending_erasures = Table(
 # Every erasure of a face, in commit order, kept for good (ids only, no biometric data). Each
 # process's in-memory index replays the entries after the sequence number it has applied before
 # it searches, and a writer before it saves, so no process can write back a vector that another
-# erased, however stale its copy (store/metadata.py, service/engine.py).
+# erased, however stale its copy (store/metadata.py, service/engine.py). Appended only under
+# the writer lock, so that sequence order is commit order (on PostgreSQL too): a reader that
+# has applied entry n has seen every entry before it.
 erasure_log = Table(
     "erasure_log",
     metadata,

@@ -21,7 +21,7 @@ class RetentionReport:
     searches: int = 0  # searches and their candidate lists past candidate retention
     audit_records: int = 0
     sessions: int = 0  # expired web sessions
-    request_contacts: int = 0  # contact details of access requests answered long enough ago
+    request_contacts: int = 0  # contacts (and unused templates) of access requests answered long ago
 
 
 class Governance(Engine):
@@ -30,7 +30,8 @@ class Governance(Engine):
         vectors and crops) past their source's retention, kept probes, searches with their
         candidate lists, audit records (the chain is anchored past them), expired sessions, and
         the contact details of access requests answered over access_report_hours ago (long
-        enough to send the link or the refusal; the link has expired by then)."""
+        enough to send the link or the refusal; the link has expired by then), with the
+        template of a link that was never used."""
         self.authorise(actor, "retention.run", "retention")
         now, s = self.clock(), self.settings
 

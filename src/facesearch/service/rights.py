@@ -35,7 +35,7 @@ from facesearch.errors import (
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import decode
+from facesearch.imaging import decode_for_analysis
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, system_clock
@@ -336,8 +336,7 @@ class Rights(Engine):
     def _largest_face(self, photo: bytes) -> np.ndarray:
         """The descriptor of the photo's largest face, the only one used: every face is
         detected (to find the largest) but only that one is aligned and described."""
-        image = decode(photo, max_pixels=self.settings.max_image_pixels,
-                       max_bytes=self.settings.max_image_bytes)
+        image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
             found = self.analyzer.detect(image.pixels)
             if not found:

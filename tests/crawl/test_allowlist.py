@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from facesearch.crawl.allowlist import allowed_by, invalid_entries
+from facesearch.errors import InvalidRequest
+from tests.conftest import OPERATOR
 
 
 @pytest.mark.parametrize(("entry", "url"), [
@@ -83,3 +85,13 @@ def test_any_entry_of_the_list_may_allow_an_url() -> None:
 def test_an_entry_of_no_known_form_is_invalid_and_allows_nothing(entry: str) -> None:
     assert invalid_entries([entry, "example.com"]) == [entry]
     assert not allowed_by("https://x.example.com/", [entry])
+
+
+def test_a_crawl_with_an_entry_of_no_known_form_is_refused(service) -> None:
+    service.add_source(OPERATOR, "press", "public_task", "FR")
+    with pytest.raises(InvalidRequest, match="not an allowlist entry"):
+        service.start_crawl(OPERATOR, ["https://a.example/"], ["a.example", "https://*/"],
+                            "press", "test")
+    with pytest.raises(InvalidRequest, match="inside the allowlist"):
+        service.start_crawl(OPERATOR, ["https://photos.example.evil.test/"],
+                            ["https://photos.example"], "press", "test")

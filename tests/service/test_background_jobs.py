@@ -134,3 +134,25 @@ def test_stopping_the_server_ends_the_running_job_after_its_batch_and_starts_no_
         assert summary.images_seen == 40
     finally:
         again.close()
+
+
+def test_a_crawl_queued_behind_a_job_when_the_server_stops_stays_queued(home: Path,
+                                                                      tmp_path: Path) -> None:
+    svc = service(home, Clock())
+    gate = Gate()
+    svc.ingest_listeners.append(gate)
+    svc.start_ingest_job(OPERATOR, "lfw", path=str(images(tmp_path / "in", 16)))
+    crawl = svc.start_crawl(OPERATOR, ["http://127.0.0.1:9/"], ["http://127.0.0.1:9/"], "lfw",
+                            "test")
+    svc.run_crawl_in_background(OPERATOR, crawl.id)
+    assert gate.reached.wait(60)
+    stopping = threading.Thread(target=svc.wait_for_jobs)
+    stopping.start()
+    wait_until(lambda: svc._stop is not None and svc._stop.is_set())
+    gate.opened.set()
+    stopping.join(30)
+    try:
+        assert not stopping.is_alive()
+        assert svc.crawls.job(crawl.id).status == "queued"  # `crawl run` picks it up
+    finally:
+        svc.close()

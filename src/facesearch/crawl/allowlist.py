@@ -5,6 +5,7 @@ for the allowed host.
 
 Forms (README, "Collecting from the web"):
     example.com                   any http(s) URL on the host or its subdomains, any port
+    *.example.com                 the same on its subdomains only
     https://example.com/photos    that scheme, host and port; paths /photos and /photos/...
                                   (whole segments: not /photos2)
     https://*.example.com/*       any subdomain (one label or more, not example.com itself);

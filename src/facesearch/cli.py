@@ -442,7 +442,10 @@ def serve(
     uvicorn.run("facesearch.web.app:app_from_environment", factory=True,
                 host=host or settings.host, port=port or settings.port,
                 workers=workers or settings.server_workers, log_config=log_config(),
-                access_log=False, proxy_headers=False, server_header=False)
+                access_log=False, proxy_headers=False, server_header=False,
+                # A worker loading the models and the index can hold the interpreter past
+                # uvicorn's 5 s health check, which then kills and restarts it.
+                timeout_worker_healthcheck=60)
 
 
 @retention_app.command("run")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
@@ -293,6 +294,22 @@ def test_a_cookie_is_not_secure_on_plain_http_without_a_public_address(
         stop_server(process)
     attributes = cookie_attributes(page, "facesearch_login")
     assert "secure" not in attributes and "httponly" in attributes
+
+
+@pytest.mark.parametrize("proxies", ["*", "proxy.internal", "10.0.0.300", "10.0.0.1, nonsense"])
+def test_a_trusted_proxy_setting_takes_addresses_and_networks_only(proxies: str) -> None:
+    # uvicorn would take "*" as everyone and a typo as a name that matches no peer.
+    with pytest.raises(ValidationError):
+        Settings(trusted_proxies=proxies)
+    assert Settings(trusted_proxies="10.0.0.1, 172.16.0.0/12").trusted_proxies == [
+        "10.0.0.1/32", "172.16.0.0/12"]
+
+
+@pytest.mark.parametrize("url", ["faces.example.org", "ftp://faces.example.org", "https://a b"])
+def test_the_public_url_must_be_an_http_address(url: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(public_url=url)
+    assert Settings(public_url="https://faces.example.org/").public_url == "https://faces.example.org"
 
 
 def client_of_refusal(site: Site, before: int) -> str:

@@ -432,8 +432,13 @@ class Crawling(Engine):
         with self._writer() as index:
             templates = self.store.suppression_templates()
             analysed = []
+            in_batch: set[str] = set()
             for key, location, body, page_url, provenance in items:
                 sha = hashlib.sha256(body).hexdigest()
+                if sha in in_batch:  # the same bytes under another URL of this batch
+                    results[key] = ("skipped", "duplicate", 0)
+                    continue
+                in_batch.add(sha)
                 known = self.store.indexed_image(sha256=sha)
                 if known is not None:
                     # The same bytes under another URL are a duplicate; under this URL they are

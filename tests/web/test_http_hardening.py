@@ -12,6 +12,8 @@ import re
 import select
 import socket
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -415,3 +417,28 @@ def test_every_log_line_is_json_without_personal_data_even_for_an_unhandled_erro
     assert secret_user not in text and secret_password not in text
     assert "users" not in text  # no SQL either
     assert "127.0.0.1" not in text.split("(Press CTRL+C to quit)")[-1]  # after the listening address
+
+
+def test_an_error_escaping_a_thread_or_a_warning_is_logged_as_json_without_its_message() -> None:
+    # Background jobs (ingest, crawl, retention) run in threads: what escapes them must not
+    # print a plain traceback with, say, a file name or an SQL parameter in its message.
+    script = """
+import threading, warnings
+from facesearch.web.app import configure_logging
+configure_logging()
+def job():
+    raise ValueError("secret-in-message /home/someone/photo.jpg")
+worker = threading.Thread(target=job)
+worker.start()
+worker.join()
+warnings.warn("a library warns")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=True)
+    lines = done.stderr.splitlines()
+    records = [json.loads(line) for line in lines]  # each one JSON, or this fails
+    [error] = [r for r in records if r.get("error")]
+    assert error["error"] == "ValueError" and error["event"] == "unhandled error in a thread"
+    assert any(frame.endswith(":6") for frame in error["frames"])  # job's raise, in <string>
+    assert "secret-in-message" not in done.stderr and "someone" not in done.stderr
+    assert any(r["logger"] == "py.warnings" for r in records)

@@ -232,6 +232,21 @@ def test_a_disabled_user_loses_sessions_and_keys(svc: FaceSearchService) -> None
             svc.authenticate("x", **credentials)
 
 
+def test_approval_never_reactivates_a_user_disabled_since_they_were_read(
+        svc: FaceSearchService, monkeypatch) -> None:  # noqa: ANN001
+    team = people(svc)
+    pending = svc.create_user(team["ada"], "pat", PASSWORD, "investigator", "Org")
+    read = svc.accounts.user
+    # The supervisor reads pat as pending; the admin disables pat before the approval lands.
+    monkeypatch.setattr(svc.accounts, "user", lambda **which: (
+        pending if which.get("user_id") == pending.id else read(**which)))
+    svc.disable_user(team["ada"], pending.id)
+    with pytest.raises(InvalidRequest, match="pending"):
+        svc.approve_user(team["sam"], pending.id)
+    assert read(user_id=pending.id).status == "disabled"
+    assert svc.trail.records()[-1]["action"] == "user.approve.refused"
+
+
 def test_cases_need_a_configured_purpose_and_a_unique_number(svc: FaceSearchService) -> None:
     ivy = people(svc)["ivy"]
     with pytest.raises(InvalidRequest, match="purpose"):

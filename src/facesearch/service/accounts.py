@@ -124,13 +124,17 @@ class Accounts(ServiceBase):
         """A supervisor approves a pending investigator of their own organisation."""
         self.authorise(actor, "users.approve", "user.approve")
         user = self._user_in_scope(actor, user_id, "user.approve")
-        if user.status != "pending":
-            self._audit_alone(actor, "user.approve.refused", {
-                "reason": f"the user is {user.status}", "user_id": user_id})
-            raise InvalidRequest("only a pending user can be approved")
         with self.store.transaction() as conn:
-            self.accounts.set_status(conn, user.id, "active", actor.user_id, self.now())
-            self._audit(conn, actor, "user.approve", {"user_id": user.id, "username": user.username})
+            # From pending only, in the update itself: a user disabled since they were read
+            # stays disabled.
+            done = self.accounts.set_status(conn, user.id, "active", actor.user_id, self.now(),
+                                            was="pending")
+            if done:
+                self._audit(conn, actor, "user.approve", {"user_id": user.id, "username": user.username})
+        if not done:
+            self._audit_alone(actor, "user.approve.refused", {
+                "reason": "the user is not pending", "user_id": user_id})
+            raise InvalidRequest("only a pending user can be approved")
         approved = self.accounts.user(user_id=user.id)
         assert approved is not None
         return approved

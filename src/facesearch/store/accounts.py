@@ -128,11 +128,16 @@ class AccountStore:
             organisation_id=organisation_id, username=username, role=role, status=status,
             password_hash=password_hash, created_at=now)).inserted_primary_key[0]
 
-    def set_status(self, conn: Connection, user_id: int, status: str, by: int | None, now: str) -> None:
+    def set_status(self, conn: Connection, user_id: int, status: str, by: int | None, now: str,
+                   was: str | None = None) -> bool:
+        """Set a user's status, only from status `was` if given; whether it was set."""
         values: dict = {"status": status}
         if status == "active":
             values.update(approved_by=by, approved_at=now)
-        conn.execute(update(users).where(users.c.id == user_id).values(**values))
+        query = update(users).where(users.c.id == user_id)
+        if was is not None:
+            query = query.where(users.c.status == was)
+        return conn.execute(query.values(**values)).rowcount == 1
 
     def set_password_hash(self, user_id: int, password_hash: str) -> None:
         with self.engine.begin() as conn:

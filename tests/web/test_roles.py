@@ -349,7 +349,7 @@ def send(d: Deployment, username: str | None, call: Call, values: dict) -> httpx
 def base_values(t: Targets) -> dict:
     return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
             "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
-            "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency B",
+            "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency A",
             "command": "pause"}
 
 

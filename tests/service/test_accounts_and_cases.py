@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -128,6 +129,37 @@ def test_parallel_wrong_passwords_check_no_more_passwords_than_allowed(
     # Twelve addresses, one username: the username's three attempts, then waits.
     assert outcomes == ["NotAuthenticated"] * 3 + ["RateLimited"] * 9
     assert len(calls) == 3
+
+
+def test_password_checks_at_once_are_bounded(svc: FaceSearchService, monkeypatch) -> None:  # noqa: ANN001
+    """Attempts from many addresses pass the throttle, but hold 64 MiB each only a few at a time."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    class SlowHasher(CountingHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                time.sleep(0.2)
+                return super().verify(hash, password)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    monkeypatch.setattr(accounts, "_hasher", SlowHasher())
+    monkeypatch.setattr(accounts, "_ARGON2_AT_ONCE", threading.BoundedSemaphore(2))
+    start = threading.Barrier(8)
+
+    def attempt(n: int) -> None:
+        start.wait()
+        with pytest.raises(NotAuthenticated):
+            svc.login(f"user{n}", "wrong password!", f"10.0.3.{n}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(attempt, range(8)))
+    assert most[0] == 2
 
 
 def test_a_failure_during_a_wait_neither_extends_it_nor_checks_a_password(

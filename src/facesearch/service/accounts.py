@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import secrets
+import threading
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -30,6 +32,9 @@ API_KEY_PREFIX = "fsk_"
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so that both take the same time.
 _DUMMY_HASH = _hasher.hash("not a real password")
+# Password checks at once in this process: each holds 64 MiB and a core, so more than the cores
+# would only cost memory. Attempts from many addresses at once wait their turn here.
+_ARGON2_AT_ONCE = threading.BoundedSemaphore(os.cpu_count() or 1)
 # Log-in throttle: failures older than the window are forgotten; past the allowed number, each
 # attempt waits FIRST_WAIT seconds, doubling with each failure, up to login_lock_max_seconds.
 THROTTLE_WINDOW = timedelta(minutes=15)
@@ -186,7 +191,8 @@ class Accounts(ServiceBase):
             self._audit_alone(attempt, "login.refused", {"reason": "throttled after failures"})
             raise RateLimited(f"too many failed log-ins; try again in {wait} s", wait)
         try:
-            _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+            with _ARGON2_AT_ONCE:
+                _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
             ok = user is not None and user.status == "active"
         except (VerificationError, InvalidHashError):
             ok = False

@@ -146,6 +146,11 @@ def test_an_opt_out_hides_at_once_and_erases_only_when_a_new_photo_confirms_it(
     with pytest.raises(NotFound):
         svc.confirm_opt_out("10.2.2.2", "a-guessed-token", photo(NEAR[0], 1))
     assert len(faces_of_person(svc, NEAR[0])) == 2
+    # Three refusals, counted; one audit record, the first of the hour.
+    [refused] = audited(svc, "optout.confirm.refused")
+    assert refused["detail"]["reason"].endswith("not the same photo again")
+    assert rows(svc, "SELECT used FROM public_allowances WHERE kind = ?",
+                "refused:optout.confirm.refused") == [(3,)]
 
     receipt = svc.confirm_opt_out("10.2.2.2", pending.confirm_token, photo(NEAR[0], 1))
     assert (receipt.request_id, receipt.images_found, receipt.faces_removed) == (
@@ -282,7 +287,8 @@ def test_opening_an_access_link_spends_nothing_and_an_expired_one_loses_its_temp
     try:
         team = gallery(svc)
         dan = officer_of(svc, team)
-        acks = [svc.request_access(f"10.6.6.{n}", photo(NEAR[0], 0), "me@example.org") for n in (1, 2, 3)]
+        acks = [svc.request_access(f"10.6.6.{n}", photo(NEAR[0], 0), "me@example.org")
+                for n in (1, 2, 3)]
         ids = {r.public_id: r.id for r in svc.access_requests(dan)}
         used, unopened, opened_late = (svc.decide_access_request(dan, ids[a.request_id], True)
                                        for a in acks)

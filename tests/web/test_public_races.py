@@ -51,7 +51,8 @@ def at_once(count: int, call: Callable[[httpx.Client], httpx.Response],
     responses: list[httpx.Response | BaseException] = [None] * count  # type: ignore[list-item]
 
     def one(i: int) -> None:
-        with httpx.Client(timeout=120, transport=httpx.HTTPTransport(local_address=local_address)) as client:
+        transport = httpx.HTTPTransport(local_address=local_address)
+        with httpx.Client(timeout=120, transport=transport) as client:
             barrier.wait()
             try:
                 responses[i] = call(client)
@@ -134,5 +135,6 @@ def test_the_report_page_and_the_api_share_one_use(server: Deployment) -> None:
     assert sorted(r.status_code for r in responses) == [200, 404, 404, 404]
     [page] = [r for r in responses if r.status_code == 200]
     assert "What facesearch holds about you" in page.text
-    assert httpx.post(f"{server.url}/api/v1/public/access-reports/{token}", timeout=60).status_code == 404
+    api = httpx.post(f"{server.url}/api/v1/public/access-reports/{token}", timeout=60)
+    assert api.status_code == 404
     assert httpx.get(f"{server.url}/access/report/{token}", timeout=60).status_code == 404

@@ -214,7 +214,8 @@ class Rights(Engine):
         suppression keeps the person's template, with the request's reference as its reason.
         Until confirmed, the data-protection officer can reverse it (reinstate_opt_out)."""
         actor = public_actor(client)
-        template = self._public_template(actor, client, selfie, "optout", request=True)
+        with self._public_turn(actor, client, "optout", request=True):
+            template = self._largest_face(selfie)
         public_id, token = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = self.clock()
         confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
@@ -244,28 +245,27 @@ class Rights(Engine):
             raise NotFound("this confirmation has expired or was already used; you stay hidden "
                            "from searches, and can start again to have your images erased")
         template = from_blob(first)
-        second = self._public_template(actor, client, selfie, "optout.confirm", request=False)
-        distance = float(np.linalg.norm(second - template))
-        if distance < SAME_PHOTO_DISTANCE or distance >= self.settings.suppress_threshold:
-            reason = ("the same photo again" if distance < SAME_PHOTO_DISTANCE
-                      else "not the person in the first photo")
-            self._refuse_public(actor, client, "optout.confirm.refused", reason)
-            raise InvalidRequest("take a new photo of yourself now: " + reason)
-        with self.public_queue.turn(), self._writer():  # an exact scan of the gallery: queued too
-            ids = self._faces_of(template)
-            with self.store.transaction() as conn:
-                now = self.now()
-                done = self.requests.finish_confirmation(conn, found.id, now)
-                if done:
+        # The photo, the exact scan of the gallery and the erasure, in one turn of the queue.
+        with self._public_turn(actor, client, "optout.confirm", request=False):
+            distance = float(np.linalg.norm(self._largest_face(selfie) - template))
+            if distance < SAME_PHOTO_DISTANCE:
+                raise InvalidRequest("take a new photo of yourself now: not the same photo again")
+            if distance >= self.settings.suppress_threshold:
+                raise InvalidRequest("take a new photo of yourself now: this is not the person "
+                                     "in the first photo")
+            with self._writer():
+                ids = self._faces_of(template)
+                with self.store.transaction() as conn:
+                    now = self.now()
+                    # Confirmed at the same moment, or reinstated by the officer meanwhile?
+                    if not self.requests.finish_confirmation(conn, found.id, now):
+                        raise NotFound("this confirmation has expired or was already used")
                     images = self.store.images_of_faces(conn, ids)
                     removed = self.store.delete_faces(ids, conn)
                     self.requests.update(conn, found.id, images_found=images, faces_removed=removed,
                                          decided_by="requester", decided_at=now)
                     self._audit(conn, actor, "optout.confirm", {"request": found.public_id,
                                                                 "faces": removed, "images": images})
-        if not done:  # confirmed at the same moment, or reinstated by the officer meanwhile
-            self._refuse_public(actor, client, "optout.confirm.refused", "expired, used or unknown")
-            raise NotFound("this confirmation has expired or was already used")
         receipt = Receipt(found.public_id, images, removed, now[:10])
         if address:
             receipt.mailed = self._mail_receipt(actor, address, receipt)
@@ -301,7 +301,8 @@ class Rights(Engine):
         actor = public_actor(client)
         if not contact.strip():
             raise InvalidRequest("give an address where the officer can reach you")
-        template = self._public_template(actor, client, selfie, "access.request", request=True)
+        with self._public_turn(actor, client, "access.request", request=True):
+            template = self._largest_face(selfie)
         received = self.clock()
         public_id = secrets.token_hex(8)
         deadline = _iso(add_months(received, 1))
@@ -313,16 +314,17 @@ class Rights(Engine):
             self._audit(conn, actor, "access.request", {"request": public_id})
         return AccessAcknowledgement(public_id, _iso(received), deadline)
 
-    def _public_template(self, actor: Actor, client: str, selfie: bytes, action: str,
-                         request: bool) -> np.ndarray:
-        """The template of the selfie's largest face, once the client's allowance is counted
-        and the public queue gives it its turn. A photo that fails (no face, not an image)
-        gives its place in the daily allowance back, so that a person can try again with
-        another, and counts only toward the hourly limit on photos."""
+    @contextmanager
+    def _public_turn(self, actor: Actor, client: str, action: str, request: bool) -> Iterator[None]:
+        """Heavy public work (a photo's analysis, an erasure's scan), once the client's
+        allowance is counted and the public queue gives it its turn. If it fails (no face, not
+        an image, a photo refused), a new request gives its place in the daily allowance back,
+        so that a person can try again with another photo, and the photo counts only toward
+        the hourly limit; the refusal is audited, aggregated."""
         self._take_allowance(actor, client, request)
         try:
             with self.public_queue.turn():
-                return self._largest_face(selfie)
+                yield
         except FacesearchError as exc:
             with self.store.transaction() as conn:
                 if request:

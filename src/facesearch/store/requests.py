@@ -113,13 +113,13 @@ class RequestStore:
             r.template.is_not(None), r.report_expires_at >= now).values(
             status="delivered", report_used_at=now)).rowcount == 1
 
-    def finish_confirmation(self, conn: Connection, request_id: int, now: str, **values: object) -> bool:
+    def finish_confirmation(self, conn: Connection, request_id: int, now: str) -> bool:
         """Mark a hidden opt-out confirmed (done), if it still waits and its time is not up:
         one conditional UPDATE, so that a confirmation counts once."""
         r = subject_requests.c
         return conn.execute(update(subject_requests).where(
             r.id == request_id, r.status == "hidden", r.confirm_expires_at >= now).values(
-            status="done", confirm_token_hash=None, **values)).rowcount == 1
+            status="done", confirm_token_hash=None)).rowcount == 1
 
     # Suppressions made by opt-outs (named by their reason) ------------------------------------
 

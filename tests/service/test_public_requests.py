@@ -189,6 +189,7 @@ def test_the_officer_reverses_an_unconfirmed_opt_out_but_not_a_confirmed_one(
     svc.confirm_opt_out("10.3.3.4", genuine.confirm_token, photo(FAR[0], 1))
     listed = {o.public_id: o for o in svc.opt_outs(dan)}
     assert listed[disputed.request_id].status == "hidden"
+    assert svc.record_of_processing(OPERATOR)["statistics"]["opt_outs"] == 2  # hidden and erased
     assert listed[genuine.request_id].status == "done" and listed[genuine.request_id].faces_removed == 2
     assert listed[disputed.request_id].client != listed[genuine.request_id].client
     with pytest.raises(Forbidden):
@@ -200,6 +201,7 @@ def test_the_officer_reverses_an_unconfirmed_opt_out_but_not_a_confirmed_one(
 
     svc.reinstate_opt_out(dan, listed[disputed.request_id].id, "the suspect's friend sent it")
     assert NEAR[0] in found_people(svc, team["ivy"], NEAR[0])  # found again at once
+    assert svc.record_of_processing(OPERATOR)["statistics"]["opt_outs"] == 1
     assert len(rows(svc, "SELECT id FROM suppressions")) == 1  # the genuine one's stays
     with pytest.raises(NotFound):  # the requester can no longer confirm it
         svc.confirm_opt_out("10.3.3.3", disputed.confirm_token, photo(NEAR[0], 1))

@@ -127,8 +127,9 @@ class Governance(Engine):
                 "server bound to loopback by default; security headers; upload limits",
             ],
             "statistics": {**counts, "faces_by_jurisdiction": self.store.faces_by_jurisdiction(),
-                           "opt_outs": sum(r.status == "done" for r in self.requests.all("erasure")),
-                           "access_requests": sum(r.status != "invalid"
-                                                  for r in self.requests.all("access"))},
+                           # Hidden (awaiting their second photo) or erased; not reversed ones.
+                           "opt_outs": sum(r.status in ("hidden", "done")
+                                           for r in self.requests.all("erasure")),
+                           "access_requests": len(self.requests.all("access"))},
             "generated_at": self.now(),
         }

@@ -117,6 +117,13 @@ def test_two_hundred_refused_requests_write_one_audit_record_per_client_and_hour
         with pytest.raises(NotFound):
             svc.access_report("10.8.8.7", "no-such-token")
         assert svc.trail.records()[-1]["client"] != last["client"]
+        # Retention drops the counters once their windows are over (they hold address hashes),
+        # and its own audit record sums the refusals no record reported one by one.
+        clock.advance(days=2, hours=2)
+        report = svc.run_retention(OPERATOR)
+        assert report == RetentionReport(public_counters=5, public_refusals=19)
+        assert svc.trail.records()[-1]["detail"]["public_refusals"] == 19
+        assert rows(svc, "SELECT count(*) FROM public_allowances") == [(0,)]
         assert svc.verify_audit(OPERATOR).intact
     finally:
         svc.close()

@@ -75,3 +75,6 @@ def test_a_refusal_counter_reports_only_the_refusals_that_open_a_window(stores) 
         # An hour on: a new window opens, reporting how many the last one counted.
         assert requests.count_refusal(conn, "client", "refused:x", HOUR_BEFORE_LATER, LATER) == AT_ONCE
         assert requests.count_refusal(conn, "client", "refused:x", HOUR_BEFORE_LATER, LATER) is None
+        # Retention drops counters whose window is over, with the refusals left unreported.
+        assert requests.forget_clients(conn, LATER) == (0, 0)
+        assert requests.forget_clients(conn, "2026-01-07T10:00:01+00:00") == (1, 1)

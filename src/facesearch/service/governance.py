@@ -22,6 +22,8 @@ class RetentionReport:
     audit_records: int = 0
     sessions: int = 0  # expired web sessions
     request_contacts: int = 0  # contacts (and unused templates) of access requests answered long ago
+    public_counters: int = 0  # per-client counters of public requests, a day past their window
+    public_refusals: int = 0  # refusals those counted that no audit record reported one by one
 
 
 class Governance(Engine):
@@ -31,7 +33,9 @@ class Governance(Engine):
         candidate lists, audit records (the chain is anchored past them), expired sessions, and
         the contact details of access requests answered over access_report_hours ago (long
         enough to send the link or the refusal; the link has expired by then), with the
-        template of a link that was never used."""
+        template of a link that was never used, and the per-client counters of public requests
+        whose windows ended over a day ago (the refusals they counted beyond each window's
+        audited first one are summed in this run's audit record)."""
         self.authorise(actor, "retention.run", "retention")
         now, s = self.clock(), self.settings
 
@@ -49,6 +53,8 @@ class Governance(Engine):
                 report.searches = self.cases.delete_searches_before(conn, cut(days=s.candidate_retention_days))
                 report.sessions = self.accounts.end_expired_sessions(conn, self.now())
                 report.request_contacts = self.requests.forget_contacts(conn, cut(hours=s.access_report_hours))
+                report.public_counters, report.public_refusals = self.requests.forget_clients(
+                    conn, cut(days=2))
                 report.audit_records = self.trail.prune_before(conn, cut(days=s.audit_retention_days))
                 self._audit(conn, actor, "retention", report.__dict__)
         return report

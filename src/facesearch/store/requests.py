@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -166,7 +166,17 @@ class RequestStore:
         conn.execute(update(public_allowances).where(key).values(used=t.used + 1))
         return 0 if used == 0 else None
 
-    def _ensure(self, conn: Connection, client_hash: str, kind: str, now: str):  # noqa: ANN202
+    def forget_clients(self, conn: Connection, before: str) -> tuple[int, int]:
+        """Delete the counters whose window began before `before` (no window is longer than
+        a day, so these are over): the table keeps no address hash longer than it needs.
+        Returns (counters deleted, refusals they counted that no audit record reported)."""
+        t = public_allowances.c
+        old = t.window_start < before
+        unreported = conn.execute(select(func.coalesce(func.sum(t.used - 1), 0)).where(
+            old, t.kind.startswith("refused:"), t.used > 1)).scalar_one()
+        return conn.execute(delete(public_allowances).where(old)).rowcount, int(unreported)
+
+    def _ensure(self, conn: Connection, client_hash: str, kind: str, now: str) -> ColumnElement[bool]:
         """Create the client's counter of kind (empty, window starting now) unless it exists,
         without failing when a parallel request creates it first; its row's condition."""
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

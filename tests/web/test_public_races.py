@@ -85,6 +85,18 @@ def test_parallel_requests_from_one_address_pass_the_daily_limit_only_as_often_a
     refused = httpx.post(server.url + "/api/v1/public/opt-out",
                          files={"selfie": ("s.jpg", selfie, "image/jpeg")}, timeout=120)
     assert refused.status_code == 429
+    # A flood of 200 more, twenty at a time, grows the audit trail by nothing: the hour's
+    # refusal record is written; the counter counts the rest.
+    before_flood = server.last_audit_id()
+    for _ in range(10):
+        flood = at_once(20, lambda c: c.post(
+            server.url + "/api/v1/public/access-requests", data={"contact": "me@example.org"},
+            files={"selfie": ("s.jpg", b"not even an image", "image/jpeg")}))
+        assert {r.status_code for r in flood} == {429}
+    assert server.audit(before_flood) == []
+    with server.db() as db:
+        assert db.execute("SELECT used FROM public_allowances WHERE kind = 'refused:public.refused'"
+                          ).fetchone()[0] == PARALLEL - LIMIT + 1 + 200
     [other] = at_once(1, lambda c: c.post(server.url + "/api/v1/public/opt-out",
                                           files={"selfie": ("s.jpg", selfie, "image/jpeg")}),
                       local_address="127.0.0.3")

@@ -123,8 +123,6 @@ def test_the_reason_names_the_most_specific_kind_of_address(address: str, kind: 
     ("64:ff9b::169.254.169.254", "link-local"),  # NAT64 of the cloud metadata address
     ("64:ff9b::10.0.0.1", "private"),
     ("64:ff9b::100.64.0.1", "non-global"),
-    ("64:ff9b:1:2:3:4:7f00:1", "loopback"),  # a local-use NAT64 prefix (RFC 8215)
-    ("64:ff9b:1::192.168.1.1", "private"),
     ("2002:7f00:1::1", "loopback (tunnelled)"),  # 6to4 through 127.0.0.1
     ("2002:a9fe:a9fe::", "link-local (tunnelled)"),  # 6to4 through 169.254.169.254
     ("2002:c0a8:101:1::1", "private (tunnelled)"),  # 6to4 through 192.168.1.1
@@ -138,8 +136,16 @@ def test_an_ipv6_address_standing_for_a_forbidden_ipv4_one_is_refused_as_that_ad
     assert refusal(address, numeric_only).startswith("ssrf:")
 
 
-@pytest.mark.parametrize("address", ["64:ff9b::8.8.8.8", "64:ff9b::5db8:d70e",
-                                     "64:ff9b:1:ab::8.8.4.4", "2002:808:808::1"])
+@pytest.mark.parametrize("address", ["64:ff9b:1:2:3:4:7f00:1", "64:ff9b:1:ab::8.8.4.4",
+                                     "64:ff9b:1:0:a:0:100:808"])
+def test_a_local_use_nat64_address_is_refused_whatever_its_last_32_bits(address: str) -> None:
+    """Under a /64 local-use prefix (RFC 8215) 64:ff9b:1:0:a:0:100:808 is 10.0.0.1, not the
+    1.0.8.8 of its last 32 bits: where the IPv4 address sits depends on the operator's prefix."""
+    assert forbidden_address(ipaddress.ip_address(address)) is not None
+    assert refusal(address, numeric_only).startswith("ssrf:")
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::8.8.8.8", "64:ff9b::5db8:d70e", "2002:808:808::1"])
 def test_nat64_and_6to4_addresses_of_public_ipv4_addresses_are_allowed(address: str) -> None:
     assert forbidden_address(ipaddress.ip_address(address)) is None
     resolve = FakeResolver({"v6only.example": [address]})

@@ -43,7 +43,7 @@ def database_url(request, tmp_path) -> Iterator[str]:  # noqa: ANN001
 
 @pytest.fixture
 def svc(tmp_path, database_url: str) -> Iterator[FaceSearchService]:
-    service = FaceSearchService(Settings(home=tmp_path / "data", metadata_url=database_url,
+    service = FaceSearchService(Settings(home=tmp_path / "data", database_url=database_url,
                                          workers=1, login_failures_allowed=LIMIT,
                                          searches_per_minute_user=LIMIT))
     yield service

@@ -84,6 +84,36 @@ def test_a_server_starting_beside_a_running_one_leaves_its_jobs_alone(home: Path
         b.close()
 
 
+def test_a_heartbeat_that_fails_once_goes_on_beating(home: Path, tmp_path: Path) -> None:
+    """A busy or briefly unreachable database must not end the heartbeat: a silent job would
+    be called interrupted by the next process that starts, while it goes on."""
+    from sqlalchemy.exc import OperationalError
+
+    clock = Clock()
+    svc = service(home, clock)
+    svc.heartbeat_seconds = 0.05
+    beat, failed = svc.cases.beat_jobs, []
+
+    def flaky(owner: str, now: str) -> None:
+        if not failed:
+            failed.append(now)
+            raise OperationalError("UPDATE ingest_jobs", {}, Exception("database is locked"))
+        beat(owner, now)
+
+    svc.cases.beat_jobs = flaky
+    gate = Gate()
+    svc.ingest_listeners.append(gate)
+    try:
+        job = svc.start_ingest_job(OPERATOR, "lfw", path=str(images(tmp_path / "in", 20)))
+        assert gate.reached.wait(60)
+        wait_until(lambda: bool(failed))
+        clock.advance(minutes=5)
+        wait_until(lambda: heartbeat(svc, job.id) == clock.now.isoformat(timespec="seconds"))
+    finally:
+        gate.opened.set()
+        svc.close()
+
+
 def heartbeat(svc: FaceSearchService, job_id: int) -> str | None:
     with svc.store.engine.connect() as conn:
         return conn.exec_driver_sql("SELECT heartbeat_at FROM ingest_jobs WHERE id = ?",

@@ -18,16 +18,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., list]  # socket.getaddrinfo's signature
 
 
-# NAT64 prefixes (RFC 6052 well-known, RFC 8215 local-use): a gateway translates such an
-# address to the IPv4 address in its last 32 bits, which is where the connection ends up.
-NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+# The NAT64 well-known prefix (RFC 6052): a gateway translates such an address to the IPv4
+# address in its last 32 bits, which is where the connection ends up. The local-use prefix
+# (64:ff9b:1::/48, RFC 8215) embeds the IPv4 address where the operator's prefix length puts
+# it, which cannot be known here: it stays refused as reserved.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for: IPv4-mapped (::ffff:a.b.c.d) or NAT64."""
     if address.ipv4_mapped:
         return address.ipv4_mapped
-    if any(address in prefix for prefix in NAT64):
+    if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
     return None
 

@@ -8,10 +8,13 @@ import re
 import secrets
 import shutil
 import socket
+import logging
 import threading
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from facesearch.errors import FacesearchError, InvalidRequest, NotFound
 from facesearch.service.base import Stopping
@@ -19,6 +22,8 @@ from facesearch.service.engine import Engine, IngestSummary
 from facesearch.store.cases import IngestJob
 from facesearch.store.files import private_directory, write_private
 from facesearch.types import Actor
+
+log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "upload:"
 
@@ -83,7 +88,12 @@ class Jobs(Engine):
 
         def beat() -> None:
             while not stop.wait(self.heartbeat_seconds):
-                self.cases.beat_jobs(self.job_owner, self.now())
+                try:
+                    self.cases.beat_jobs(self.job_owner, self.now())
+                except SQLAlchemyError:
+                    # A busy or briefly unreachable database: the next beat tries again (a
+                    # dead thread would let another process call the live job interrupted).
+                    log.warning("job heartbeat not recorded", exc_info=True)
 
         threading.Thread(target=beat, name="jobs-heartbeat", daemon=True).start()
 

@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=50_000_000, ge=1, le=89_478_485,
         description="Images declaring more pixels are refused before decoding (decompression-"
-        "bomb guard). One decode holds at most 12 bytes per pixel of this (600 MB at the "
-        "default); at most Pillow's own limit, which stays on behind it.",
+        "bomb guard). One decode holds at most 16 bytes per pixel of this (800 MB at the "
+        "default, WebP's decoder being the widest); at most Pillow's own limit, which stays on behind it.",
     )
     max_image_bytes: int = Field(default=50 * 1024 * 1024, description="Larger files are refused.")
     max_concurrent_decodes: int = Field(
@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         default=50, ge=1, le=50,
         description="The most candidates a search returns, over all its probe faces (at most "
         "50); a probe with several faces shares them out.",
+    )
+    max_fetch: int = Field(
+        default=20_000, ge=100,
+        description="The most neighbours a search asks the index for while filtering (by an "
+        "organisation's jurisdictions, erasures, suppressions) leaves fewer than it needs: a "
+        "bound on one search's memory and time; matches past it are missed.",
     )
     search_purposes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["criminal investigation", "missing person",

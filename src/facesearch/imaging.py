@@ -2,8 +2,8 @@
 
 Uploads are hostile until decoded. Only the formats in FORMATS are opened (no ICO, ICNS,
 TIFF or any other of Pillow's decoders); the declared size is checked before any pixel is
-decoded; Pillow's own decompression-bomb guard stays on, as a second line, and its warning
-is an error; and any exception while decoding becomes BadImage, never a crash.
+decoded, against max_pixels and against Pillow's own limit; Pillow's decompression-bomb
+guard stays on, as a second line; and any exception while decoding becomes BadImage, never a crash.
 
 Memory bound: one decode holds at most DECODE_BYTES_PER_PIXEL bytes per declared pixel,
 so at most that times max_pixels, plus DECODE_SLACK_BYTES; at most `concurrency` decodes run
@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import re
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -36,6 +35,7 @@ from facesearch.types import Box, Face
 # many codecs and tiled/strip layouts are the largest attack surface in Pillow, and a TIFF
 # converts losslessly to PNG. ICO and ICNS embed images whose size the header does not
 # declare, so no check before decoding can bound them.
+
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
 FORMAT_NAMES = "JPEG, PNG, GIF, WebP or BMP"
 
@@ -104,9 +104,7 @@ def decode(data: bytes, *, max_pixels: int, max_bytes: int, reduce_to: int | Non
         raise BadImage(f"file is {len(data)} bytes, over the {max_bytes}-byte limit")
     with _slots(concurrency):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                return _decode(data, max_pixels, reduce_to)
+            return _decode(data, max_pixels, reduce_to)
         except BadImage:
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's, not ours
@@ -120,6 +118,11 @@ def _decode(data: bytes, max_pixels: int, reduce_to: int | None) -> DecodedImage
     width, height = image.size
     if width * height > max_pixels:
         raise BadImage(f"image is {width}x{height} pixels, over the {max_pixels}-pixel limit")
+    # Pillow's own limit, checked here rather than through its warning (it only warns up to
+    # twice the limit, and warning filters are per process and not thread-safe to change).
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise BadImage(f"image is {width * height} pixels, over the "
+                       f"{Image.MAX_IMAGE_PIXELS}-pixel limit")
     orientation = _orientation(image)
     factor = max(1, max(width, height) // reduce_to) if reduce_to else 1
     scale = 1
@@ -157,7 +160,7 @@ def _reason(exc: Exception, max_pixels: int) -> str:
     """A one-line reason for a decoder's exception."""
     if isinstance(exc, UnidentifiedImageError):
         return f"not an image in a supported format ({FORMAT_NAMES})"
-    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(exc, Image.DecompressionBombError):
         # Pillow refused it while opening, before we saw its size: its message gives the count.
         found = _PILLOW_PIXELS.search(str(exc))
         size = f" {found.group(1)} pixels," if found else ""

@@ -126,9 +126,11 @@ def test_verify_finds_an_erased_vector_on_disk_and_repair_removes_it(home: Path)
         assert repaired.clean, repaired.problems
         assert files_holding(home, victim_bytes) == []
         assert not (home / "crops" / "stray.jpg").exists()
-        record = service.trail.records()[-2]  # the repair, then verify's audit.verify
-        assert record["action"] == "verify.repair"
+        actions = [r["action"] for r in service.trail.records()]
+        assert actions[-3:] == ["verify.repair", "audit.verify", "verify"]
+        record = service.trail.records()[-3]
         assert record["detail"]["index_rebuilt_faces"] == len(service.store.face_ids())
+        assert service.trail.records()[-1]["detail"]["problems"] == 0
     finally:
         service.close()
 
@@ -195,3 +197,25 @@ def test_verify_is_for_the_operator_only(home: Path) -> None:
     finally:
         service.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_crawl_batch_checks_its_sources_policy_under_the_writer_lock(tmp_path: Path, lfw: Path) -> None:
+    """A jurisdiction excluded (or a source deleted) while a crawl runs: its next batch is
+    refused and audited, not indexed."""
+    from facesearch.service import CrawlProgress
+
+    home = tmp_path / "data"
+    before = open_service(home)
+    before.add_source(OPERATOR, "press", "legitimate_interests", "FR")
+    before.close()
+    service = open_service(home, excluded_jurisdictions=["FR"])
+    try:
+        photo = lfw_photos(PEOPLE[0])[1].read_bytes()
+        results = service._store_images(OPERATOR, "crawl.batch", {"job_id": 1}, "press",
+                                        [(7, "https://photos.example/a.jpg", photo, None, {})],
+                                        CrawlProgress())
+        assert results == {7: ("refused", "source_refused", 0)}
+        assert service.store.counts()["images"] == 0
+        assert service.trail.records()[-1]["action"] == "crawl.batch.refused"
+    finally:
+        service.close()

@@ -3,6 +3,8 @@ removal from sealed shards, sealed memory-mapped shards, and save/load."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,34 @@ def test_removed_faces_leave_their_shards_at_once_sealed_ones_included(
     index.save(tmp_path / "index")
     loaded = CompressedIndex.load(tmp_path / "index", DIM, probes=32, rerank=100)
     assert not np.isin(loaded.held_ids(), victims).any() and loaded.total == len(data) - 3
+    assert CompressedIndex.stray_files(tmp_path / "index") == []  # the earlier shards are gone
+
+
+def test_a_removal_rewrites_only_the_shard_it_touched(data: np.ndarray, tmp_path: Path) -> None:
+    index = build(data, shard_size=10_000)
+    index.save(tmp_path / "index")
+    files = {p.name: p.stat().st_ino for p in (tmp_path / "index" / "compressed").glob("shard-*")}
+    index.remove(np.array([3], np.int64))  # in the first shard
+    assert index.memory_bytes() == (10_000 - 1) * 24
+    index.save(tmp_path / "index")
+    after = {p.name: p.stat().st_ino for p in (tmp_path / "index" / "compressed").glob("shard-*")}
+    assert sorted(after) == ["shard-00000-9999.faiss", "shard-00001-10000.faiss",
+                             "shard-00002-10000.faiss"]
+    assert all(after[name] == files[name] for name in after if name in files)  # untouched
+    assert index.sealed == 3 and index.memory_bytes() == 0
+
+
+def test_a_manifest_from_before_the_erasure_log_drops_its_tombstoned_codes(
+        data: np.ndarray, tmp_path: Path) -> None:
+    build(data, shard_size=10_000).save(tmp_path / "index")
+    manifest_path = tmp_path / "index" / "compressed" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["erasure_seq"]
+    manifest["tombstones"] = [1, 2, 20_000]
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = CompressedIndex.load(tmp_path / "index", DIM, probes=32, rerank=100)
+    assert loaded.erasure_seq == 0  # the whole erasure log is replayed
+    assert not np.isin(loaded.held_ids(), [1, 2, 20_000]).any()
 
 
 def test_full_shards_are_sealed_and_mapped_and_reload_to_the_same_answers(

@@ -36,7 +36,7 @@ import faiss
 import numpy as np
 
 from facesearch.index.base import VectorIndex
-from facesearch.store.files import private_directory, write_private
+from facesearch.store.files import fsync_directory, private_directory, write_private
 
 MAX_LISTS = 4096  # see above: more lists cost adds more than they save searches
 SCAN_BUDGET = 2_750_000  # codes a query scans by default at most: 112 probes at 100M, 46 ms
@@ -55,7 +55,8 @@ class CompressedIndex(VectorIndex):
         self.template: faiss.IndexIVFPQ | None = None  # trained, empty
         self.shards: list[faiss.IndexIVFPQ] = []  # hold lists only: no distance tables
         self.searcher: faiss.IndexIVFPQ | None = None  # the template, tables, a shard's lists
-        self.sealed = 0  # shards[:sealed] are on disk, memory-mapped, read-only
+        self.sealed = 0  # shards[:sealed] are closed, on disk, memory-mapped (read-only)
+        self.changed: set[int] = set()  # sealed shards read into memory by a removal
         self.watermark = 0
         self.erasure_seq = 0  # the last entry of the store's erasure log applied
 
@@ -103,19 +104,18 @@ class CompressedIndex(VectorIndex):
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids from every shard that holds them, at once: an erased face's code must
         not stay on disk until some later compaction. A sealed (memory-mapped) shard holding
-        one is read into memory for it and written again at the next save, with the sealed
-        shards after it: a shard's worth of memory and a few shards' worth of I/O per erasure,
-        the price of an erasure that leaves no copy."""
+        one is read into memory for it and written again at the next save: a shard's worth
+        of memory and I/O per shard touched, the price of an erasure that leaves no copy."""
         wanted = np.ascontiguousarray(ids, dtype=np.int64)
         selector = faiss.IDSelectorBatch(wanted)
         removed = 0
         for number, shard in enumerate(self.shards):
             if not len(wanted) or not np.isin(_shard_ids(shard), wanted).any():
                 continue
-            if not isinstance(faiss.downcast_InvertedLists(shard.invlists), faiss.ArrayInvertedLists):
+            if not _in_memory(shard):
                 shard = self.shards[number] = self._into_memory(shard)
+                self.changed.add(number)
             removed += int(shard.remove_ids(selector))
-            self.sealed = min(self.sealed, number)
         return removed
 
     def _into_memory(self, shard: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
@@ -204,7 +204,8 @@ class CompressedIndex(VectorIndex):
     def memory_bytes(self) -> int:
         """Bytes of inverted-list data (codes and ids) of the shards held in memory."""
         per_entry = self.code_bytes + 8
-        return sum(int(s.ntotal) * per_entry for s in self.shards[self.sealed:])
+        return sum(int(s.ntotal) * per_entry for n, s in enumerate(self.shards)
+                   if n >= self.sealed or n in self.changed)
 
     def fixed_bytes(self) -> int:
         """Bytes that do not grow with the gallery: the list centres and the searcher's
@@ -218,28 +219,38 @@ class CompressedIndex(VectorIndex):
         directory = private_directory(index_dir / SUBDIRECTORY)
         assert self.template is not None
         if not (directory / "template.faiss").exists():
-            faiss.write_index(self.template, str(directory / "template.faiss"))
+            _write_durably(self.template, directory / "template.faiss")
         names = []
         for number, shard in enumerate(self.shards):
             name = f"shard-{number:05d}-{int(shard.ntotal)}.faiss"
-            if number >= self.sealed or not (directory / name).exists():
-                faiss.write_index(shard, str(directory / (name + ".tmp")))
-                os.replace(directory / (name + ".tmp"), directory / name)
+            if number >= self.sealed or number in self.changed or not (directory / name).exists():
+                _write_durably(shard, directory / name)
             names.append(name)
         manifest = {"shards": names, "watermark": self.watermark, "erasure_seq": self.erasure_seq,
                     "lists": self.lists, "code_bytes": self.code_bytes,
                     "shard_size": self.shard_size}
-        for name in ["template.faiss", *names]:
-            os.chmod(directory / name, 0o600)
         write_private(directory / "manifest.json", json.dumps(manifest).encode())
-        for stale in set(p.name for p in directory.glob("shard-*.faiss")) - set(names):
-            (directory / stale).unlink()
+        # Files the manifest no longer names (a shard's earlier version) go after it.
+        for stale in self.stray_files(index_dir):
+            stale.unlink()
+        fsync_directory(directory)
         # Closed shards are sealed now: reopen them memory-mapped and let go of their memory.
         self.sealed = _closed(len(self.shards), self.shards[-1].ntotal >= self.shard_size
                               if self.shards else False)
         for number in range(self.sealed):
-            self.shards[number] = _lists_only(
-                faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP))
+            if _in_memory(self.shards[number]):
+                self.shards[number] = _lists_only(
+                    faiss.read_index(str(directory / names[number]), faiss.IO_FLAG_MMAP))
+        self.changed.clear()
+
+    @staticmethod
+    def stray_files(index_dir: Path) -> list[Path]:
+        """Files in the compressed index's folder that its manifest does not name: shards of
+        an earlier version, temporary files of a save that did not finish."""
+        directory = index_dir / SUBDIRECTORY
+        manifest = json.loads((directory / "manifest.json").read_text())
+        named = {"manifest.json", "template.faiss", *manifest["shards"]}
+        return [p for p in directory.iterdir() if p.name not in named]
 
     @classmethod
     def load(cls, index_dir: Path, dimension: int, **options: object) -> "CompressedIndex":
@@ -257,7 +268,11 @@ class CompressedIndex(VectorIndex):
             index.shards.append(_lists_only(faiss.read_index(
                 str(directory / name), faiss.IO_FLAG_MMAP if number < index.sealed else 0)))
         index.watermark = manifest["watermark"]
-        index.erasure_seq = manifest["erasure_seq"]
+        # A manifest from before the erasure log: its tombstoned codes go now, and the
+        # whole log is replayed (erasure_seq 0).
+        index.erasure_seq = manifest.get("erasure_seq", 0)
+        if manifest.get("tombstones"):
+            index.remove(np.array(manifest["tombstones"], np.int64))
         return index
 
 
@@ -267,6 +282,24 @@ def _searcher(template: faiss.IndexIVFPQ) -> faiss.IndexIVFPQ:
     searcher = faiss.clone_index(template)
     searcher.parallel_mode = 1
     return searcher
+
+
+def _write_durably(index: faiss.Index, path: Path) -> None:
+    """Write a FAISS index owner-only to a temporary file, fsync it and rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.chmod(tmp, 0o600)
+    handle = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    os.replace(tmp, path)
+
+
+def _in_memory(shard: faiss.IndexIVFPQ) -> bool:
+    """Whether a shard's lists are held in memory rather than memory-mapped from its file."""
+    return isinstance(faiss.downcast_InvertedLists(shard.invlists), faiss.ArrayInvertedLists)
 
 
 def _closed(shards: int, last_full: bool) -> int:

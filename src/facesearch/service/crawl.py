@@ -28,7 +28,7 @@ from facesearch.crawl.extract import (
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import guarded_transport, parse_networks
 from facesearch.crawl.warc import ArchiveIndex, UnreadableArchive
-from facesearch.errors import FacesearchError, InvalidRequest, NotFound
+from facesearch.errors import FacesearchError, InvalidRequest, NotFound, PolicyRefused
 from facesearch.ingest import ImageTask, analyse_batch
 from facesearch.service.base import Stopping
 from facesearch.service.engine import Engine, IngestSummary
@@ -424,12 +424,15 @@ class Crawling(Engine):
         path as the writer: deduplicated by content, analysed, suppressed people withheld,
         and committed in one transaction with their audit record (action, with detail), so
         that a killed crawl leaves no face unaudited. Returns per key (state, reason, faces
-        indexed)."""
-        source = self.store.source(source_name)
-        if source is None:
-            return {key: ("refused", "source_removed", 0) for key, *_ in items}
+        indexed). Policy is checked under the writer lock, as for local files: the source may
+        have been deleted or barred (lawful basis, excluded jurisdiction) since the crawl
+        started; its refusal is audited."""
         results: dict[int, tuple[str, str, int]] = {}
         with self._writer() as index:
+            try:
+                source = self._collecting_source(actor, source_name, action)
+            except PolicyRefused:
+                return {key: ("refused", "source_refused", 0) for key, *_ in items}
             templates = self.store.suppression_templates()
             analysed = []
             in_batch: set[str] = set()

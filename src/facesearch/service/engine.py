@@ -468,9 +468,10 @@ class Engine(ServiceBase):
         """Up to k (distance, face id) within the match threshold, nearest first, that are
         live, unsuppressed and (if given) from the jurisdictions, with their rows. The index
         is asked again for four times as many while filtering left fewer than k and it still
-        had neighbours inside the threshold: a fixed over-fetch would silently miss matches
-        for an organisation restricted to a small share of the gallery."""
-        fetch = k + 32
+        had neighbours inside the threshold, up to max_fetch: a fixed over-fetch of a few
+        hundred would silently miss matches for an organisation restricted to a small share
+        of the gallery."""
+        fetch, most = k + 32, max(k + 32, self.settings.max_fetch)
         while True:
             with self._index_lock:
                 distances, ids = index.search(query, fetch, jurisdictions=jurisdictions)
@@ -483,9 +484,9 @@ class Engine(ServiceBase):
                 vectors = np.stack([from_blob(rows[i]["embedding"]) for _, i in live])
                 hidden = suppressed_mask(vectors, templates, self.settings.suppress_threshold)
                 live = [hit for hit, h in zip(live, hidden) if not h]
-            if len(live) >= k or len(hits) < fetch or fetch >= len(index):
+            if len(live) >= k or len(hits) < fetch or fetch >= min(len(index), most):
                 return live[:k], rows
-            fetch = min(4 * fetch, len(index))
+            fetch = min(4 * fetch, len(index), most)
 
     # Deletion, purge, suppression ------------------------------------------------------
 

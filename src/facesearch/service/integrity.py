@@ -65,6 +65,10 @@ class Integrity(AuditTrail, Engine):
         chain = self.verify_audit(actor)
         if not chain.intact:
             report.problems.append(f"audit chain broken at record {chain.broken_at}: {chain.reason}")
+        self._audit_alone(actor, "verify", {
+            "faces": report.faces, "vectors": report.vectors, "crops": report.crops,
+            "erased_vectors_on_disk": report.erased_vectors_on_disk,
+            "problems": len(report.problems), "repaired": len(report.repaired)})
         return report
 
     def _inspect(self, report: IntegrityReport) -> _Findings:
@@ -100,9 +104,13 @@ class Integrity(AuditTrail, Engine):
             report.repaired.append("vector checks skipped: the Milvus collection is not a file here")
             return
         index_dir = self.settings.index_dir
-        found.stray_files = [p for p in index_dir.rglob("*.tmp")] if index_dir.exists() else []
+        stray = set(index_dir.rglob("*.tmp")) if index_dir.exists() else set()
+        if CompressedIndex.present(index_dir):
+            stray.update(CompressedIndex.stray_files(index_dir))
+        found.stray_files = sorted(stray)
         if found.stray_files:
-            report.problems.append(f"temporary index files left by a crash: {_names(found.stray_files)}")
+            report.problems.append("index files that no index uses (left by a crash, or an "
+                                   f"earlier version of a shard): {_names(found.stray_files)}")
         indexes: list[tuple[str, FaissIndex | CompressedIndex]] = []
         if CompressedIndex.present(index_dir):
             indexes.append((SUBDIRECTORY, CompressedIndex.load(index_dir, DIMENSION)))

@@ -221,9 +221,14 @@ class MetadataStore:
         return found
 
     def candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
-        """Face, image and source fields for each id that still exists."""
-        if not face_ids:
-            return {}
+        """Face, image and source fields for each id that still exists (read 1,000 ids a
+        query: databases bound the parameters of one)."""
+        found: dict[int, dict] = {}
+        for start in range(0, len(face_ids), 1000):
+            found.update(self._candidate_rows(face_ids[start:start + 1000]))
+        return found
+
+    def _candidate_rows(self, face_ids: list[int]) -> dict[int, dict]:
         query = (
             select(
                 faces.c.id.label("face_id"), faces.c.crop_path, faces.c.box_left,
@@ -395,7 +400,12 @@ class MetadataStore:
         keep the log, and the next erasure tries again."""
         if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Without waiting: busy readers make it give up at once, not hold the writer.
+                conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                try:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
 
     def clear_erasures(self, face_ids: list[int]) -> None:
         with self.engine.begin() as conn:

@@ -95,3 +95,16 @@ def test_a_crawl_with_an_entry_of_no_known_form_is_refused(service) -> None:
     with pytest.raises(InvalidRequest, match="inside the allowlist"):
         service.start_crawl(OPERATOR, ["https://photos.example.evil.test/"],
                             ["https://photos.example"], "press", "test")
+
+
+def test_a_bare_host_with_a_port_is_invalid_rather_than_matching_nothing() -> None:
+    assert invalid_entries(["example.com:8080", "https://example.com:8080/"]) == ["example.com:8080"]
+    assert allowed_by("https://example.com:8080/a", ["https://example.com:8080/"])
+    assert allowed_by("https://[2001:db8::1]/photos/a.jpg", ["https://[2001:db8::1]/photos"])
+
+
+def test_an_encoded_separator_cannot_climb_out_of_an_allowed_path() -> None:
+    for url in ("https://example.com/photos/..%2fadmin", "https://example.com/photos/..%2Fadmin/x",
+                "https://example.com/photos/..%5cadmin"):
+        assert not allowed_by(url, ["https://example.com/photos"]), url
+    assert allowed_by("https://example.com/photos/a%2fb.jpg", ["https://example.com/photos"])

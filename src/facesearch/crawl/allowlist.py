@@ -15,6 +15,7 @@ Forms (README, "Collecting from the web"):
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass
@@ -35,15 +36,22 @@ class _Entry:
 
 
 def _segments(path: str) -> tuple[str, ...]:
-    """Path segments with dot segments resolved (also written %2e, which a server may
-    decode), so that /photos/../admin is /admin."""
+    """Path segments with dot segments resolved (also written %2e, and separators written
+    %2f or %5c, which a server may decode), so that /photos/..%2fadmin is /admin."""
     path = re.sub("%2e", ".", path, flags=re.IGNORECASE)
+    path = re.sub("%2f|%5c", "/", path, flags=re.IGNORECASE)
     return tuple(s for s in posixpath.normpath("/" + path).split("/") if s)
 
 
 def _valid_host(host: str) -> bool:
     """A host name or address, with * only as a whole first label (*.example.com)."""
     rest = host[2:] if host.startswith("*.") else host
+    if ":" in rest:  # an IPv6 address; a port belongs in the URL form (https://host:8080/)
+        try:
+            ipaddress.IPv6Address(rest)
+        except ValueError:
+            return False
+        return rest == host
     return bool(rest) and not any(c in rest for c in "*/@[] ")
 
 

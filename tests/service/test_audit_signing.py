@@ -245,3 +245,34 @@ def test_the_cli_checkpoints_and_verifies_and_exits_6_on_a_rewritten_chain(tmp_p
     assert run(home, "audit", "verify", "--seal").returncode == 0
     done = run(home, "audit", "verify", "--checkpoint", str(saved))
     assert done.returncode == 6 and "rewritten" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["seal", "checkpoint"])
+def test_a_record_appended_while_the_chain_is_checked_waits_for_the_signature(
+        svc: FaceSearchService, command: str) -> None:
+    """The head signed is the head checked: an append (or an insert by someone with database
+    access) in between would be signed unchecked."""
+    import threading
+    import time
+
+    some_records(svc)
+    check, appended = svc._check_chain, threading.Event()
+
+    def check_while_appending(signature: bool = True):  # noqa: ANN202
+        def append() -> None:
+            svc._audit_alone(OPERATOR, "stats", {})
+            appended.set()
+
+        threading.Thread(target=append).start()
+        time.sleep(0.5)
+        assert not appended.is_set(), "an append went in while the chain was being checked"
+        return check(signature)
+
+    svc._check_chain = check_while_appending
+    signed = (svc.seal_audit(OPERATOR) if command == "seal"
+              else svc.audit_checkpoint(OPERATOR))
+    assert appended.wait(30)
+    del svc._check_chain
+    assert svc.verify_audit(OPERATOR).intact
+    if command == "checkpoint":
+        assert signed["head_id"] < svc.trail.head().last[0]  # the append came after

@@ -85,14 +85,19 @@ class AuditTrail(ServiceBase):
         auditor to keep outside the database and give to verify_audit later. Only an intact
         chain with a valid signature is checkpointed."""
         self.authorise(actor, "audit.read", "audit.checkpoint")
-        check = self._check_chain()
+        # Appends wait while the chain is checked and its head signed: the head signed is the
+        # head checked, not a record slipped in between.
+        with self.store.transaction() as conn:
+            self.trail.lock(conn)
+            check = self._check_chain()
+            if check.intact:
+                head = self.trail.head(conn)
+                checkpoint = sign_checkpoint(self.trail.key(), head.last, self.now())
+                self._audit(conn, actor, "audit.checkpoint", {"head_id": head.last[0],
+                                                              "head_hash": head.last[1]})
         if not check.intact:
             self._refuse(actor, "audit.checkpoint", f"the audit trail fails its check at record "
                          f"{check.broken_at}: {check.reason}")
-        head = self.trail.head()
-        checkpoint = sign_checkpoint(self.trail.key(), head.last, self.now())
-        self._audit_alone(actor, "audit.checkpoint", {"head_id": head.last[0],
-                                                      "head_hash": head.last[1]})
         return checkpoint
 
     def seal_audit(self, actor: Actor) -> ChainCheck:
@@ -100,13 +105,17 @@ class AuditTrail(ServiceBase):
         signing began (an upgrade), or once a failed signature check has been looked into.
         The operator's alone (the CLI): it vouches for the trail as it stands."""
         self.authorise(actor, "integrity", "audit.seal")
-        check = self._check_chain(signature=False)
+        # Appends wait while the chain is checked and sealed (see audit_checkpoint).
+        with self.store.transaction() as conn:
+            self.trail.lock(conn)
+            check = self._check_chain(signature=False)
+            if check.intact:
+                head = self.trail.seal(conn)
+                self._audit(conn, actor, "audit.seal", {"head_id": head.last[0],
+                                                        "records": check.records})
         if not check.intact:
             self._refuse(actor, "audit.seal", f"the audit trail is broken at record "
                          f"{check.broken_at}: {check.reason}")
-        with self.store.transaction() as conn:
-            head = self.trail.seal(conn)
-            self._audit(conn, actor, "audit.seal", {"head_id": head.last[0], "records": check.records})
         return check
 
     def _check_chain(self, signature: bool = True) -> ChainCheck:

@@ -105,8 +105,9 @@ class AuditStore:
             head.mac, head_mac(self.key(), head.anchor, head.last))
 
     @staticmethod
-    def _lock(conn: Connection) -> None:
-        """Take the write lock before reading the chain's end (see schema.audit_head)."""
+    def lock(conn: Connection) -> None:
+        """Take the write lock before reading the chain's end (see schema.audit_head): until
+        conn's transaction ends, appends wait."""
         conn.execute(update(audit_head).where(audit_head.c.id == 1)
                      .values(appends=audit_head.c.appends + 1))
 
@@ -122,7 +123,7 @@ class AuditStore:
     def append(self, conn: Connection, record: dict) -> dict:
         """Append inside conn's transaction and sign the new head. record: every chained
         field except id and prev_hash, with detail as a dict."""
-        self._lock(conn)
+        self.lock(conn)
         was = self.head(conn)
         row = dict(record, id=was.last[0] + 1, prev_hash=was.last[1],
                    detail=json.dumps(record["detail"], sort_keys=True, separators=(",", ":")))
@@ -134,7 +135,7 @@ class AuditStore:
     def seal(self, conn: Connection) -> Head:
         """Sign the head as it stands (the caller has checked the chain): for a trail written
         before signing began, or after a failed check has been looked into."""
-        self._lock(conn)
+        self.lock(conn)
         head = self.head(conn)
         conn.execute(update(audit_head).where(audit_head.c.id == 1)
                      .values(head_mac=head_mac(self.key(), head.anchor, head.last)))
@@ -180,7 +181,7 @@ class AuditStore:
                             .order_by(audit_log.c.id.desc()).limit(1)).first()
         if last is None:
             return 0
-        self._lock(conn)
+        self.lock(conn)
         was = self.head(conn)
         # Records are appended in time order, so everything up to the newest old one goes.
         removed = conn.execute(audit_log.delete().where(audit_log.c.id <= last[0])).rowcount

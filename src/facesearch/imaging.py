@@ -41,6 +41,10 @@ FORMAT_NAMES = "JPEG, PNG, GIF, WebP or BMP"
 
 DECODE_BYTES_PER_PIXEL = 16  # the worst format, WebP; see the module's docstring
 DECODE_SLACK_BYTES = 32 * 1024 * 1024  # decoders' own buffers, JPEG's padding to whole blocks
+# A progressive JPEG is decoded once per scan, and nothing in the format bounds their number:
+# thousands of scans in a few megabytes keep a core busy for minutes. Encoders write about ten
+# (libjpeg's progressive script: 10); 100 is libjpeg-turbo's own suggested -maxscans.
+MAX_JPEG_SCANS = 100
 
 _BAND_PIXELS = 1 << 18  # pixels converted at a time: temporaries of a few MB, not of the image
 _PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -118,6 +122,10 @@ def _decode(data: bytes, max_pixels: int, reduce_to: int | None) -> DecodedImage
     width, height = image.size
     if width * height > max_pixels:
         raise BadImage(f"image is {width}x{height} pixels, over the {max_pixels}-pixel limit")
+    # In a scan's entropy-coded data a 0xFF byte is always followed by 00 (stuffing) or a
+    # restart marker, so FF DA occurs as a start-of-scan marker (or, rarely, in metadata).
+    if fmt in ("JPEG", "MPO") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:
+        raise BadImage(f"JPEG has more than {MAX_JPEG_SCANS} scans")
     # Pillow's own limit, checked here rather than through its warning (it only warns up to
     # twice the limit, and warning filters are per process and not thread-safe to change).
     if width * height > Image.MAX_IMAGE_PIXELS:

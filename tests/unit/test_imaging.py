@@ -23,6 +23,7 @@ from facesearch.errors import BadImage
 from facesearch.imaging import (
     DECODE_BYTES_PER_PIXEL,
     DECODE_SLACK_BYTES,
+    MAX_JPEG_SCANS,
     DecodedImage,
     decode,
     decode_for_analysis,
@@ -580,3 +581,16 @@ def test_decodes_beyond_the_bound_wait(monkeypatch):
     for thread in threads:
         thread.join()
     assert most == 3
+
+
+def test_a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decoding():
+    """Each scan of a progressive JPEG is a pass over the whole image: thousands of them in a
+    small file would hold a core for minutes."""
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(
+        out, "JPEG", progressive=True)
+    ordinary = out.getvalue()
+    assert 2 < ordinary.count(b"\xff\xda") <= MAX_JPEG_SCANS
+    assert decode(ordinary, **LIMITS).width == 64
+    many = ordinary[:-2] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" * 500 + b"\xff\xd9"
+    assert refusal(many) == f"JPEG has more than {MAX_JPEG_SCANS} scans"

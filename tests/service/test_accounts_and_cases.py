@@ -77,7 +77,21 @@ def test_passwords_are_stored_as_argon2id_and_must_be_long(svc: FaceSearchServic
     assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
     admin = svc.login("ada", PASSWORD, "x")[0]
     with pytest.raises(InvalidRequest, match="12 characters"):
-        svc.create_user(admin, "short", "too-short", "auditor", "Org")
+        svc.create_user(admin, "short", "too-short", "supervisor", "Org")
+
+
+def test_only_the_operator_creates_auditors_and_officers(svc: FaceSearchService) -> None:
+    """They read every organisation's trail and requests: an admin may not give those roles."""
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    admin = svc.login("ada", PASSWORD, "x")[0]
+    for role in ("auditor", "dpo"):
+        with pytest.raises(Forbidden):
+            svc.create_user(admin, f"a-{role}", PASSWORD, role, "Org")
+        assert svc.accounts.user(username=f"a-{role}") is None
+        last = svc.trail.records()[-1]
+        assert (last["action"], last["detail"]["role"]) == ("user.create.refused", role)
+        assert svc.create_user(OPERATOR, f"o-{role}", PASSWORD, role, "Org").role == role
+    assert set(svc.roles_creatable_by(admin)) == {"admin", "supervisor", "investigator"}
 
 
 def test_repeated_failed_logins_are_refused_for_a_while(svc: FaceSearchService, clock: Clock) -> None:

@@ -90,8 +90,7 @@ def audited(svc: FaceSearchService, action: str) -> list[dict]:
 def officer(svc: FaceSearchService) -> object:
     """A data-protection officer, logged in."""
     svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
-    admin = svc.login("ada", PASSWORD, "x")[0]
-    svc.create_user(admin, "dan", PASSWORD, "dpo", "Org")
+    svc.create_user(OPERATOR, "dan", PASSWORD, "dpo", "Org")
     return svc.login("dan", PASSWORD, "x")[0]
 
 

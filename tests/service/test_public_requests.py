@@ -47,7 +47,7 @@ def photo(person: str, number: int) -> bytes:
 
 
 def officer_of(svc: FaceSearchService, team: dict) -> object:
-    svc.create_user(team["ada"], "dan", PASSWORD, "dpo", "Org")
+    svc.create_user(OPERATOR, "dan", PASSWORD, "dpo", "Org")
     return svc.login("dan", PASSWORD, "10.0.0.1")[0]
 
 

@@ -101,8 +101,10 @@ def build_deployment(home: Path) -> dict[str, object]:
         ids = {"ada": ada.id}
         for username, (role, organisation) in USERS.items():
             if username != "ada":
-                # An admin creates users of their own organisation; the operator of any.
-                creator = admin if organisation == "Agency A" else operator
+                # An admin creates users of their own organisation; the operator of any, and
+                # the auditor and officer, who act for the whole deployment.
+                creator = admin if organisation == "Agency A" and role not in (
+                    "auditor", "dpo") else operator
                 ids[username] = service.create_user(creator, username, password_of(username), role,
                                                     organisation).id
         for supervisor, investigators in (("sam", ["ivy", "ian"]), ("bea", ["bob"])):

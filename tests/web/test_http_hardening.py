@@ -72,12 +72,12 @@ def make_users(home: Path) -> dict[str, str]:
     service; no gallery is needed here."""
     service = FaceSearchService(Settings(home=home, workers=1))
     try:
-        service.bootstrap_admin(service.local_operator("test-operator"), "ada",
-                                password_of("ada"), "Agency A")
+        operator = service.local_operator("test-operator")
+        service.bootstrap_admin(operator, "ada", password_of("ada"), "Agency A")
         admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
         keys = {"ada": service.create_api_key(admin, "tests")[1]}
-        for name, role in (("aud", "auditor"), ("dan", "dpo")):
-            service.create_user(admin, name, password_of(name), role, "Agency A")
+        for name, role in (("aud", "auditor"), ("dan", "dpo")):  # the operator's to create
+            service.create_user(operator, name, password_of(name), role, "Agency A")
             user, _, _ = service.login(name, password_of(name), "127.0.0.1")
             keys[name] = service.create_api_key(user, "tests")[1]
         return keys

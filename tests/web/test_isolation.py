@@ -61,10 +61,21 @@ def test_an_admin_creates_users_in_their_own_organisation_only(deployment: Deplo
     assert made.status_code == 201 and made.json()["organisation"] == "Agency B"
 
 
-def test_the_api_creates_a_data_protection_officer(deployment: Deployment) -> None:
+def test_an_admin_cannot_create_an_auditor_or_officer_by_page_or_api(deployment: Deployment) -> None:
+    """Auditors and officers read every organisation's records: the operator's to create."""
+    for role in ("auditor", "dpo"):
+        before, before_audit = deployment.state_digest(), deployment.last_audit_id()
+        with deployment.client("ada") as ada:
+            by_api = ada.post("/api/v1/users", json=user_body("Agency A", role))
+            by_page = ada.post("/admin/users", data=user_body("Agency A", role))
+        assert (by_api.status_code, by_page.status_code) == (403, 403), (by_api.text, by_page.text)
+        assert deployment.state_digest() == before  # no user made
+        refusals = [r for r in deployment.audit(before_audit) if r["action"] == "user.create.refused"]
+        assert [(r["actor"], r["detail"]["role"]) for r in refusals] == [("ada", role)] * 2
     with deployment.client("ada") as ada:
-        made = ada.post("/api/v1/users", json=user_body("Agency A", "dpo"))
-    assert made.status_code == 201 and made.json()["role"] == "dpo"
+        page = ada.get("/admin/users").text
+    offered = re.findall(r"<option>([a-z]+)</option>", page)
+    assert sorted(offered) == ["admin", "investigator", "supervisor"]
 
 
 def test_admins_and_supervisors_list_their_own_organisations_users(deployment: Deployment,
@@ -149,11 +160,11 @@ def test_the_users_page_adds_users_to_the_admins_organisation(deployment: Deploy
         page = client.get("/admin/users").text
         organisation = re.search(r'name="organisation"[^>]*value="([^"]*)"[^>]*readonly', page)
         assert organisation and organisation.group(1) == "Agency B"
-        assert "<option>dpo</option>" in page
-        body = user_body(organisation.group(1), "dpo")
+        assert "<option>supervisor</option>" in page
+        body = user_body(organisation.group(1), "supervisor")
         assert client.post("/admin/users", data=body).status_code == 303
     with deployment.db() as db:
         made = db.execute("SELECT users.role, organisations.name FROM users JOIN organisations "
                           "ON organisations.id = users.organisation_id WHERE username = ?",
                           (body["username"],)).fetchone()
-    assert made == ("dpo", "Agency B")
+    assert made == ("supervisor", "Agency B")

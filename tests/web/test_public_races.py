@@ -33,8 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> Iterator[Depl
     service = FaceSearchService(Settings(home=home, workers=1))
     try:
         service.bootstrap_admin(OPERATOR, "ada", password_of("ada"), "Agency A")
-        admin = service.login("ada", password_of("ada"), "127.0.0.1")[0]
-        service.create_user(admin, "dan", password_of("dan"), "dpo", "Agency A")
+        service.create_user(OPERATOR, "dan", password_of("dan"), "dpo", "Agency A")
     finally:
         service.close()
     process, url = start_server(home, FACESEARCH_PUBLIC_REQUESTS_PER_DAY=str(LIMIT),

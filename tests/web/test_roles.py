@@ -169,7 +169,7 @@ def queued_crawl(d: Deployment, _: Targets) -> dict:
 
 def new_user_body() -> dict:
     return {"username": f"u{uuid.uuid4().hex[:8]}", "password": password_of("x"),
-            "role": "auditor", "organisation": "Agency A"}
+            "role": "supervisor", "organisation": "Agency A"}
 
 
 def new_source_body() -> dict:

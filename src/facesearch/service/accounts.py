@@ -20,7 +20,7 @@ from facesearch.errors import (
     PolicyRefused,
     RateLimited,
 )
-from facesearch.policy.roles import OPERATOR, check_role, initial_status
+from facesearch.policy.roles import OPERATOR, ROLES, allowed, check_role, initial_status
 from facesearch.service.base import ServiceBase
 from facesearch.store.accounts import ApiKey, Throttle, User
 from facesearch.types import Actor
@@ -39,6 +39,9 @@ _ARGON2_AT_ONCE = threading.BoundedSemaphore(os.cpu_count() or 1)
 # attempt waits FIRST_WAIT seconds, doubling with each failure, up to login_lock_max_seconds.
 THROTTLE_WINDOW = timedelta(minutes=15)
 FIRST_WAIT_SECONDS = 15
+# Roles that read every organisation's records (the whole audit trail, every access request):
+# only the operator gives them, to the deployment's own people.
+DEPLOYMENT_ROLES = frozenset({"auditor", "dpo"})
 
 
 def lock_seconds(failures: int, allowed: int, longest: int) -> int:
@@ -80,19 +83,35 @@ class Accounts(ServiceBase):
             self._refuse(actor, "user.bootstrap", "an admin already exists; admins create users")
         return self._create_user(actor, username, password, "admin", organisation, "user.bootstrap")
 
+    def roles_creatable_by(self, actor: Actor) -> tuple[str, ...]:
+        """The roles actor may give a new user: every role for the operator; an admin's own
+        organisation's roles, not those that act for the whole deployment."""
+        if actor.role == OPERATOR:
+            return ROLES
+        return tuple(r for r in ROLES if r not in DEPLOYMENT_ROLES) if allowed(
+            actor.role, "users.manage") else ()
+
     def create_user(self, actor: Actor, username: str, password: str, role: str,
                     organisation: str) -> User:
         """Create a user; an investigator stays pending until a supervisor of the same
-        organisation approves them. An admin creates users in their own organisation only;
-        the operator in any, and creates the organisation if it is new."""
+        organisation approves them. An admin creates users in their own organisation only,
+        and no auditor or data-protection officer (they read every organisation's records);
+        the operator creates any, in any organisation, and the organisation if it is new."""
         self.authorise(actor, "users.manage", "user.create")
+        role = check_role(role)
+        refusal = None
         if actor.role != OPERATOR and organisation.strip() != actor.organisation:
             # The same answer whether that organisation exists or not.
+            refusal = ("another organisation", "admins create users in their own organisation only")
+        elif role not in self.roles_creatable_by(actor):
+            refusal = (f"role {role} is the operator's to give",
+                       "auditors and data-protection officers act for the whole deployment: "
+                       "the operator creates them")
+        if refusal:
             self._audit_alone(actor, "user.create.refused", {
-                "reason": "another organisation", "username": username[:100], "role": role[:32]})
-            raise Forbidden("admins create users in their own organisation only")
-        return self._create_user(actor, username, password, check_role(role), organisation,
-                                 "user.create")
+                "reason": refusal[0], "username": username[:100], "role": role})
+            raise Forbidden(refusal[1])
+        return self._create_user(actor, username, password, role, organisation, "user.create")
 
     def _create_user(self, actor: Actor, username: str, password: str, role: str,
                      organisation: str, action: str) -> User:

@@ -142,7 +142,9 @@ def list_users(request: Request, actor: Caller) -> list[dict]:
 
 @router.post("/users", tags=["users"], status_code=201)
 def create_user(request: Request, actor: Caller, body: NewUser) -> dict:
-    """Admins create users; investigators start pending until a supervisor approves them."""
+    """Admins create users of their own organisation; investigators start pending until a
+    supervisor approves them. Auditors and data-protection officers (who read every
+    organisation's records) are the operator's to create, on the CLI: an admin is refused (403)."""
     return user_json(service_of(request).create_user(actor, body.username, body.password,
                                                      body.role, body.organisation))
 

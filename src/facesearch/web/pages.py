@@ -171,7 +171,8 @@ def report_page(request: Request, actor: Caller, case_id: RowId) -> HTMLResponse
 @router.get("/admin/users", response_class=HTMLResponse)
 def users_page(request: Request, actor: Caller) -> HTMLResponse:
     service = service_of(request)
-    return render(request, "users.html", actor, users=service.users(actor))
+    return render(request, "users.html", actor, users=service.users(actor),
+                  roles=service.roles_creatable_by(actor))
 
 
 @router.post("/admin/users")

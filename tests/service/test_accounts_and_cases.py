@@ -247,6 +247,23 @@ def test_successful_log_ins_from_a_shared_address_never_lock_it(svc: FaceSearchS
         svc.login("nobody", "wrong password!", "10.0.0.1")  # the second failure of three
 
 
+def test_a_success_that_was_the_addresses_last_allowed_attempt_leaves_it_unlocked(
+        svc: FaceSearchService) -> None:
+    """The attempt that reached the limit set the address's wait; a success takes the attempt
+    back, its wait included, so that the next user behind the same proxy is not kept waiting."""
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    svc.create_user(OPERATOR, "sam", PASSWORD, "supervisor", "Org")
+    for n in range(2):
+        with pytest.raises(NotAuthenticated):
+            svc.login(f"nobody{n}", "wrong password!", "10.0.0.7")
+    svc.login("ada", PASSWORD, "10.0.0.7")  # the third attempt of three, a success
+    assert svc.login("sam", PASSWORD, "10.0.0.7")[0].name == "sam"
+    with pytest.raises(NotAuthenticated):  # the address still counts its two failures
+        svc.login("nobody", "wrong password!", "10.0.0.7")
+    with pytest.raises(RateLimited):
+        svc.login("sam", PASSWORD, "10.0.0.7")
+
+
 def test_a_withdrawn_possible_no_longer_counts_toward_confirmation() -> None:
     check_mark("confirmed", 2, [(1, "possible")])
     with pytest.raises(Forbidden):  # 1 took their "possible" back

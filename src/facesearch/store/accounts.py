@@ -213,12 +213,16 @@ class AccountStore:
 
     def settle_login(self, conn: Connection, reset: list[str], undo: list[str]) -> None:
         """After a successful log-in: clear the reset keys (the user's name, their browser),
-        and take the attempt back from the undo keys (the address, which other users share)."""
+        and take the attempt back from the undo keys (the address, which other users share):
+        its count and the wait it set, since it was let through only because the address was
+        not waiting. Otherwise a success that was the address's last allowed attempt would
+        keep everyone behind it waiting. (A failure counted in between loses its wait too;
+        the address's next attempt, counted on top of its failures, sets it again.)"""
         conn.execute(update(login_throttle).where(login_throttle.c.key.in_(reset))
                      .values(failures=0, locked_until=None))
         conn.execute(update(login_throttle).where(login_throttle.c.key.in_(undo),
                                                   login_throttle.c.failures > 0)
-                     .values(failures=login_throttle.c.failures - 1))
+                     .values(failures=login_throttle.c.failures - 1, locked_until=None))
 
     def add_device(self, conn: Connection, token_hash: str, user_id: int, now: str,
                    expires_at: str) -> None:

@@ -21,6 +21,7 @@ from facesearch.errors import (
 from facesearch.policy.audit import first_broken
 from facesearch.policy.roles import check_mark
 from facesearch.service import FaceSearchService, accounts
+from facesearch.types import Actor
 from tests.conftest import OPERATOR, lfw_photos
 
 PASSWORD = "a-long-enough-password"
@@ -262,6 +263,37 @@ def test_a_success_that_was_the_addresses_last_allowed_attempt_leaves_it_unlocke
         svc.login("nobody", "wrong password!", "10.0.0.7")
     with pytest.raises(RateLimited):
         svc.login("sam", PASSWORD, "10.0.0.7")
+
+
+def test_anonymous_refusals_are_recorded_once_per_client_and_hour(svc: FaceSearchService,
+                                                                 clock: Clock) -> None:
+    """Anyone can send them, so each would let a flood grow the trail: the first of a client's
+    hour is recorded, the next window's record counts the rest. A wrong password names an
+    account and is recorded each time."""
+    svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
+    before = len(svc.trail.records())
+    anonymous = Actor(name="anonymous", role="anonymous", client="10.1.1.1")
+    for n in range(200):
+        with pytest.raises(NotAuthenticated):
+            svc.authenticate("10.1.1.1", api_key=f"fsk_guess{n}", target="GET /api/v1/me")
+        with pytest.raises(Forbidden):
+            svc.refuse_request(anonymous, "missing or wrong log-in token", "POST /login")
+    for _ in range(3):
+        with pytest.raises(NotAuthenticated):
+            svc.login("ada", "wrong password!", "10.1.1.1")
+    for _ in range(200):
+        with pytest.raises(RateLimited):
+            svc.login("ada", PASSWORD, "10.1.1.1")
+    added = svc.trail.records()[before:]
+    assert [(r["action"], r["detail"]["reason"]) for r in added] == [
+        ("auth.refused", "invalid credentials"), ("request.refused", "missing or wrong log-in token"),
+        *[("login.refused", "bad credentials or inactive")] * 3,
+        ("login.refused", "throttled after failures")]
+    clock.advance(hours=1, seconds=1)
+    with pytest.raises(NotAuthenticated):
+        svc.authenticate("10.1.1.1", target="GET /api/v1/me")
+    last = svc.trail.records()[-1]
+    assert (last["action"], last["detail"]["refused_in_previous_window"]) == ("auth.refused", 200)
 
 
 def test_a_withdrawn_possible_no_longer_counts_toward_confirmation() -> None:

@@ -207,7 +207,9 @@ class Accounts(ServiceBase):
                 else [f"user:{username[:100]}", f"addr:{client[:100]}"])
         wait = self._claim_attempt(keys)
         if wait:
-            self._audit_alone(attempt, "login.refused", {"reason": "throttled after failures"})
+            # Refused unchecked, so it says nothing of the account: aggregated like any
+            # anonymous refusal. A wrong password (below) is recorded each time.
+            self._audit_anonymous_refusal(attempt, client, "login.refused", "throttled after failures")
             raise RateLimited(f"too many failed log-ins; try again in {wait} s", wait)
         try:
             with _ARGON2_AT_ONCE:
@@ -277,7 +279,8 @@ class Accounts(ServiceBase):
     def authenticate(self, client: str, *, session_token: str | None = None,
                      api_key: str | None = None, target: str = "") -> tuple[Actor, str | None]:
         """The actor behind a session cookie or an API key, and the session's CSRF token
-        (None for API keys, which a browser never sends by itself). Refusals are audited."""
+        (None for API keys, which a browser never sends by itself). Refusals are audited,
+        aggregated per client and hour (anyone can send them)."""
         user, csrf = None, None
         if api_key:
             user_id = self.accounts.user_id_for_key(token_hash(api_key))
@@ -288,8 +291,8 @@ class Accounts(ServiceBase):
                 user, csrf = self.accounts.user(user_id=found[0]), found[1]
         if user is None or user.status != "active":
             reason = "invalid credentials" if (api_key or session_token) else "no credentials"
-            self._audit_alone(Actor(name="anonymous", role="anonymous", client=client),
-                              "auth.refused", {"reason": reason, "target": target[:200]})
+            self._audit_anonymous_refusal(Actor(name="anonymous", role="anonymous", client=client),
+                                          client, "auth.refused", reason, target=target[:200])
             raise NotAuthenticated("log in, or send a valid API key")
         return _actor_of(user, client), csrf
 

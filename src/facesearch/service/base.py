@@ -3,10 +3,11 @@ audit helpers through which every policy decision is checked and recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Connection
 
@@ -24,6 +25,12 @@ from facesearch.store.requests import RequestStore
 from facesearch.types import Actor
 
 Clock = Callable[[], datetime]
+REFUSAL_WINDOW = timedelta(hours=1)  # one audit record per client, action and window
+
+
+def client_hash(client: str) -> str:
+    """Per-client limits need to recognise an address again, not to know it."""
+    return hashlib.sha256(f"facesearch-client:{client}".encode()).hexdigest()
 
 
 class Stopping(Exception):
@@ -101,10 +108,31 @@ class ServiceBase:
             self._audit_alone(actor, f"{action}.refused", {"reason": f"role {actor.role} lacks {permission}"})
             raise Forbidden("you are not permitted to do this")
 
+    def _audit_anonymous_refusal(self, actor: Actor, client: str, action: str, reason: str,
+                                 **detail: object) -> None:
+        """Audit a refusal of a caller nobody has authenticated, aggregated: the first refusal
+        of a client's hour for this action is recorded (with detail), with how many the
+        client's previous hour had; the others only raise a counter. Anyone can send these,
+        so one record each would let a flood from one address grow the hash-chained trail
+        (and hold its write lock) without bound: it adds one record an hour instead."""
+        now = self.clock()
+        with self.store.transaction() as conn:
+            earlier = self.requests.count_refusal(
+                conn, client_hash(client), f"refused:{action}",
+                (now - REFUSAL_WINDOW).isoformat(timespec="seconds"), now.isoformat(timespec="seconds"))
+            if earlier is not None:
+                self._audit(conn, actor, action, {"reason": reason, **detail,
+                                                  "refused_in_previous_window": earlier})
+
     def refuse_request(self, actor: Actor, reason: str, target: str) -> None:
         """Refuse a request a front end found malformed in a way that matters for security
-        (a missing CSRF token): audited like every other refusal."""
-        self._audit_alone(actor, "request.refused", {"reason": reason, "target": target[:200]})
+        (a missing CSRF token): audited like every other refusal, aggregated per client and
+        hour where nobody is logged in (the log-in form)."""
+        if actor.user_id is None:
+            self._audit_anonymous_refusal(actor, actor.client, "request.refused", reason,
+                                          target=target[:200])
+        else:
+            self._audit_alone(actor, "request.refused", {"reason": reason, "target": target[:200]})
         raise Forbidden("the request was refused; reload the page and try again")
 
     def _refuse(self, actor: Actor, action: str, message: str, case: Case | None = None) -> None:

@@ -10,7 +10,6 @@ record per window, not one per refused request."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import smtplib
@@ -38,7 +37,7 @@ from facesearch.errors import (
 from facesearch.imaging import decode_for_analysis
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
-from facesearch.service.base import Clock, system_clock
+from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
@@ -101,7 +100,6 @@ kept this address.
 SAME_PHOTO_DISTANCE = 0.06
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
-REFUSAL_WINDOW = timedelta(hours=1)  # one audit record per client, action and window
 
 
 @dataclass
@@ -158,11 +156,6 @@ def public_actor(client: str) -> Actor:
     """The audit's view of an anonymous requester: a pseudonym of their address, not the
     address itself (enough to connect one client's requests, for abuse; no more)."""
     return Actor(name="public", role="public", client="client-" + client_hash(client)[:16])
-
-
-def client_hash(client: str) -> str:
-    """Per-client limits need to recognise an address again, not to know it."""
-    return hashlib.sha256(f"facesearch-client:{client}".encode()).hexdigest()
 
 
 class PublicQueue:
@@ -241,7 +234,8 @@ class Rights(Engine):
         first = self.requests.suppression_of(f"opt-out {found.public_id}") if found else None
         if (found is None or first is None or found.status != "hidden"
                 or (found.confirm_expires_at or "") < self.now()):
-            self._refuse_public(actor, client, "optout.confirm.refused", "expired, used or unknown")
+            self._audit_anonymous_refusal(actor, client, "optout.confirm.refused",
+                                          "expired, used or unknown")
             raise NotFound("this confirmation has expired or was already used; you stay hidden "
                            "from searches, and can start again to have your images erased")
         template = from_blob(first)
@@ -331,8 +325,8 @@ class Rights(Engine):
                     self.requests.give_back(conn, client_hash(client), "requests")
                 if isinstance(exc, Busy):  # not analysed: the photo does not count either
                     self.requests.give_back(conn, client_hash(client), "attempts")
-            self._refuse_public(actor, client, "public.refused" if isinstance(exc, Busy)
-                                else f"{action}.refused", exc.message)
+            self._audit_anonymous_refusal(actor, client, "public.refused" if isinstance(exc, Busy)
+                                          else f"{action}.refused", exc.message)
             raise
 
     def _largest_face(self, photo: bytes) -> np.ndarray:
@@ -363,20 +357,8 @@ class Rights(Engine):
                            "hour; try again later", 3600)
             else:
                 return
-        self._refuse_public(actor, client, "public.refused", refused[0])
+        self._audit_anonymous_refusal(actor, client, "public.refused", refused[0])
         raise RateLimited(refused[1], refused[2])
-
-    def _refuse_public(self, actor: Actor, client: str, action: str, reason: str) -> None:
-        """Audit an anonymous refusal, aggregated: the first refusal of a client's hour for
-        this action is recorded, with how many the client's previous hour had; the others
-        only raise a counter. A flood from one address adds one record an hour."""
-        now = self.clock()
-        with self.store.transaction() as conn:
-            earlier = self.requests.count_refusal(conn, client_hash(client), f"refused:{action}",
-                                                  _iso(now - REFUSAL_WINDOW), _iso(now))
-            if earlier is not None:
-                self._audit(conn, actor, action, {"reason": reason,
-                                                  "refused_in_previous_window": earlier})
 
     # The data-protection officer -------------------------------------------------------------
 
@@ -453,7 +435,8 @@ class Rights(Engine):
         with self.store.transaction() as conn:
             spent = self.requests.spend_report_link(conn, found.id, self.now())
         if not spent:
-            self._refuse_public(actor, client, "access.report.refused", "used, expired or unknown link")
+            self._audit_anonymous_refusal(actor, client, "access.report.refused",
+                                          "used, expired or unknown link")
             raise NotFound("this link has expired or has already been used")
         try:
             with self._writer():
@@ -480,7 +463,8 @@ class Rights(Engine):
             found = None
         if (found is None or found.status != "approved" or found.template is None
                 or found.report_used_at is not None):
-            self._refuse_public(actor, client, "access.report.refused", "used, expired or unknown link")
+            self._audit_anonymous_refusal(actor, client, "access.report.refused",
+                                          "used, expired or unknown link")
             raise NotFound("this link has expired or has already been used")
         return found
 

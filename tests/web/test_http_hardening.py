@@ -226,6 +226,32 @@ def test_anonymous_uploads_to_public_routes_are_held_a_few_at_a_time(site: Site)
     assert statuses.count(503) >= 1
 
 
+@pytest.mark.parametrize("method, path", [
+    ("POST", "/login"), ("POST", "/access/report/no-such-token"),
+    ("POST", "/api/v1/public/access-reports/no-such-token"), ("GET", "/opt-out")])
+def test_a_public_route_that_takes_no_file_reads_none(site: Site, method: str, path: str) -> None:
+    """A file part is held in memory up to the body limit: only the upload routes, a few at a
+    time, may read one. Elsewhere it is refused at its headers, or the body is not read."""
+    count, body = 12, b"\xff" * (18 * MiB)
+
+    def send(_: int) -> int:
+        with httpx.Client(base_url=site.url, timeout=120) as client:
+            try:
+                return client.request(method, path, data={"username": "ada", "password": "x" * 12},
+                                      files={"photo": ("a.jpg", body, "image/jpeg")}).status_code
+            except httpx.TransportError:
+                return 0  # answered and closed before the whole body was sent
+
+    statuses: list[int] = []
+    with ThreadPoolExecutor(count) as pool:
+        grew = peak_growth_mib(site.pid, lambda: statuses.extend(pool.map(send, range(count))))
+    # Twelve 18 MiB files held at once would be 216 MiB.
+    assert grew < 32, f"the server grew by {grew:.0f} MiB"
+    assert all(s == 0 or s < 500 for s in statuses), statuses
+    if path == "/login":
+        assert set(statuses) <= {0, 400}, statuses  # too many files: refused before any check
+
+
 def test_a_flood_of_unauthenticated_calls_adds_one_audit_record(site: Site) -> None:
     before = site.last_audit_id()
     flood = httpx.HTTPTransport(local_address="127.0.0.5")  # an address with no refusal yet

@@ -23,9 +23,12 @@ CSRF_FIELD = "csrf_token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Form limits (fields, files, bytes of one field; files are bounded by the body limit). Known
 # callers' forms are the largest (a crawl's seed list); anonymous ones hold a name, a password,
-# a contact address and a token at most.
+# a contact address and a token at most, and a file only where the route takes one (in an
+# upload slot): elsewhere a file part is refused (400) at its headers, before its bytes are
+# read, since a file part is held in memory up to the body limit (see create_app).
 CALLER_FORM = {"max_fields": 100, "max_files": 1000, "max_part_size": 1024 * 1024}
-PUBLIC_FORM = {"max_fields": 10, "max_files": 2, "max_part_size": 8 * 1024}
+PUBLIC_UPLOAD_FORM = {"max_fields": 10, "max_files": 2, "max_part_size": 8 * 1024}
+PUBLIC_FORM = {"max_fields": 10, "max_files": 0, "max_part_size": 8 * 1024}
 
 
 def service_of(request: Request) -> FaceSearchService:
@@ -101,26 +104,32 @@ class GuardedRoute(APIRoute):
     dependency, so a route that needs a caller would read (and hold) an anonymous upload before
     refusing it: here it authenticates first. A public route that takes files waits for none:
     it takes one of FACESEARCH_PUBLIC_UPLOADS_AT_ONCE slots or is answered 503 at once, so that
-    strangers' uploads held in memory stay few. Forms are parsed within limits either way."""
+    strangers' uploads held in memory stay few; a public route that takes none reads no file
+    (PUBLIC_FORM). A body is never read for a GET or HEAD, nor for a route that takes none.
+    Forms are parsed within limits either way."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
         needs_caller = _needs_caller(self.dependant)
+        takes_body = self.body_field is not None  # its own parameters or its dependencies'
         takes_files = any(isinstance(f.field_info, params.File) for f in self.dependant.body_params)
 
         async def guarded(request: Request) -> Response:
+            reads_body = takes_body and request.method not in SAFE_METHODS
             if needs_caller:
                 await current_actor(request)
-                await read_form(request, CALLER_FORM)
+                if reads_body:
+                    await read_form(request, CALLER_FORM)
                 return await handler(request)
             if not takes_files:
-                await read_form(request, PUBLIC_FORM)
+                if reads_body:
+                    await read_form(request, PUBLIC_FORM)
                 return await handler(request)
             slots = request.app.state.public_uploads
             if slots.locked():
                 raise Busy("too many uploads at once; try again in a minute", 60)
             async with slots:
-                await read_form(request, PUBLIC_FORM)
+                await read_form(request, PUBLIC_UPLOAD_FORM)
                 return await handler(request)
 
         return guarded

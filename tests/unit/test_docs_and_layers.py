@@ -41,7 +41,7 @@ def audited_actions() -> set[str]:
                 continue
             name = getattr(node.func, "attr", "")
             position = {"_audit": 2, "_audit_alone": 1, "authorise": 2, "_refuse": 1,
-                        "_own_case": 2}.get(name)
+                        "_own_case": 2, "_audit_anonymous_refusal": 2}.get(name)
             if position is not None and len(node.args) > position and isinstance(
                     node.args[position], ast.Constant):
                 actions.add(node.args[position].value)

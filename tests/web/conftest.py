@@ -19,6 +19,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
+from facesearch.service.base import client_hash
 from tests.conftest import LFW, lfw_photos
 
 FACESEARCH = str(Path(sys.executable).parent / "facesearch")
@@ -77,14 +78,24 @@ class Deployment:
         with self.db() as db:
             return db.execute("SELECT coalesce(max(id), 0) FROM audit_log").fetchone()[0]
 
+    def refusals_counted(self, client: str, action: str) -> int:
+        """Anonymous refusals of action counted for client in its current hour (their audit
+        record is the hour's first only)."""
+        with self.db() as db:
+            row = db.execute("SELECT used FROM public_allowances WHERE client_hash = ? AND kind = ?",
+                             (client_hash(client), f"refused:{action}")).fetchone()
+        return row[0] if row else 0
+
     def state_digest(self) -> str:
-        """Everything but the audit trail and sessions, to show that a refusal changed nothing."""
+        """Everything but the audit trail, sessions and the per-client counters of anonymous
+        refusals (which aggregate the trail's records), to show that a refusal changed nothing."""
         with self.db() as db:
             tables = [r[0] for r in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
             parts = []
             for table in tables:
-                if table in ("audit_log", "audit_head", "sessions", "sqlite_sequence"):
+                if table in ("audit_log", "audit_head", "sessions", "sqlite_sequence",
+                             "public_allowances"):
                     continue
                 parts.append((table, sorted(map(repr, db.execute(f"SELECT * FROM {table}")))))
         return repr(parts)

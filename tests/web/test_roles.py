@@ -374,11 +374,15 @@ def test_each_role_is_allowed_or_refused_and_refusals_change_nothing(
         refused_users.append("bob")  # an investigator of Agency B
     for username in refused_users:
         before_state, before_audit = deployment.state_digest(), deployment.last_audit_id()
+        counted = deployment.refusals_counted("127.0.0.1", "auth.refused")
         response = send(deployment, username, call, values)
         expected = 401 if username is None else 403
         assert response.status_code == expected, (username, response.text[:300])
         assert deployment.state_digest() == before_state, f"{username} changed something"
         refusals = [r for r in deployment.audit(before_audit) if r["action"].endswith(".refused")]
+        if username is None and not refusals:  # aggregated: one record per client and hour
+            assert deployment.refusals_counted("127.0.0.1", "auth.refused") == counted + 1
+            continue
         assert refusals, f"no audit record of {username}'s refusal"
         assert refusals[-1]["actor"] == (username or "anonymous")
         assert refusals[-1]["client"] == "127.0.0.1"

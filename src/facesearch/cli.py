@@ -329,7 +329,7 @@ def user_bootstrap_admin(
 @user_app.command("add")
 def user_add(
     username: str,
-    role: Annotated[str, typer.Option(help="admin, supervisor, investigator or auditor.")],
+    role: Annotated[str, typer.Option(help="admin, supervisor, investigator, auditor or dpo.")],
     organisation: Annotated[str, typer.Option(help="Created if new.")],
     password: Annotated[str, typer.Option(
         prompt=True, hide_input=True, confirmation_prompt=True, envvar="FACESEARCH_USER_PASSWORD",

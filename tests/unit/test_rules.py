@@ -90,3 +90,16 @@ def test_suppressed_mask_without_templates_or_vectors_suppresses_nothing():
     assert mask.shape == (3,) and not mask.any()
     empty = suppressed_mask(np.zeros((0, 4), np.float32), np.ones((2, 4), np.float32), 0.5)
     assert empty.shape == (0,)
+
+
+def test_per_client_limits_count_an_ipv6_client_by_its_slash_64() -> None:
+    """A subscriber holds a whole /64: counting each address would give one client 2^64 of
+    every per-address allowance."""
+    from facesearch.service.base import client_hash, client_key
+
+    assert client_hash("2001:db8:1:2::1") == client_hash("2001:db8:1:2:ffff:ffff:ffff:fffe")
+    assert client_hash("2001:db8:1:2::1") != client_hash("2001:db8:1:3::1")
+    assert client_key("2001:db8:1:2:aaaa::5") == "2001:db8:1:2::/64"
+    assert client_hash("192.0.2.1") != client_hash("192.0.2.2")
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"  # an IPv4 client seen through IPv6
+    assert client_key("testclient") == "testclient"

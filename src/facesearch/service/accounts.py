@@ -21,7 +21,7 @@ from facesearch.errors import (
     RateLimited,
 )
 from facesearch.policy.roles import OPERATOR, ROLES, allowed, check_role, initial_status
-from facesearch.service.base import ServiceBase
+from facesearch.service.base import ServiceBase, client_key
 from facesearch.store.accounts import ApiKey, Throttle, User
 from facesearch.types import Actor
 
@@ -204,7 +204,7 @@ class Accounts(ServiceBase):
         known = (user is not None and browser is not None
                  and self.accounts.device_user(token_hash(browser), self.now()) == user.id)
         keys = ([f"device:{token_hash(browser)}"] if known and browser
-                else [f"user:{username[:100]}", f"addr:{client[:100]}"])
+                else [f"user:{username[:100]}", f"addr:{client_key(client)[:100]}"])
         wait = self._claim_attempt(keys)
         if wait:
             # Refused unchecked, so it says nothing of the account: aggregated like any

@@ -4,6 +4,7 @@ audit helpers through which every policy decision is checked and recorded."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,23 @@ Clock = Callable[[], datetime]
 REFUSAL_WINDOW = timedelta(hours=1)  # one audit record per client, action and window
 
 
+def client_key(client: str) -> str:
+    """What per-client limits count by: an IPv6 address's /64 (a single subscriber is given a
+    whole /64 and can move freely inside it), any other client as it is."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if address.version == 4:
+        return str(address)
+    if address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 def client_hash(client: str) -> str:
-    """Per-client limits need to recognise an address again, not to know it."""
-    return hashlib.sha256(f"facesearch-client:{client}".encode()).hexdigest()
+    """Per-client limits need to recognise a client again, not to know it."""
+    return hashlib.sha256(f"facesearch-client:{client_key(client)}".encode()).hexdigest()
 
 
 class Stopping(Exception):

@@ -205,8 +205,7 @@ class Engine(ServiceBase):
                 index.save(self.settings.index_dir)
                 self._index_dirty, self._unsaved_faces = False, 0
                 self._saved_at = time.monotonic()
-        for _, crop in pending:
-            self.crops.remove(crop)
+        self.crops.remove([crop for _, crop in pending])
         if pending:
             self.store.clear_erasures([face_id for face_id, _ in pending])
             self.store.flush_deleted()

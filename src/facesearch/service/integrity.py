@@ -77,10 +77,11 @@ class Integrity(AuditTrail, Engine):
         report.faces = len(face_ids)
         erased, _ = self.store.erasures_after(0)
         self._inspect_index(report, found, face_ids, erased)
-        if self.store.pending_erasures():
+        journal = len(self.store.pending_erasures())
+        if journal:
             found.journal = True
-            report.problems.append(f"erasure journal holds {len(self.store.pending_erasures())} "
-                                   "faces not yet erased from index and disk")
+            report.problems.append(f"erasure journal holds {journal} faces not yet erased "
+                                   "from index and disk")
         crops = self.store.crop_paths()
         files = self.crops.files()
         report.crops = len(files)

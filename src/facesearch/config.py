@@ -49,9 +49,26 @@ class Settings(BaseSettings):
         "uses the image decoded at full resolution, or reduced to no less than twice this.",
     )
     detector: str = Field(
-        default="hog",
-        description="Face detector: hog (fast, frontal), cnn (dlib MMOD, slower, more poses) "
-        "or hog+cnn (CNN only where HOG finds nothing).",
+        default="yunet",
+        description="Face detector: yunet (OpenCV Zoo's YuNet: small and turned faces, five "
+        "landmarks, about 10x faster than hog), hog (dlib, frontal), cnn (dlib MMOD) or hog+cnn "
+        "(CNN only where HOG finds nothing).",
+    )
+    embedder: str = Field(
+        default="sface",
+        description="Face descriptor for new faces and probes: sface (OpenCV Zoo's SFace on "
+        "ONNX Runtime), dlib-resnet, fused (both, concatenated), or the path of an ONNX model "
+        "manifest (JSON). Changing it on a gallery runs `facesearch reembed` (see README).",
+    )
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu",
+        description="Where the ONNX models run: cpu, or cuda (ONNX Runtime's CUDA provider; "
+        "needs onnxruntime-gpu). dlib models run on the CPU.",
+    )
+    model_dir: Path = Field(
+        default=Path.home() / ".cache" / "facesearch" / "models",
+        description="Where `facesearch models install` puts the ONNX model files, verified by "
+        "sha256 at every load; nothing is downloaded at run time.",
     )
     upsample: int = Field(
         default=1,
@@ -74,17 +91,29 @@ class Settings(BaseSettings):
     )
     embed_batch: int = Field(default=16, description="Face chips per descriptor batch.")
     workers: int = Field(default=0, description="Ingest worker processes; 0 means one per core.")
-    match_threshold: float = Field(
-        default=0.45,
-        description="Candidates farther than this descriptor distance are not returned. At "
-        "0.45, 99.5% of same-person LFW pairs lie within it and 2.6% of different-person "
-        "pairs do (`facesearch eval lfw`); each candidate's score says how strong it is.",
+    search_false_matches: float = Field(
+        default=10.0, gt=0,
+        description="Strangers expected inside the candidate cut-off of one probe face: the "
+        "cut-off is the distance whose false-match probability (the embedder's calibration) "
+        "times the faces searched is this. 10 because a list has top_k = 10 places: the "
+        "cut-off can fill one with strangers, never more; candidates past 1 expected stranger "
+        "are shown as weak. The same target bounds the opt-out review band.",
     )
-    suppress_threshold: float = Field(
-        default=0.40,
-        description="Distance to a suppressed person's template under which a face is deleted, "
-        "withheld at ingest and hidden from search. Stricter than match_threshold: 97% of "
-        "same-person LFW pairs, 0.26% of different-person pairs.",
+    suppress_false_matches: float = Field(
+        default=0.01, gt=0,
+        description="Strangers expected to be erased or hidden by one suppression or opt-out "
+        "over the whole gallery: faces within the resulting strict cut-off of the person's "
+        "template are erased at once, withheld at ingest and hidden from search, counted "
+        "against the gallery's face count (every face of the gallery meets every template). "
+        "0.01: one stranger in a hundred opt-outs; faces farther out, up to the search "
+        "cut-off, go to the data-protection officer's review instead.",
+    )
+    false_match_ceiling: float = Field(
+        default=0.01, gt=0, le=1,
+        description="No cut-off allows a higher false-match probability, however few faces "
+        "are compared: one pair of different people in a hundred (distance 0.43 for "
+        "dlib-resnet, near its old fixed 0.45), so that a small gallery's target does not "
+        "reach distances where a person's photos and strangers' mix.",
     )
     top_k: int = Field(default=10, description="Candidates returned per probe face by default.")
     max_candidates: int = Field(

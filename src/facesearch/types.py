@@ -30,10 +30,13 @@ class Box:
 
 @dataclass(frozen=True)
 class Detection:
-    """What a detector found: a box and a detector confidence (HOG SVM margin or MMOD score)."""
+    """What a detector found: a box, a confidence (YuNet score, HOG SVM margin or MMOD score)
+    and, from detectors that give them, five landmarks: eye centres (image left first), nose
+    tip, mouth corners (image left first)."""
 
     box: Box
     score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass
@@ -44,8 +47,10 @@ class Face:
     score: float
     landmarks: list[tuple[int, int]]
     quality: float
-    embedding: np.ndarray  # float32, shape (128,), unit-free Euclidean space
-    chip_jpeg: bytes  # the aligned 150 px chip, JPEG-encoded, kept as the face crop
+    embedding: np.ndarray  # float32, unit length, the embedder's dimension
+    chip_jpeg: bytes  # the face chip (vision.chips), JPEG-encoded, kept as the face crop
+    # In the chip's pixels: the box and landmarks that re-describe it with any embedder.
+    chip_geometry: dict | None = None
 
 
 @dataclass
@@ -65,7 +70,21 @@ class Candidate:
     collected_at: str
     crop_path: str
     box: Box
+    # false_match_probability x faces searched: strangers expected at least this close here.
+    expected_false_matches: float
+    band: str  # strong, moderate or weak, by expected_false_matches (calibration.band)
     candidate_id: int | None = None  # its row in the case's candidate list, once stored
+
+
+@dataclass(frozen=True)
+class CutOff:
+    """A distance cut-off and what it is worth: comparing one face with `faces` others, about
+    target_false_matches strangers are expected within it (false_match_probability each)."""
+
+    distance: float
+    false_match_probability: float
+    target_false_matches: float
+    faces: int
 
 
 @dataclass
@@ -75,6 +94,7 @@ class ProbeResult:
     probe_face: int
     box: Box
     quality: float
+    cut_off: CutOff  # the candidate cut-off this face was searched with
     candidates: list[Candidate] = field(default_factory=list)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -11,13 +12,21 @@ from facesearch.errors import InvalidRequest
 from facesearch.imaging import downscale, encode_jpeg
 from facesearch.types import Box, Detection, Face
 from facesearch.vision.base import Detector, Embedder
+from facesearch.vision.chips import chip_detection, face_chip
 
-DETECTORS = ("hog", "cnn", "hog+cnn")
-EMBEDDERS = ("dlib-resnet",)
+DETECTORS = ("yunet", "hog", "cnn", "hog+cnn")
+EMBEDDERS = ("sface", "dlib-resnet", "fused")
+# Weights of dlib-resnet and sface in the fused descriptor (squared distances add up with
+# them): chosen on LFW View 2 by bench/models.sh.
+FUSED_WEIGHTS = (0.5, 0.5)
 
 
-def make_detector(name: str) -> Detector:
+def make_detector(name: str, settings: Settings | None = None) -> Detector:
     """The detector called name; unknown names fail loudly rather than fall back."""
+    if name == "yunet":
+        from facesearch.vision.onnx_models import YuNetDetector
+
+        return YuNetDetector((settings or Settings()).model_dir)
     from facesearch.vision import dlib_models
 
     factories = {
@@ -30,21 +39,38 @@ def make_detector(name: str) -> Detector:
     return factories[name]()
 
 
-def make_embedder(name: str = "dlib-resnet") -> Embedder:
-    from facesearch.vision import dlib_models
+def make_embedder(name: str, settings: Settings | None = None) -> Embedder:
+    """The embedder called name, or the one a manifest file at that path describes."""
+    settings = settings or Settings()
+    from facesearch.vision import onnx_models
 
-    if name != "dlib-resnet":
-        raise InvalidRequest(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")
-    return dlib_models.DlibResNetEmbedder()
+    if name == "dlib-resnet":
+        from facesearch.vision.dlib_models import DlibResNetEmbedder
+
+        return DlibResNetEmbedder()
+    if name == "sface":
+        return onnx_models.OnnxEmbedder(onnx_models.builtin_manifest("sface", settings.model_dir),
+                                        settings.device)
+    if name == "fused":
+        parts = [make_embedder("dlib-resnet", settings), make_embedder("sface", settings)]
+        return onnx_models.FusedEmbedder(parts, list(FUSED_WEIGHTS))
+    if name.endswith(".json"):
+        manifest = onnx_models.Manifest.from_file(Path(name), settings.model_dir)
+        if manifest.name in EMBEDDERS:
+            raise InvalidRequest(f"a manifest may not take the built-in name {manifest.name!r}")
+        return onnx_models.OnnxEmbedder(manifest, settings.device)
+    raise InvalidRequest(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)} "
+                         "or give the path of a model manifest (.json)")
 
 
 def sharpness(chip: np.ndarray) -> float:
-    """Quality in [0, 1): variance of the Laplacian of the grey 150 px chip, squashed.
+    """Quality in [0, 1): variance of the Laplacian of the grey face chip's centre, squashed.
 
     A relative figure, higher is sharper: blurred or upscaled faces score lower than sharp
     ones of the same collection (LFW's compressed 250 px photos score about 0.2 to 0.3).
     """
-    grey = chip.astype(np.float32).mean(axis=2)
+    margin = chip.shape[0] // 5  # the face, without the chip's margin
+    grey = chip[margin:-margin, margin:-margin].astype(np.float32).mean(axis=2)
     lap = (
         grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
     )
@@ -58,8 +84,9 @@ class FaceAnalyzer:
     def __init__(self, settings: Settings, detector: Detector | None = None,
                  embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.detector = detector or make_detector(settings.detector)
-        self.embedder = embedder or make_embedder()
+        self.detector = detector or make_detector(settings.detector, settings)
+        self.embedder = embedder or make_embedder(settings.embedder, settings)
+        self._landmarker = None  # dlib's 5-point predictor, for detectors without landmarks
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
         """Faces of at least min_face_size, in full-resolution coordinates, largest first.
@@ -77,8 +104,9 @@ class FaceAnalyzer:
             # Clip to the image: detectors may report boxes that overhang the border.
             box = Box(max(0, box.left), max(0, box.top), min(width, box.right),
                       min(height, box.bottom))
+            points = d.landmarks and tuple((x * factor, y * factor) for x, y in d.landmarks)
             if box.width > 0 and box.height > 0:
-                detections.append(Detection(box, d.score))
+                detections.append(Detection(box, d.score, points))
         return sorted(detections, key=lambda d: -d.box.width * d.box.height)
 
     def upsample_passes(self, longest_side: int) -> int:
@@ -98,20 +126,51 @@ class FaceAnalyzer:
 
     def describe(self, per_image: Sequence[tuple[np.ndarray, list[Detection]]],
                  mirror: bool) -> list[list[Face]]:
-        aligned = [[self.embedder.align(px, d) for d in dets] for px, dets in per_image]
-        chips = [a.chip for faces in aligned for a in faces]
-        vectors = self._descriptors(chips, mirror)
+        """Faces of detections, described as one batch; each keeps its face chip
+        (vision.chips) as its crop."""
         results: list[list[Face]] = []
-        i = 0
-        for (_, dets), faces in zip(per_image, aligned):
-            out = []
-            for d, a in zip(dets, faces):
-                out.append(Face(box=d.box, score=d.score, landmarks=a.landmarks,
-                                quality=sharpness(a.chip), embedding=vectors[i],
-                                chip_jpeg=encode_jpeg(a.chip)))
-                i += 1
-            results.append(out)
+        aligned = []
+        for pixels, detections in per_image:
+            faces = []
+            for d in detections:
+                d = self._with_landmarks(pixels, d)
+                chip, geometry = face_chip(pixels, d)
+                aligned.append(self.embedder.align(pixels, d).chip)
+                faces.append(Face(box=d.box, score=d.score, landmarks=list(d.landmarks),
+                                  quality=sharpness(chip), embedding=np.zeros(0, np.float32),
+                                  chip_jpeg=encode_jpeg(chip), chip_geometry=geometry))
+            results.append(faces)
+        vectors = self._descriptors(aligned, mirror)
+        for face, vector in zip((f for faces in results for f in faces), vectors):
+            face.embedding = vector
         return results
+
+    def describe_chips(self, chips: Sequence[tuple[np.ndarray, dict | None]],
+                       mirror: bool) -> list[np.ndarray | None]:
+        """Descriptors of stored face chips (re-embedding) from their geometry; a chip kept
+        before geometry was recorded is detected again (None if no face is found in it)."""
+        detections = []
+        for chip, geometry in chips:
+            if geometry is not None:
+                detections.append(chip_detection(geometry))
+            else:
+                found = sorted(self.detector.detect(chip, 0), key=lambda d: -d.box.width)
+                detections.append(self._with_landmarks(chip, found[0]) if found else None)
+        aligned = [self.embedder.align(chip, d).chip
+                   for (chip, _), d in zip(chips, detections) if d is not None]
+        vectors = iter(self._descriptors(aligned, mirror))
+        return [next(vectors) if d is not None else None for d in detections]
+
+    def _with_landmarks(self, pixels: np.ndarray, detection: Detection) -> Detection:
+        """The detection with landmarks: its own, or eyes and nose from dlib's predictor."""
+        if detection.landmarks is not None:
+            return detection
+        if self._landmarker is None:
+            from facesearch.vision.dlib_models import DlibResNetEmbedder
+
+            self._landmarker = DlibResNetEmbedder()
+        return Detection(detection.box, detection.score,
+                         self._landmarker.points(pixels, detection.box))
 
     def _descriptors(self, chips: list[np.ndarray], mirror: bool) -> np.ndarray:
         batch = max(1, self.settings.embed_batch)
@@ -119,7 +178,7 @@ class FaceAnalyzer:
         for start in range(0, len(chips), batch):
             group = chips[start:start + batch]
             if mirror:
-                both = self.embedder.describe(group + [c[:, ::-1] for c in group])
+                both = self.embedder.describe(group + [self.embedder.flip(c) for c in group])
                 parts.append((both[: len(group)] + both[len(group):]) / 2)
             else:
                 parts.append(self.embedder.describe(group))
@@ -133,3 +192,4 @@ def unit_length(vectors: np.ndarray) -> np.ndarray:
     spread measured +0.1 point of LFW accuracy. Distances then lie in [0, 2]."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+

@@ -41,17 +41,22 @@ class Detector(Model):
 
 @dataclass
 class AlignedFace:
-    chip: np.ndarray  # uint8 (size, size, 3), the face warped to the model's canonical pose
+    chip: Any  # uint8 (size, size, 3), the face warped to the model's pose (a tuple if fused)
     landmarks: list[tuple[int, int]]  # in the pixel coordinates of the source image
 
 
 class Embedder(Model):
     """Aligns a detected face to a chip and turns chips into descriptors."""
 
+    name: str  # recorded with every descriptor, so that descriptors of two models never mix
     dimension: int
 
     @abstractmethod
     def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace: ...
+
+    def flip(self, chip: Any) -> Any:
+        """The chip mirrored left to right (mirror-averaged descriptors)."""
+        return chip[:, ::-1]
 
     @abstractmethod
     def describe(self, chips: list[np.ndarray]) -> np.ndarray:

@@ -11,19 +11,18 @@ import os
 # processes, and OpenBLAS threads competing for busy cores slowed descriptors 4x here.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import dlib  # noqa: E402
-
-with warnings.catch_warnings():
-    # It locates its files with pkg_resources, which warns on every import; pinned in pyproject.
-    warnings.simplefilter("ignore", UserWarning)
-    import face_recognition_models as weights  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facesearch.types import Box, Detection  # noqa: E402
 from facesearch.vision.base import AlignedFace, Detector, Embedder  # noqa: E402
+from facesearch.vision.registry import model_path  # noqa: E402
+
+# dlib's files come from the face_recognition_models package: no model directory needed.
+_PACKAGED = Path()
 
 CHIP_SIZE = 150  # the ResNet descriptor's input size
 CHIP_PADDING = 0.25  # dlib's default border around the aligned face
@@ -51,7 +50,7 @@ class CnnDetector(Detector):
     """dlib's MMOD CNN detector: more poses and occlusions, about 10x slower than HOG."""
 
     def _load(self) -> "dlib.cnn_face_detection_model_v1":
-        return dlib.cnn_face_detection_model_v1(weights.cnn_face_detector_model_location())
+        return dlib.cnn_face_detection_model_v1(str(model_path("dlib-mmod", _PACKAGED)))
 
     def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
         return [Detection(_box(d.rect), float(d.confidence)) for d in self.model(pixels, upsample)]
@@ -76,13 +75,25 @@ class DlibResNetEmbedder(Embedder):
     """dlib's ResNet face descriptor (128-d; raw descriptors of one person lie under about 0.6),
     on chips aligned with the 5-point landmark predictor."""
 
+    name = "dlib-resnet"
     dimension = 128
 
     def _load(self) -> tuple["dlib.shape_predictor", "dlib.face_recognition_model_v1"]:
         return (
-            dlib.shape_predictor(weights.pose_predictor_five_point_model_location()),
-            dlib.face_recognition_model_v1(weights.face_recognition_model_location()),
+            dlib.shape_predictor(str(model_path("dlib-5-point", _PACKAGED))),
+            dlib.face_recognition_model_v1(str(model_path("dlib-resnet", _PACKAGED))),
         )
+
+    def points(self, pixels: np.ndarray, box: Box) -> tuple[tuple[float, float], ...]:
+        """Eye centres (image left first) and nose from the 5-point predictor, for detectors
+        that give no landmarks: the first three points of the face chip's template."""
+        predictor, _ = self.model
+        shape = predictor(pixels, dlib.rectangle(box.left, box.top, box.right - 1, box.bottom - 1))
+        p = [(float(q.x), float(q.y)) for q in shape.parts()]
+        # Points 0-1 and 2-3 are the corners of one eye each, point 4 is under the nose.
+        eyes = sorted([((p[0][0] + p[1][0]) / 2, (p[0][1] + p[1][1]) / 2),
+                       ((p[2][0] + p[3][0]) / 2, (p[2][1] + p[3][1]) / 2)])
+        return (eyes[0], eyes[1], p[4])
 
     def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:
         predictor, _ = self.model

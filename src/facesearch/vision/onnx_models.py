@@ -1,0 +1,212 @@
+"""ONNX models: YuNet detection through OpenCV, and any face embedder that a manifest describes,
+on ONNX Runtime (CPU, or CUDA with settings.device). SFace ships as the built-in manifest
+data/models/sface.json; an operator licensed to a stronger model writes a manifest for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from facesearch.errors import FacesearchError, InvalidRequest
+from facesearch.types import Box, Detection
+from facesearch.vision.base import AlignedFace, Detector, Embedder
+from facesearch.vision.chips import similarity, warp
+from facesearch.vision.registry import model_path, verified
+
+YUNET_SCORE = 0.7  # YuNet's confidence below which a detection is dropped
+YUNET_NMS = 0.3
+
+
+class YuNetDetector(Detector):
+    """OpenCV Zoo's YuNet through cv2.FaceDetectorYN: faces from about 10 px, turned faces,
+    and five landmarks, at the photo's own resolution (bounded by detect_max_side). It needs
+    no upsampling, so the upsample passes are ignored."""
+
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__()
+        self.model_dir = model_dir
+
+    def _load(self):  # noqa: ANN202 - cv2.FaceDetectorYN
+        import cv2
+
+        cv2.setLogLevel(2)  # errors only: OpenCV 5 warns about DNN targets on every load
+        return cv2.FaceDetectorYN.create(str(model_path("yunet", self.model_dir)), "", (320, 320),
+                                         YUNET_SCORE, YUNET_NMS, 5000)
+
+    def detect(self, pixels: np.ndarray, upsample: int) -> list[Detection]:
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        height, width = pixels.shape[:2]
+        self.model.setInputSize((width, height))
+        _, found = self.model.detect(np.ascontiguousarray(pixels[:, :, ::-1]))  # it wants BGR
+        detections = []
+        for row in found if found is not None else []:
+            x, y, w, h = (float(v) for v in row[:4])
+            points = tuple((float(row[4 + 2 * i]), float(row[5 + 2 * i])) for i in range(5))
+            detections.append(Detection(Box(int(round(x)), int(round(y)), int(round(x + w)),
+                                            int(round(y + h))), float(row[14]), points))
+        return detections
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What facesearch needs to know to run an ONNX face embedder."""
+
+    name: str  # recorded with every descriptor it makes
+    file: Path
+    sha256: str
+    input_size: int  # square chip side, pixels
+    colour: str  # "RGB" or "BGR"
+    mean: tuple[float, float, float]  # per channel, subtracted from 0-255 values
+    std: tuple[float, float, float]  # then divided by
+    template: np.ndarray  # five landmark positions in the chip (ArcFace order)
+    dimension: int
+    licence: str
+
+    @classmethod
+    def from_file(cls, path: Path, model_dir: Path) -> "Manifest":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"cannot read the model manifest {path}: {exc}") from None
+        return cls.from_dict(data, path.parent, model_dir)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: Path, model_dir: Path) -> "Manifest":
+        """base: the folder a relative "file" is in. A built-in manifest names a registered
+        "model" instead, whose file and hash the registry holds."""
+        required = {"name", "input_size", "colour", "mean", "std", "template", "dimension", "licence"}
+        missing = sorted(required - data.keys()) + ([] if "model" in data or {"file", "sha256"} <= data.keys()
+                                                    else ["file and sha256"])
+        if missing:
+            raise InvalidRequest(f"model manifest lacks {', '.join(missing)}")
+        if data["colour"] not in ("RGB", "BGR"):
+            raise InvalidRequest("manifest colour must be RGB or BGR")
+        template = np.asarray(data["template"], dtype=np.float64)
+        if template.shape != (5, 2):
+            raise InvalidRequest("manifest template must be five [x, y] points")
+        if "model" in data:
+            file, sha256 = model_path(data["model"], model_dir), ""
+        else:
+            file, sha256 = (base / data["file"]).resolve(), str(data["sha256"]).lower()
+        return cls(name=str(data["name"]), file=file, sha256=sha256,
+                   input_size=int(data["input_size"]), colour=data["colour"],
+                   mean=tuple(map(float, data["mean"])), std=tuple(map(float, data["std"])),
+                   template=template, dimension=int(data["dimension"]), licence=str(data["licence"]))
+
+
+def builtin_manifest(name: str, model_dir: Path) -> Manifest:
+    data = json.loads(resources.files("facesearch").joinpath(f"data/models/{name}.json").read_text())
+    return Manifest.from_dict(data, Path("."), model_dir)
+
+
+def onnx_session(path: Path, device: str):  # noqa: ANN201 - onnxruntime.InferenceSession
+    """An ONNX Runtime session for the model at path, one intra-op thread on the CPU (worker
+    processes are the parallelism), or on CUDA. Graph inputs that no node consumes are pruned
+    first: OpenCV Zoo's int8 SFace lists its weights as graph inputs, which ONNX Runtime would
+    otherwise demand to be fed."""
+    import onnx
+    import onnxruntime as ort
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    consumed = {name for node in graph.node for name in node.input}
+    initialisers = {i.name for i in graph.initializer}
+    keep = [i for i in graph.input if i.name in consumed and i.name not in initialisers]
+    if len(keep) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(keep)
+    if len(keep) != 1:
+        raise FacesearchError(f"{path.name}: an embedder takes one input, this takes {len(keep)}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the int8 graphs' constant-folding notes are not errors
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise FacesearchError("FACESEARCH_DEVICE=cuda, but this ONNX Runtime has no CUDA "
+                                  "provider: install onnxruntime-gpu")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(graph_model.SerializeToString(), options, providers=providers)
+
+
+class OnnxEmbedder(Embedder):
+    """A face embedder described by a Manifest: aligns the five landmarks onto its template,
+    normalises as it says, runs on ONNX Runtime."""
+
+    def __init__(self, manifest: Manifest, device: str = "cpu") -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.name = manifest.name
+        self.dimension = manifest.dimension
+        self.device = device
+
+    def _load(self):  # noqa: ANN202 - (session, input name, batch size or None if any)
+        path = self.manifest.file
+        if self.manifest.sha256:
+            verified(path, self.manifest.sha256, self.manifest.name)
+        session = onnx_session(path, self.device)
+        spec = session.get_inputs()[0]
+        batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        return session, spec.name, batch
+
+    def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:
+        if detection.landmarks is None:
+            raise FacesearchError(f"{self.name} aligns from landmarks; the detection has none")
+        size = self.manifest.input_size
+        matrix = similarity(np.array(detection.landmarks), self.manifest.template)
+        return AlignedFace(chip=warp(pixels, matrix, size), landmarks=list(detection.landmarks))
+
+    def describe(self, chips: list[np.ndarray]) -> np.ndarray:
+        if not chips:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        session, input_name, batch = self.model
+        x = np.stack(chips).astype(np.float32)  # chips are RGB
+        if self.manifest.colour == "BGR":
+            x = x[..., ::-1]
+        x = (x - np.array(self.manifest.mean, np.float32)) / np.array(self.manifest.std, np.float32)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        step = batch or len(x)
+        out = [session.run(None, {input_name: x[i:i + step]})[0] for i in range(0, len(x), step)]
+        vectors = np.concatenate(out).reshape(len(x), -1).astype(np.float32)
+        if vectors.shape[1] != self.dimension:
+            raise FacesearchError(f"{self.name} gave {vectors.shape[1]} values, its manifest says "
+                                  f"{self.dimension}")
+        return vectors
+
+
+class FusedEmbedder(Embedder):
+    """Several embedders' unit-length descriptors, each scaled by the square root of its weight
+    and concatenated: squared distances then add up with those weights."""
+
+    def __init__(self, parts: list[Embedder], weights: list[float]) -> None:
+        super().__init__()
+        self.parts = parts
+        self.weights = np.sqrt(np.asarray(weights, dtype=np.float32) / sum(weights))
+        self.name = "fused"
+        self.dimension = sum(p.dimension for p in parts)
+
+    def _load(self) -> None:
+        return None
+
+    def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:
+        aligned = [p.align(pixels, detection) for p in self.parts]
+        return AlignedFace(chip=tuple(a.chip for a in aligned), landmarks=aligned[-1].landmarks)
+
+    def flip(self, chip):  # noqa: ANN001, ANN201 - a tuple of the parts' chips
+        return tuple(p.flip(c) for p, c in zip(self.parts, chip))
+
+    def describe(self, chips: list) -> np.ndarray:
+        from facesearch.vision import unit_length
+
+        if not chips:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.concatenate([unit_length(p.describe([c[i] for c in chips])) * w
+                               for i, (p, w) in enumerate(zip(self.parts, self.weights))], axis=1)

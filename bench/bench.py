@@ -218,7 +218,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--threshold", type=float, default=0.45,
-                        help="match threshold for mate recall (the default match_threshold)")
+                        help="distance within which a mate counts as found (the service's "
+                             "old fixed cut-off; it now derives one from the gallery's size)")
     parser.add_argument("--ivf-probes", default="32,256",
                         help="also measure FAISS IVF-Flat with these nprobe (sizes of 100k and up)")
     parser.add_argument("--pq-probes", default="32,64",

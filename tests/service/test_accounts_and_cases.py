@@ -408,9 +408,9 @@ def test_only_investigators_search_and_only_auditors_read_the_trail(svc: FaceSea
 
 
 def test_a_search_returns_at_most_max_candidates_over_all_its_probe_faces(tmp_path, clock: Clock) -> None:
-    # Every indexed face within the threshold, so only the cap limits the list.
+    # Every indexed face within the cut-off, so only the cap limits the list.
     svc = FaceSearchService(Settings(home=tmp_path / "data", workers=1, max_candidates=4,
-                                     match_threshold=2.0), clock)
+                                     search_false_matches=1e9, false_match_ceiling=1.0), clock)
     try:
         ivy = people(svc)["ivy"]
         svc.add_source(OPERATOR, "lfw", "public_task", "US")

@@ -54,7 +54,7 @@ def test_database_url_overrides_the_sqlite_default(monkeypatch, tmp_path: Path):
 
 def test_numbers_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("FACESEARCH_MAX_IMAGE_PIXELS", "1000000")
-    monkeypatch.setenv("FACESEARCH_MATCH_THRESHOLD", "0.55")
+    monkeypatch.setenv("FACESEARCH_SEARCH_FALSE_MATCHES", "2.5")
     settings = Settings()
     assert settings.max_image_pixels == 1_000_000
-    assert settings.match_threshold == 0.55
+    assert settings.search_false_matches == 2.5

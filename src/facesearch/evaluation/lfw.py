@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.calibration import Calibration
+from facesearch.calibration import Calibration, calibration_path
 from facesearch.config import Settings
 from facesearch.imaging import decode
 from facesearch.ingest import WorkerPool, process_analyzer
@@ -273,7 +273,7 @@ def run_lfw_evaluation(settings: Settings, lfw_dir: Path, output: Path, write_ca
     output.mkdir(parents=True, exist_ok=True)
     if write_calibration:
         calibration = impostor_calibration(*configured, people)
-        target = Path(__file__).resolve().parent.parent / "data" / "calibration.json"
+        target = calibration_path("dlib-resnet")  # the descriptors above are dlib's
         target.write_text(calibration.to_json())
         report["calibration_pairs"] = calibration.pairs
         log(f"wrote {target} from {calibration.pairs} impostor pairs")

@@ -24,7 +24,7 @@ def lfw_descriptors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     paths, people = list_images(LFW)
     variants = describe_all(Settings(), LFW, paths, ROOT / "results" / "lfw_descriptors.npz",
                             log=lambda line: print(line, file=sys.stderr))
-    return unit_length(variants["hog+cnn"]), unit_length(variants["hog+cnn+mirror"]), people
+    return unit_length(variants["plain"]), unit_length(variants["mirrored"]), people
 
 
 class DistractorModel:

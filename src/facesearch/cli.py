@@ -599,6 +599,79 @@ def eval_lfw(
             echo(f"{key}\t{value}")
 
 
+@eval_app.command("identify")
+def eval_identify(
+    folder: Annotated[Path, typer.Argument(help="PERSON/photo folders, e.g. LFW's images/.")],
+    distractors: Annotated[Optional[Path], typer.Option(
+        help="A folder of photos of other people, added to the gallery a step at a time.")] = None,
+    limit_people: Annotated[Optional[int], typer.Option(
+        help="Only the first N people, in name order.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Rank-1/rank-10 identification: each person's first photo searched among the rest."""
+    report = service().evaluate_identify(folder, lambda line: typer.echo(line, err=True),
+                                         distractors, limit_people)
+    if as_json:
+        echo(json.dumps(report, indent=2))
+        return
+    single = report["single"]
+    echo(f"{report['detector']} + {report['embedder']}: rank-1 {single['rank1']:.3f}, rank-10 "
+         f"{single['rank10']:.3f} over {single['probes']} probes; {report['gallery_faces']} gallery "
+         f"faces; no face found in {single['no_face']['gallery']} gallery photos and "
+         f"{single['no_face']['probes']} probes; {report['images_per_second_per_core']} images/s per core")
+    if "distractors" in report:
+        echo(f"with distractors ({report['distractors']['operating_point']['how']}):")
+        echo("distractors\tgallery faces\trank-1\tcut-off\texpected false matches\tmeasured")
+        for row in report["distractors"]["curve"]:
+            echo(f"{row['distractors']}\t{row['gallery_faces']}\t{row['rank1']:.3f}\t{row['cutoff']}\t"
+                 f"{row['expected_false_matches']:.1f}\t{row['measured_false_matches']:.1f}")
+
+
+@eval_app.command("demographics")
+def eval_demographics(
+    fairface_dir: Annotated[Path, typer.Option(help="FairFace with images/ and labels.csv.")] = Path(
+        "../shared/datasets/fairface-val"),
+    lfw_dir: Annotated[Path, typer.Option(help="LFW root with images/ and gender/.")] = Path(
+        "../shared/datasets/lfw"),
+    output: Annotated[Path, typer.Option(help="Folder for the JSON report and PNG plot.")] = Path("results"),
+    false_match_probability: Annotated[float, typer.Option(
+        min=1e-9, max=0.5, help="The operating cut-off: the distance with this calibrated "
+        "false-match probability.")] = 1e-3,
+    limit: Annotated[Optional[int], typer.Option(
+        help="Only the first N FairFace photos and LFW people (a quick run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """False-match rates by race, gender and age (FairFace) and error rates by gender (LFW)."""
+    report = service().evaluate_demographics(fairface_dir, lfw_dir, output,
+                                             lambda line: typer.echo(line, err=True),
+                                             false_match_probability, limit)
+    if as_json:
+        echo(json.dumps(report, indent=2))
+        return
+    echo(f"{report['embedder']} + {report['detector']}: {report['operating_point']['how']}; "
+         f"cut-off {report['operating_point']['cutoff']}")
+    for dimension in ("race", "gender", "age"):
+        result = report["fairface"][dimension]
+        for group, entry in result["groups"].items():
+            echo(f"FairFace {dimension}\t{group}\tFMR {entry['false_match_rate']:.2e}\t"
+                 f"{entry['pairs']} pairs\t{entry['no_face']} of {entry['photos']} without a face")
+        echo(f"FairFace {dimension}\tworst/best\t{_ratio(result)}")
+    lfw = report["lfw_gender"]
+    for group, entry in lfw["groups"].items():
+        echo(f"LFW gender\t{group}\tFNMR {entry.get('false_non_match_rate')}\t"
+             f"FMR {entry.get('false_match_rate')}\t{entry['no_face']} of {entry['photos']} without a face")
+    for rate in ("false_non_match_rate", "false_match_rate"):
+        echo(f"LFW gender\t{rate} worst/best\t{_ratio(lfw[rate])}")
+    echo("written: " + ", ".join(report["written"]))
+
+
+def _ratio(result: dict) -> str:
+    if result["ratio"] is None:
+        return "too few pairs"
+    bound = " (at least: the best had none)" if result["best_floored_at_one_error"] else ""
+    return f"{result['ratio']:.2f} ({result['worst']} / {result['best']}){bound}"
+
+
 def _read(photo: Path) -> bytes:
     try:
         return photo.read_bytes()

@@ -1,37 +1,34 @@
 """LFW: View 2 10-fold verification, closed-set identification, and the score calibration.
 
-Every LFW photo is described once with the production pipeline (detector, 5-point alignment,
-ResNet descriptor). The face used is the detected one nearest the photo's centre, where LFW
-puts its subject. Both the chip's and its mirror image's descriptors are kept, so that each
-pipeline step can be scored on its own from one pass:
-  hog, plain:   HOG only; where it finds nothing, a fixed central box is described instead
-  hog+cnn, plain: dlib's CNN (MMOD) detector where HOG finds nothing
-  hog+cnn, mirrored probe: the probe's descriptor averaged with its mirror image's
-  ..., unit length: descriptors scaled to length 1 (production)
-  hog+cnn, mirrored probe and gallery, unit length: mirrored at ingest too (2x the cost)
-The headline figures are those of the configured pipeline (mirror_probe, mirror_gallery).
+Every LFW photo is described once with the configured pipeline (settings.detector and
+settings.embedder, as ingest runs them). The face used is the detected one nearest the photo's
+centre, where LFW puts its subject; where the detector finds none, the photo's central half is
+described instead, so that every View 2 pair is scored (the count is reported). Both plain and
+mirror-averaged descriptors are kept, so that each variant is scored from one pass:
+  plain: as ingest describes a gallery face by default
+  mirrored probe: the probe's descriptor averaged with its mirror image's (search's default)
+  mirrored probe and gallery: mirrored at ingest too (2x the describe cost)
+The headline figures are those of the configured variant (mirror_probe, mirror_gallery).
+TAR is reported at FAR 1e-3 and 1e-4 (View 2 has 3,000 impostor pairs: at 1e-4 the threshold
+is the nearest impostor pair's distance).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from facesearch.calibration import Calibration, calibration_path
 from facesearch.config import Settings
-from facesearch.imaging import decode
-from facesearch.ingest import WorkerPool, process_analyzer
-from facesearch.types import Box, Detection
-from facesearch.vision import unit_length
-from facesearch.vision.base import Detector
+from facesearch.errors import FacesearchError
+from facesearch.evaluation.pipeline import PhotoJob, run_photos
 
-BATCH = 16
+FARS = (1e-3, 1e-4)
 
 
 @dataclass
@@ -69,84 +66,32 @@ def read_pairs(lfw_dir: Path, paths: list[str]) -> PairList:
     return PairList(folds)
 
 
-def describe_lfw_batch(files: list[str], settings: Settings) -> list[dict]:
-    """For each photo: plain and mirrored descriptors, and how its face was found.
-    settings.detector must be hog: the CNN is run here, only where HOG finds nothing."""
-    analyzer = process_analyzer(settings)
-    cnn = _cnn_detector()
-    results = []
-    for file in files:
-        pixels = decode(Path(file).read_bytes(), max_pixels=settings.max_image_pixels,
-                        max_bytes=settings.max_image_bytes).pixels
-        height, width = pixels.shape[:2]
-        hog = analyzer.detect(pixels)
-        boxes = {"hog": _central(hog, width, height)}
-        if boxes["hog"] is None:
-            boxes["cnn"] = _central(cnn.detect(pixels, settings.upsample), width, height)
-            # A fixed box around the centre, where LFW's deep-funneled faces sit.
-            boxes["box"] = Detection(Box(width // 4, height // 4, 3 * width // 4, 3 * height // 4), 0.0)
-        record: dict = {"found_by": "hog" if boxes["hog"] else ("cnn" if boxes.get("cnn") else "box")}
-        for how, detection in boxes.items():
-            if detection is None:
-                continue
-            chip = analyzer.embedder.align(pixels, detection).chip
-            plain, flipped = analyzer.embedder.describe([chip, chip[:, ::-1]])
-            record[how] = (plain, flipped)
-        results.append(record)
-    return results
-
-
-@cache
-def _cnn_detector() -> Detector:
-    """One per process: its weights load on first use and stay loaded."""
-    from facesearch.vision import make_detector
-
-    return make_detector("cnn")
-
-
-def _central(found: list[Detection], width: int, height: int) -> Detection | None:
-    if not found:
-        return None
-    cx, cy = width / 2, height / 2
-    return min(found, key=lambda d: ((d.box.left + d.box.right) / 2 - cx) ** 2
-               + ((d.box.top + d.box.bottom) / 2 - cy) ** 2)
-
-
 def describe_all(settings: Settings, lfw_dir: Path, paths: list[str], cache: Path,
                  log: Callable[[str], None]) -> dict[str, np.ndarray]:
-    """Descriptors of every photo for each variant; cached in cache (an .npz file)."""
+    """The plain and mirrored descriptors of each photo's central face, and whether the
+    detector found it; cached in cache (an .npz file) for this detector and embedder."""
+    pipeline = f"{settings.detector} + {settings.embedder}"
     if cache.exists():
         data = np.load(cache)
-        if list(data["paths"]) == paths:
+        if list(data["paths"]) == paths and str(data["pipeline"]) == pipeline:
             log(f"using cached descriptors from {cache}")
             return {k: data[k] for k in data.files}
-    files = [str(lfw_dir / "images" / p) for p in paths]
-    batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
-    records: list[dict] = []
-    workers = settings.workers or len(os.sched_getaffinity(0))
-    with WorkerPool(settings, workers) as pool:
-        for done, batch in enumerate(pool.map(describe_lfw_batch, batches), start=1):
-            records.extend(batch)
-            if done % 50 == 0 or done == len(batches):
-                log(f"described {len(records)}/{len(files)} photos")
-    hog_only = np.stack([_chosen(r, allow_cnn=False)[0] for r in records])
-    plain = np.stack([_chosen(r, allow_cnn=True)[0] for r in records])
-    mirrored = np.stack([sum(_chosen(r, allow_cnn=True)) / 2 for r in records])
-    found_by = np.array([r["found_by"] for r in records])
-    result = {"paths": np.array(paths), "hog": hog_only.astype(np.float32),
-              "hog+cnn": plain.astype(np.float32), "hog+cnn+mirror": mirrored.astype(np.float32),
-              "found_by": found_by}
+    jobs = [PhotoJob(str(lfw_dir / "images" / p), (False, True), central_box=True) for p in paths]
+    described, throughput = run_photos(settings, jobs, log)
+    failed = [p for p, d in zip(paths, described) if d.error]
+    if failed:
+        raise FacesearchError(f"cannot read {len(failed)} LFW photos, e.g. {failed[0]}")
+    # The face nearest the photo's centre, where LFW puts its subject.
+    central = [int(np.argmin(d.offsets)) for d in described]
+    result = {"paths": np.array(paths), "pipeline": np.array(pipeline),
+              "plain": np.stack([d.vectors[False][i] for d, i in zip(described, central)]),
+              "mirrored": np.stack([d.vectors[True][i] for d, i in zip(described, central)]),
+              "found": np.array([d.found > 0 for d in described]),
+              "faces": np.array([d.found for d in described]),
+              "images_per_second_per_core": np.array(throughput.as_dict()["images_per_second_per_core"])}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **result)
     return result
-
-
-def _chosen(record: dict, allow_cnn: bool) -> tuple[np.ndarray, np.ndarray]:
-    if "hog" in record:
-        return record["hog"]
-    if allow_cnn and "cnn" in record:
-        return record["cnn"]
-    return record["box"]
 
 
 def pair_distances(probes: np.ndarray, gallery: np.ndarray,
@@ -230,60 +175,77 @@ def impostor_calibration(probes: np.ndarray, gallery: np.ndarray, people: np.nda
 
 def run_lfw_evaluation(settings: Settings, lfw_dir: Path, output: Path, write_calibration: bool,
                        log: Callable[[str], None]) -> dict:
-    settings = settings.model_copy(update={"detector": "hog"})
     paths, people = list_images(lfw_dir)
     pairs = read_pairs(lfw_dir, paths)
-    described = describe_all(settings, lfw_dir, paths, output / "lfw_descriptors.npz", log)
-    plain, mirrored = described["hog+cnn"], described["hog+cnn+mirror"]
-    unit_plain, unit_mirrored = unit_length(plain), unit_length(mirrored)
-    # (probe descriptors, gallery descriptors) for each step of the pipeline, in order.
+    cache = output / f"lfw_descriptors-{_safe(settings.detector)}-{_safe(settings.embedder)}.npz"
+    described = describe_all(settings, lfw_dir, paths, cache, log)
+    plain, mirrored = described["plain"], described["mirrored"]
+    # (probe descriptors, gallery descriptors) for each pipeline variant.
     variants = {
-        "hog, plain": (described["hog"], described["hog"]),
-        "hog+cnn, plain": (plain, plain),
-        "hog+cnn, mirrored probe": (mirrored, plain),
-        "hog+cnn, plain, unit length": (unit_plain, unit_plain),
-        "hog+cnn, mirrored probe, unit length": (unit_mirrored, unit_plain),
-        "hog+cnn, mirrored probe and gallery, unit length": (unit_mirrored, unit_mirrored),
+        "plain": (plain, plain),
+        "mirrored probe": (mirrored, plain),
+        "mirrored probe and gallery": (mirrored, mirrored),
     }
-    configured = (unit_mirrored if settings.mirror_probe else unit_plain,
-                  unit_mirrored if settings.mirror_gallery else unit_plain)
-    production = next(name for name, pair in variants.items()
-                      if pair[0] is configured[0] and pair[1] is configured[1])
-    found_by = described["found_by"]
+    production = {(False, False): "plain", (True, False): "mirrored probe",
+                  (True, True): "mirrored probe and gallery"}.get(
+                      (settings.mirror_probe, settings.mirror_gallery), "plain")
+    configured = (mirrored if settings.mirror_probe else plain,
+                  mirrored if settings.mirror_gallery else plain)
+    found = described["found"]
     report: dict = {
+        "detector": settings.detector, "embedder": settings.embedder,
         "photos": len(paths), "people": int(people.max() + 1),
-        "faces_found_by": {k: int((found_by == k).sum()) for k in ("hog", "cnn", "box")},
+        # Where the detector finds nothing, the photo's central half is described instead:
+        # View 2 scores every pair.
+        "faces_found_by": {"detector": int(found.sum()), "central box": int((~found).sum())},
+        "faces_found": int(described["faces"].sum()),
+        "images_per_second_per_core": float(described["images_per_second_per_core"]),
         "upsample": settings.upsample, "configured_pipeline": production, "variants": {},
     }
     curves = {}
     for name, (probes, gallery) in variants.items():
         distances, same, folds = pair_distances(probes, gallery, pairs)
         result = ten_fold(distances, same, folds)
-        result["tar_at_far_0.1%"], result["far_0.1%_threshold"] = tar_at_far(distances, same, 0.001)
+        for far in FARS:
+            result[f"tar_at_far_{far:g}"], result[f"far_{far:g}_threshold"] = tar_at_far(distances, same, far)
         report["variants"][name] = result
         curves[name] = (distances, same)
     ident = identification(*configured, people)
     main = report["variants"][production]
     report.update({
         "accuracy_mean": main["accuracy_mean"], "accuracy_std": main["accuracy_std"],
-        "threshold": main["threshold"], "tar_at_far_0.1%": main["tar_at_far_0.1%"],
+        "threshold": main["threshold"],
+        **{f"tar_at_far_{far:g}": main[f"tar_at_far_{far:g}"] for far in FARS},
         "rank1": ident["rank1"], "rank10": ident["rank10"],
         "identification_gallery": ident["gallery"], "identification_probes": ident["probes"],
     })
     output.mkdir(parents=True, exist_ok=True)
     if write_calibration:
-        calibration = impostor_calibration(*configured, people)
-        target = calibration_path("dlib-resnet")  # the descriptors above are dlib's
+        # Only faces the detector found: the gallery holds no others.
+        calibration = impostor_calibration(configured[0][found], configured[1][found], people[found])
+        target = calibration_path(_embedder_name(settings))
         target.write_text(calibration.to_json())
         report["calibration_pairs"] = calibration.pairs
         log(f"wrote {target} from {calibration.pairs} impostor pairs")
-    (output / "lfw.json").write_text(json.dumps({**report, "cmc": ident["cmc"]}, indent=2))
-    _plot(curves, ident["cmc"], output / "lfw.png")
-    report["written"] = [str(output / "lfw.json"), str(output / "lfw.png")]
+    stem = f"lfw-{_safe(settings.detector)}-{_safe(settings.embedder)}"
+    (output / f"{stem}.json").write_text(json.dumps({**report, "cmc": ident["cmc"]}, indent=2))
+    _plot(curves, ident["cmc"], output / f"{stem}.png", f"{settings.detector} + {settings.embedder}")
+    report["written"] = [str(output / f"{stem}.json"), str(output / f"{stem}.png")]
     return report
 
 
-def _plot(curves: dict, cmc: list[float], path: Path) -> None:
+def _embedder_name(settings: Settings) -> str:
+    """The name the embedder records with its descriptors (a manifest's own name)."""
+    from facesearch.vision import make_embedder
+
+    return make_embedder(settings.embedder, settings).name
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _plot(curves: dict, cmc: list[float], path: Path, pipeline: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,16 +258,16 @@ def _plot(curves: dict, cmc: list[float], path: Path) -> None:
         tar = [(distances[same] < t).mean() for t in thresholds]
         roc.plot(far, tar, label=name)
     roc.set_xscale("log")
-    roc.set_xlim(1e-3, 1)
+    roc.set_xlim(1e-4, 1)
     roc.set_ylim(0.9, 1.0)
     roc.set_xlabel("false accept rate")
     roc.set_ylabel("true accept rate")
-    roc.set_title("LFW View 2 ROC (6000 pairs)")
+    roc.set_title(f"LFW View 2 ROC (6000 pairs), {pipeline}")
     roc.legend()
     cum.plot(range(1, len(cmc) + 1), cmc, marker=".")
     cum.set_xlabel("rank")
     cum.set_ylabel("identification rate")
-    cum.set_title("LFW identification CMC (production pipeline)")
+    cum.set_title(f"LFW identification CMC, {pipeline}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

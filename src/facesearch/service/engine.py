@@ -617,6 +617,32 @@ class Engine(ServiceBase):
 
         return run_lfw_evaluation(self.settings, lfw_dir, output, write_calibration, log)
 
+    def evaluate_identify(self, folder: Path, log: Callable[[str], None],
+                          distractors: Path | None = None, limit_people: int | None = None) -> dict:
+        """Identification on PERSON/photo folders with this service's pipeline (see
+        evaluation.identify for the split); touches no gallery of this service."""
+        from facesearch.evaluation.identify import run_identify
+
+        return run_identify(self.settings, folder, log, distractors, limit_people)
+
+    def evaluate_demographics(self, fairface_dir: Path, lfw_dir: Path, output: Path,
+                              log: Callable[[str], None], false_match_probability: float = 1e-3,
+                              limit: int | None = None) -> dict:
+        """Error rates by demographic group with this service's pipeline; the report is noted
+        in the data directory, where the record of processing cites it for this embedder."""
+        from facesearch.evaluation.demographics import run_demographics
+        from facesearch.evaluation.reports import note_report
+
+        report = run_demographics(self.settings, fairface_dir, lfw_dir, output, log,
+                                  false_match_probability, limit)
+        note_report(self.settings.home, "demographics", report["embedder"], {
+            "report": str(Path(report["written"][0]).resolve()), "date": report["date"],
+            "embedder": report["embedder"], "detector": report["detector"],
+            "photos": report["fairface"]["photos"] + sum(
+                g["photos"] for g in report["lfw_gender"]["groups"].values()),
+            "subset": limit is not None, "headline": _headline(report["headline"])})
+        return report
+
     def face_count(self) -> int:
         """Faces in the metadata store: a number, no personal data (for /metrics)."""
         return self.store.counts()["faces"]
@@ -630,6 +656,12 @@ class Engine(ServiceBase):
         counts["index_vectors"] = len(index)
         counts["faces_by_jurisdiction"] = self.store.faces_by_jurisdiction()
         return counts
+
+
+def _headline(headline: dict) -> str:
+    if headline["ratio"] is None:
+        return f"{headline['measure']}: too few pairs to compare groups"
+    return f"{headline['measure']}: {headline['ratio']} ({headline['worst']} / {headline['best']})"
 
 
 def _cores() -> int:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
+from facesearch.evaluation.reports import latest_report
 from facesearch.policy.roles import OPERATOR
 from facesearch.policy.rules import normalise_jurisdiction
 from facesearch.service.engine import DeletionReport, Engine
@@ -123,6 +124,9 @@ class Governance(Engine):
                           "audit_records_days": s.audit_retention_days,
                           "sessions_hours": s.session_hours},
             "excluded_jurisdictions": s.excluded_jurisdictions,
+            # Art. 35(7)(c) risks to the rights of data subjects: error rates by group.
+            "demographic_evaluation": latest_report(s.home, "demographics", s.embedder) or (
+                f"none recorded for embedder {s.embedder}: run `facesearch eval demographics`"),
             "security_measures": [
                 "accounts with roles; investigators approved by a supervisor of their organisation",
                 "argon2id passwords, hashed API keys, session cookies with CSRF tokens",

@@ -81,7 +81,8 @@ def insert_distractors(service: FaceSearchService, source_id: int, vectors: np.n
         faces = [Face(box=box, score=1.0, landmarks=[], quality=1.0, embedding=v, chip_jpeg=b"")
                  for v in chunk]
         with service.store.transaction() as conn:
-            service.store.add_image(conn, image, faces, [PLACEHOLDER_CROP] * len(faces), withheld=0)
+            service.store.add_image(conn, image, faces, [PLACEHOLDER_CROP] * len(faces), withheld=0,
+                                    embedder=service.live_embedder)
 
 
 @dataclass

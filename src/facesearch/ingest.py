@@ -13,9 +13,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
 from facesearch.config import Settings
 from facesearch.errors import BadImage
-from facesearch.imaging import DecodedImage, decode_for_analysis
+from facesearch.imaging import DecodedImage, decode, decode_for_analysis
 from facesearch.types import Face
 
 if TYPE_CHECKING:  # importing vision loads dlib: workers do it, the writer need not
@@ -41,6 +43,7 @@ class Analysed:
     format: str = ""
     faces: list[Face] | None = None
     error: str | None = None  # one-line reason when the image was rejected
+    embedder: str = ""  # that described its faces
 
 
 def discover(paths: Iterable[Path]) -> Iterator[Path]:
@@ -110,7 +113,8 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             error = f"cannot decode: {type(exc).__name__}: {exc}".splitlines()[0]
             results.append(Analysed(task.sha256, task.location, error=error))
             continue
-        results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format))
+        results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format,
+                                embedder=analyzer.embedder.name))
         decoded.append((results[-1], image))
     try:
         _analyse_together(analyzer, decoded, settings.mirror_gallery)
@@ -124,8 +128,8 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
 
 
 def _analysis_settings(settings: Settings) -> dict:
-    return settings.model_dump(include={"detector", "upsample", "min_face_size",
-                                        "detect_max_side", "embed_batch"})
+    return settings.model_dump(include={"detector", "embedder", "device", "model_dir", "upsample",
+                                        "min_face_size", "detect_max_side", "embed_batch"})
 
 
 def _analyse_together(analyzer: "FaceAnalyzer", decoded: list[tuple[Analysed, DecodedImage]],
@@ -171,3 +175,20 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def reembed_batch(chips: list[tuple[int, bytes, dict | None]], settings: Settings
+                  ) -> list[tuple[int, np.ndarray | None]]:
+    """(id, descriptor) of stored face chips (id, JPEG, geometry) with settings.embedder;
+    None for a chip that cannot be decoded."""
+    analyzer = process_analyzer(settings)
+    readable = []
+    for key, jpeg, geometry in chips:
+        try:
+            readable.append((key, decode(jpeg, max_pixels=settings.max_image_pixels,
+                                         max_bytes=settings.max_image_bytes).pixels, geometry))
+        except BadImage:
+            continue
+    vectors = analyzer.describe_chips([(p, g) for _, p, g in readable], settings.mirror_gallery)
+    described = {key: v for (key, _, _), v in zip(readable, vectors)}
+    return [(key, described.get(key)) for key, _, _ in chips]

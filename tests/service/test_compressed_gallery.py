@@ -27,7 +27,8 @@ def add_distractors(service: FaceSearchService, count: int) -> None:
             service.store.add_image(conn, NewImage(
                 sha256=f"{start:064d}", location=f"distractor-{start}", page_url=None,
                 source_id=source.id, jurisdiction="US", collected_at=service.now(), width=10,
-                height=10, format="JPEG"), found, ["none.jpg"] * len(found), withheld=0)
+                height=10, format="JPEG"), found, ["none.jpg"] * len(found), withheld=0,
+                embedder=service.live_embedder)
 
 
 def test_a_gallery_past_the_threshold_is_searched_through_the_compressed_index(tmp_path) -> None:

@@ -297,7 +297,7 @@ def test_an_opt_out_keeps_only_the_template_with_its_reason_and_erases_crops_and
 
     [(template, reason)] = rows(svc, "SELECT embedding, reason FROM suppressions")
     assert reason == f"opt-out {receipt.request_id}"
-    assert np.allclose(from_blob(template), svc._template_of(selfie))  # the selfie's descriptor
+    assert np.allclose(from_blob(template), svc._template_of(selfie).embedding)  # the selfie's descriptor
     assert faces_of_person(svc, NEAR[0]) == []
     assert not any(svc.crops.path(crop).exists() for _, crop in theirs)
     assert all(svc.crops.path(crop).exists() for _, crop in others)

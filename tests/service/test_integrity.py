@@ -53,7 +53,8 @@ def add_synthetic(service: FaceSearchService, source: str, number: int, vectors:
         service.store.add_image(conn, NewImage(
             sha256=f"{number:064d}", location=f"{source}-{number}", page_url=None,
             source_id=found.id, jurisdiction=found.jurisdiction, collected_at=service.now(),
-            width=10, height=10, format="JPEG"), faces, ["none.jpg"] * len(faces), withheld=0)
+            width=10, height=10, format="JPEG"), faces, ["none.jpg"] * len(faces), withheld=0,
+            embedder=service.live_embedder)
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ def add(store: MetadataStore, sha: str, source_id: int, faces: int, jurisdiction
                      width=100, height=100, format="JPEG")
     found = [face(hash((sha, i)) % 1000) for i in range(faces)]
     with store.transaction() as conn:
-        return store.add_image(conn, image, found, [f"{sha}_{i}.jpg" for i in range(faces)], withheld=0)
+        return store.add_image(conn, image, found, [f"{sha}_{i}.jpg" for i in range(faces)], withheld=0,
+                               embedder="sface")
 
 
 def test_images_are_unique_by_sha256(store: MetadataStore) -> None:
@@ -99,11 +100,18 @@ def test_candidate_rows_join_face_image_and_source(store: MetadataStore) -> None
     assert row[ids[0]]["location"] == "/photos/" + "d" * 64 + ".jpg"
 
 
-def test_suppression_templates_persist(store: MetadataStore) -> None:
+def test_suppression_templates_persist_with_their_embedder_and_chip(store: MetadataStore) -> None:
     templates = np.eye(2, 128, dtype=np.float32)
+    faces = [Face(Box(0, 0, 9, 9), 1.0, [], 0.5, t, b"chip %d" % i, {"box": [0, 0, 9, 9]})
+             for i, t in enumerate(templates)]
     with store.transaction() as conn:
-        store.add_suppressions(templates, "request 7", conn)
+        store.add_suppressions(conn, faces, "request 7", "sface")
     assert np.array_equal(store.suppression_templates(), templates)
+    # What a re-embedding to another model describes again.
+    waiting = store.suppressions_to_reembed("dlib-resnet")
+    assert [(chip, geometry) for _, chip, geometry in waiting] == [
+        (b"chip 0", {"box": [0, 0, 9, 9]}), (b"chip 1", {"box": [0, 0, 9, 9]})]
+    assert store.suppressions_to_reembed("sface") == []
 
 
 def test_face_ids_are_never_reused_after_the_newest_face_is_deleted(store: MetadataStore) -> None:

@@ -24,6 +24,7 @@ from facesearch.service.engine import DeletionReport, IngestSummary
 from facesearch.service.governance import Governance, RetentionReport
 from facesearch.service.integrity import Integrity, IntegrityReport
 from facesearch.service.jobs import Jobs
+from facesearch.service.models import Models, ReembedProgress
 from facesearch.service.queue import QueuedIngest, Queueing, WorkerReport
 from facesearch.service.rights import (
     AccessAcknowledgement,
@@ -36,7 +37,7 @@ from facesearch.store.audit import AuditFilter
 
 
 class FaceSearchService(Cases, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
-                        Integrity):
+                        Integrity, Models):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
@@ -50,5 +51,6 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
 
 __all__ = ["LEAD_LABEL", "LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
-           "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "SearchResult",
+           "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "ReembedProgress",
+           "SearchResult",
            "WorkerReport", "build_service"]

@@ -450,16 +450,18 @@ class Crawling(Engine):
                                     else ("skipped", "duplicate", 0))
                     continue
                 with self._analysis_lock:
-                    found = analyse_batch([ImageTask(sha, location, body)], self.settings)[0]
+                    found = analyse_batch([ImageTask(sha, location, body)], self.live_settings)[0]
                 analysed.append((key, found, page_url, provenance))
             if not analysed:
                 return results
             added = []
             with self.store.transaction() as conn:
+                embedder = self.store.claim_embedder(conn, self.live_embedder)
                 for key, found, page_url, provenance in analysed:
                     summary = IngestSummary()
                     added += self._write_one(conn, found, source, templates, summary,
-                                             page_url=page_url, provenance=json.dumps(provenance))
+                                             page_url=page_url, provenance=json.dumps(provenance),
+                                             embedder=embedder)
                     if found.error:
                         results[key] = ("failed", "bad_image", 0)
                     elif summary.images_indexed == 0:

@@ -16,12 +16,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from facesearch.calibration import load_calibration
+from facesearch.calibration import Calibration, band, cut_off, load_calibration
 from facesearch.config import Settings
 from facesearch.errors import (
     BadImage,
@@ -53,9 +53,8 @@ from facesearch.service.base import Clock, ServiceBase, system_clock
 from facesearch.store.files import private_directory
 from facesearch.store.metadata import NewImage, Source, box_of, from_blob
 from sqlalchemy.engine import Connection
-from facesearch.types import Actor, Candidate, Face, ProbeResult
+from facesearch.types import Actor, Candidate, CutOff, Face, ProbeResult
 
-DIMENSION = 128
 INGEST_BATCH = 8  # images per worker task: their faces are described in one batch
 TRAIN_PER_LIST = 40  # compressed index training sample: faces a list (FAISS wants 39 or more)
 AnyIndex = FaissIndex | CompressedIndex | MilvusIndex
@@ -92,7 +91,7 @@ class Engine(ServiceBase):
         self._unsaved_faces = 0  # faces added since last saved
         self._saved_at = time.monotonic()
         self._analyzer = None
-        self._calibration = None
+        self._live_settings: Settings | None = None
         # Server requests run in threads: dlib's networks and FAISS indexes that are being
         # added to are not safe to share between them. Each lock guards one of the two.
         self._analysis_lock = threading.Lock()
@@ -101,12 +100,34 @@ class Engine(ServiceBase):
     # Shared machinery --------------------------------------------------------------------
 
     @property
+    def live_embedder(self) -> str:
+        """The embedder of the gallery's descriptors, which probes and new faces must use: the
+        configured one until the first descriptor is stored, and the previous one until a
+        re-embedding switches (`facesearch reembed`)."""
+        return self.store.live_embedder() or self.settings.embedder
+
+    @property
+    def live_settings(self) -> Settings:
+        """The settings analysis runs with: these settings, with the live embedder."""
+        live = self.live_embedder
+        if self._live_settings is None or self._live_settings.embedder != live:
+            self._live_settings = self.settings.model_copy(update={"embedder": live})
+            self._analyzer = None
+        return self._live_settings
+
+    @property
     def analyzer(self):  # noqa: ANN201 - FaceAnalyzer, imported lazily: dlib is slow to load
+        settings = self.live_settings
         if self._analyzer is None:
             from facesearch.vision import FaceAnalyzer
 
-            self._analyzer = FaceAnalyzer(self.settings)
+            self._analyzer = FaceAnalyzer(settings)
         return self._analyzer
+
+    @property
+    def dimension(self) -> int:
+        """Of the live embedder's descriptors, and so of the vector index."""
+        return self.analyzer.embedder.dimension
 
     @property
     def index(self) -> AnyIndex:
@@ -119,10 +140,10 @@ class Engine(ServiceBase):
                 if self.settings.vector_backend == "milvus":
                     self._index = self._milvus_index()
                 elif CompressedIndex.present(self.settings.index_dir):
-                    self._index = CompressedIndex.load(self.settings.index_dir, DIMENSION,
+                    self._index = CompressedIndex.load(self.settings.index_dir, self.dimension,
                                                        **self._compressed_options())
                 else:
-                    self._index = FaissIndex.load(self.settings.index_dir, DIMENSION,
+                    self._index = FaissIndex.load(self.settings.index_dir, self.dimension,
                                                   self.settings.exact_index_max,
                                                   self.settings.hnsw_ef_search)
                 self._index_dirty, self._unsaved_faces = False, 0
@@ -131,7 +152,8 @@ class Engine(ServiceBase):
 
     def _milvus_index(self) -> MilvusIndex:
         # Milvus files each face under its jurisdiction and source, read from the store.
-        index = MilvusIndex(self.settings.milvus_uri, self.settings.milvus_collection, DIMENSION,
+        index = MilvusIndex(self.settings.milvus_uri, self.settings.milvus_collection,
+                            self.dimension,
                             attributes=self.store.face_attributes,
                             index_type=self.settings.milvus_index,
                             ef_search=self.settings.hnsw_ef_search, token=self.settings.milvus_token)
@@ -277,7 +299,7 @@ class Engine(ServiceBase):
         source = self._collecting_source(actor, source_name, "ingest")
         summary = IngestSummary(images_total=sum(1 for _ in discover(paths)))
         workers = 1 if queue_job else self.settings.workers or _cores()
-        with WorkerPool(self.settings, workers) as pool:
+        with WorkerPool(self.live_settings, workers) as pool:
             try:
                 tasks = self._new_tasks(paths, summary, progress, location_of)
                 for results in pool.map(analyse_batch, tasks):
@@ -317,12 +339,14 @@ class Engine(ServiceBase):
             before = (summary.images_indexed, summary.faces_indexed, summary.faces_withheld)
             added: list[tuple[int, np.ndarray]] = []
             with self.store.transaction() as conn:
+                live = self.store.claim_embedder(conn, self.settings.embedder)
                 for result in results:
                     if result.sha256 in known:
                         summary.images_seen += 1
                         summary.already_indexed += 1
                     else:
-                        added += self._write_one(conn, result, source, templates, summary)
+                        added += self._write_one(conn, result, source, templates, summary,
+                                                 embedder=live)
                 self._audit(conn, actor, "ingest.batch", {
                     "source": source.name,
                     "images_indexed": summary.images_indexed - before[0],
@@ -385,22 +409,26 @@ class Engine(ServiceBase):
 
     def _write_one(self, conn: Connection, result: Analysed, source: Source,
                    templates: np.ndarray, summary: IngestSummary, page_url: str | None = None,
-                   provenance: str = "{}") -> list[tuple[int, np.ndarray]]:
+                   provenance: str = "{}", *, embedder: str) -> list[tuple[int, np.ndarray]]:
         """Record one analysed image in conn's transaction, its crops written (durably)
         first: a crash before the commit leaves only files that the re-run overwrites under
         the same names, never a row without its crop. Returns the (face id, descriptor) of
-        each face stored, for the index once the transaction has committed."""
+        each face stored, for the index once the transaction has committed. embedder: the
+        live one, which the image must have been described with."""
         summary.images_seen += 1
+        if result.error is None and result.faces and result.embedder != embedder:
+            result.error = (f"described with {result.embedder}, but the gallery switched to "
+                            f"{embedder} meanwhile: run the same ingest again")
         if result.error is not None:
             self._skip(summary, result.location, result.error)
             return []
         faces = result.faces or []
-        if faces:
+        if faces and len(templates):
             withheld = suppressed_mask(np.stack([f.embedding for f in faces]), templates,
-                                       self.settings.suppress_threshold)
-            kept = [f for f, w in zip(faces, withheld) if not w]
+                                       self.cut_off("suppress").distance)
         else:
-            withheld, kept = np.zeros(0, bool), []
+            withheld = np.zeros(len(faces), bool)
+        kept = [f for f, w in zip(faces, withheld) if not w]
         summary.faces_withheld += int(withheld.sum())
         if faces and not kept:
             return []  # only suppressed people: not even the image's location is kept
@@ -412,7 +440,7 @@ class Engine(ServiceBase):
                            source_id=source.id, jurisdiction=source.jurisdiction,
                            collected_at=self.now(), width=result.width, height=result.height,
                            format=result.format, provenance=provenance),
-            kept, crop_paths, withheld=int(withheld.sum()))
+            kept, crop_paths, withheld=int(withheld.sum()), embedder=embedder)
         summary.images_indexed += 1
         summary.faces_indexed += len(kept)
         summary.images_without_faces += not faces
@@ -437,51 +465,78 @@ class Engine(ServiceBase):
 
     # Ranking ------------------------------------------------------------------------------
 
+    def _calibration_of_live(self) -> Calibration:
+        """The calibration of the embedder searches answer on: the gallery's live one."""
+        return load_calibration(self.live_embedder)
+
+    def cut_off(self, use: str, faces: int | None = None) -> CutOff:
+        """The distance cut-off of a use, from the live embedder's calibration and the faces
+        one face is compared with (default: the gallery's face count), capped at
+        false_match_ceiling. "search": the candidates of one probe face, to
+        search_false_matches expected strangers. "suppress": the strict cut-off of a
+        suppression or opt-out template, to suppress_false_matches; it erases, withholds at
+        ingest and hides from search, and over its life a template meets every face of the
+        gallery, so the gallery's face count is the count for all three."""
+        s = self.settings
+        target = {"search": s.search_false_matches, "suppress": s.suppress_false_matches}[use]
+        faces = self.face_count() if faces is None else faces
+        distance, probability = cut_off(self._calibration_of_live(), target, faces,
+                                        s.false_match_ceiling)
+        return CutOff(distance, probability, target, faces)
+
     def _rank(self, probe_faces: list[Face], k: int,
               jurisdictions: frozenset[str] = frozenset()) -> list[ProbeResult]:
-        """Ranked live, unsuppressed candidates within the match threshold for each probe face;
-        only faces from the given jurisdictions, if any are given."""
+        """Ranked live, unsuppressed candidates within the search cut-off for each probe face;
+        only faces from the given jurisdictions, if any are given. Faces searched is the
+        whole gallery's count, also for an organisation restricted to some jurisdictions:
+        a stricter cut-off than its share alone would give, never a looser one."""
         index = self.index
         templates = self.store.suppression_templates()
-        calibration = self._calibration = self._calibration or load_calibration()
+        calibration = self._calibration_of_live()
+        limit = self.cut_off("search")
+        hidden_within = self.cut_off("suppress", limit.faces).distance
         results = []
         for number, probe in enumerate(probe_faces):
-            live, rows = self._live_hits(index, probe.embedding, k, jurisdictions, templates)
+            live, rows = self._live_hits(index, probe.embedding, k, jurisdictions, templates,
+                                         limit.distance, hidden_within)
             candidates = []
             for rank, (distance, face_id) in enumerate(live, start=1):
                 row = rows[face_id]
+                probability = calibration.false_match_probability(distance)
+                expected = float(f"{probability * limit.faces:.3g}")
                 candidates.append(Candidate(
                     rank=rank, face_id=face_id, distance=round(distance, 4),
-                    false_match_probability=calibration.false_match_probability(distance),
+                    false_match_probability=probability,
                     image_id=row["image_id"], image_sha256=row["sha256"],
                     location=row["location"], page_url=row["page_url"], source=row["source"],
                     jurisdiction=row["jurisdiction"], collected_at=row["collected_at"],
-                    crop_path=str(self.crops.path(row["crop_path"])), box=box_of(row)))
+                    crop_path=str(self.crops.path(row["crop_path"])), box=box_of(row),
+                    expected_false_matches=expected, band=band(expected)))
             results.append(ProbeResult(probe_face=number, box=probe.box, quality=probe.quality,
-                                       candidates=candidates))
+                                       cut_off=limit, candidates=candidates))
         return results
 
     def _live_hits(self, index: AnyIndex, query: np.ndarray, k: int,
-                   jurisdictions: frozenset[str],
-                   templates: np.ndarray) -> tuple[list[tuple[float, int]], dict[int, dict]]:
-        """Up to k (distance, face id) within the match threshold, nearest first, that are
-        live, unsuppressed and (if given) from the jurisdictions, with their rows. The index
-        is asked again for four times as many while filtering left fewer than k and it still
-        had neighbours inside the threshold, up to max_fetch: a fixed over-fetch of a few
-        hundred would silently miss matches for an organisation restricted to a small share
-        of the gallery."""
+                   jurisdictions: frozenset[str], templates: np.ndarray, limit: float,
+                   hidden_within: float) -> tuple[list[tuple[float, int]], dict[int, dict]]:
+        """Up to k (distance, face id) under the distance limit, nearest first, that are
+        live, not within hidden_within of a suppression template and (if given) from the
+        jurisdictions, with their rows. The index is asked again for four times as many
+        while filtering left fewer than k and it still had neighbours under the limit, up to
+        max_fetch: a fixed over-fetch of a few hundred would silently miss matches for an
+        organisation restricted to a small share of the gallery."""
         fetch, most = k + 32, max(k + 32, self.settings.max_fetch)
         while True:
             with self._index_lock:
                 distances, ids = index.search(query, fetch, jurisdictions=jurisdictions)
             hits = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
-                    if i >= 0 and d < self.settings.match_threshold]
+                    if i >= 0 and d < limit]
             rows = self.store.candidate_rows([i for _, i in hits])
             live = [(d, i) for d, i in hits if i in rows
                     and (not jurisdictions or rows[i]["jurisdiction"] in jurisdictions)]
             if live and len(templates):
                 vectors = np.stack([from_blob(rows[i]["embedding"]) for _, i in live])
-                hidden = suppressed_mask(vectors, templates, self.settings.suppress_threshold)
+                hidden = suppressed_mask(vectors, templates, hidden_within)
                 live = [hit for hit, h in zip(live, hidden) if not h]
             if len(live) >= k or len(hits) < fetch or fetch >= min(len(index), most):
                 return live[:k], rows
@@ -537,29 +592,55 @@ class Engine(ServiceBase):
         self.authorise(actor, "suppress", "suppress")
         if not reason.strip():
             raise InvalidRequest("a suppression needs a reason")
-        template = self._template_of(photo)
+        face = self._template_of(photo)
+        template = face.embedding
         with self._writer():
-            ids = self._faces_of(template)
+            within, _, strict, _ = self._faces_near(template)
+            ids = [face_id for face_id, _ in within]
             with self.store.transaction() as conn:
                 images = self.store.images_of_faces(conn, ids)
-                self.store.add_suppressions(template[None, :], reason, conn)
+                self._add_suppression(conn, face, reason)
                 removed = self.store.delete_faces(ids, conn)
                 self._audit(conn, actor, "suppress", {"faces": removed, "images": images,
-                                                      "reason": reason})
+                                                      "reason": reason,
+                                                      "cut_off": asdict(strict)})
         return DeletionReport(images, removed)
 
-    def _template_of(self, photo: bytes) -> np.ndarray:
-        """The descriptor of a person's photo (its largest face)."""
+    def _template_of(self, photo: bytes) -> Face:
+        """A person's photo's largest face, described."""
         with self._analysis_lock:
-            return self._probe_faces(photo, "largest")[1][0].embedding
+            return self._probe_faces(photo, "largest")[1][0]
+
+    def _add_suppression(self, conn: Connection, face: Face, reason: str) -> None:
+        """Suppress the person of face (described with the live embedder), in conn's
+        transaction. Its face chip is kept with the descriptor: a re-embedding describes it
+        again, so that the block outlives a change of model."""
+        live = self.store.claim_embedder(conn, self.live_embedder)
+        if len(face.embedding) != self.dimension or self._live_settings.embedder != live:
+            raise FacesearchError("the gallery changed embedder meanwhile: try again")
+        self.store.add_suppressions(conn, [face], reason, live)
 
     def _faces_of(self, template: np.ndarray) -> list[int]:
-        """Ids of every stored face within suppress_threshold of the template. An exact scan
-        of every stored descriptor, not the approximate index: an erasure or an access report
-        must not miss a face that the index's recall would."""
-        return [int(i) for chunk_ids, vectors in self.store.face_vectors()
-                for i in chunk_ids[suppressed_mask(vectors, template[None, :],
-                                                   self.settings.suppress_threshold)]]
+        """Ids of every stored face within the strict ("suppress") cut-off of the template."""
+        return [face_id for face_id, _ in self._faces_near(template)[0]]
+
+    def _faces_near(self, template: np.ndarray) -> tuple[list[tuple[int, float]],
+                                                         list[tuple[int, float]], CutOff, CutOff]:
+        """The faces near a person's template, as (id, distance) nearest first: those within
+        the strict cut-off, those beyond it but within the search cut-off (theirs or
+        strangers', for a person to tell), and the two cut-offs. An exact scan of every
+        stored descriptor, not the approximate index: an erasure or an access report must
+        not miss a face that the index's recall would."""
+        strict = self.cut_off("suppress")
+        review = self.cut_off("search", strict.faces)
+        hits: list[tuple[int, float]] = []
+        for chunk_ids, vectors in self.store.face_vectors():
+            distances = np.linalg.norm(vectors - template[None, :], axis=1)
+            near = distances < review.distance
+            hits += [(int(i), float(d)) for i, d in zip(chunk_ids[near], distances[near])]
+        hits.sort(key=lambda hit: hit[1])
+        return ([h for h in hits if h[1] < strict.distance],
+                [h for h in hits if h[1] >= strict.distance], strict, review)
 
     # Maintenance -------------------------------------------------------------------------
 
@@ -584,11 +665,11 @@ class Engine(ServiceBase):
             fresh.clear(self.settings.milvus_index)
         elif faces > self.settings.compressed_index_min:
             fresh = CompressedIndex(
-                DIMENSION, lists=self.settings.pq_lists or CompressedIndex.lists_for(faces),
+                self.dimension, lists=self.settings.pq_lists or CompressedIndex.lists_for(faces),
                 code_bytes=self.settings.pq_code_bytes, **self._compressed_options())
             fresh.train(self._training_sample(TRAIN_PER_LIST * fresh.lists, faces))
         else:
-            fresh = FaissIndex(DIMENSION, self.settings.exact_index_max, self.settings.hnsw_ef_search)
+            fresh = FaissIndex(self.dimension, self.settings.exact_index_max, self.settings.hnsw_ef_search)
         fresh.erasure_seq = self.store.last_erasure()  # erasures wait for the write lock we hold
         for ids, vectors in self.store.face_vectors():
             fresh.add(ids, vectors)

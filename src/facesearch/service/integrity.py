@@ -18,7 +18,7 @@ import numpy as np
 
 from facesearch.index.compressed import SUBDIRECTORY, CompressedIndex
 from facesearch.index.faiss_index import INDEX_FILE, FaissIndex
-from facesearch.service.engine import DIMENSION, Engine
+from facesearch.service.engine import Engine
 from facesearch.service.trail import AuditTrail
 from facesearch.store.files import private_directory
 from facesearch.types import Actor
@@ -114,9 +114,9 @@ class Integrity(AuditTrail, Engine):
                                    f"earlier version of a shard): {_names(found.stray_files)}")
         indexes: list[tuple[str, FaissIndex | CompressedIndex]] = []
         if CompressedIndex.present(index_dir):
-            indexes.append((SUBDIRECTORY, CompressedIndex.load(index_dir, DIMENSION)))
+            indexes.append((SUBDIRECTORY, CompressedIndex.load(index_dir, self.dimension)))
         if (index_dir / INDEX_FILE).exists():
-            indexes.append((INDEX_FILE, FaissIndex.load(index_dir, DIMENSION, 1, 1)))
+            indexes.append((INDEX_FILE, FaissIndex.load(index_dir, self.dimension, 1, 1)))
         if len(indexes) > 1:
             found.rebuild_index = True
             report.problems.append("two kinds of index are on disk; one is stale")

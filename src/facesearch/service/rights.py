@@ -2,6 +2,12 @@
 photo, reversible by the data-protection officer until then), access requests answered by the
 officer through one-time links, and notices of erased candidates.
 
+An opt-out erases and hides only within the strict cut-off (Engine.cut_off "suppress": about
+suppress_false_matches strangers expected over the whole gallery); faces beyond it but within
+the search cut-off may be the person or strangers, so they wait for the officer's review
+(opt_out_reviews, decide_opt_out_review), never erased automatically. An access report likewise
+discloses only faces within the strict cut-off.
+
 Public requests are anonymous, so each is counted against its client address before any work
 (one conditional UPDATE: parallel requests cannot all pass), analyses only the face it uses, and
 waits its turn in a small queue of its own, so that strangers cannot take the analysis capacity
@@ -24,6 +30,7 @@ from email.utils import format_datetime
 
 import numpy as np
 
+from facesearch.calibration import band
 from facesearch.config import Settings
 from facesearch.errors import (
     Busy,
@@ -41,7 +48,7 @@ from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
-from facesearch.types import Actor
+from facesearch.types import Actor, CutOff
 
 
 @dataclass
@@ -61,6 +68,7 @@ class Receipt:
     images_found: int
     faces_removed: int
     date: str
+    faces_in_review: int = 0  # beyond the strict cut-off: the officer decides whether theirs
     mailed: bool = False  # a copy went to the address the person gave
 
 
@@ -70,7 +78,9 @@ class OptOutView:
 
     id: int
     public_id: str
-    status: str  # hidden (not yet confirmed), done (erased) or reinstated
+    # hidden (not yet confirmed), review (erased within the strict cut-off, nearer faces
+    # awaiting the officer's review), done or reinstated
+    status: str
     received_at: str
     confirm_by: str | None
     client: str  # the pseudonym the audit trail uses for the requester's address
@@ -90,16 +100,45 @@ Request: {request_id}
 Date: {date}
 Images you were found in: {images_found}
 Faces of yours deleted: {faces_removed}
+Faces that may be yours, for our data-protection officer to check: {faces_in_review}
 
 Your photos have been deleted. You are on our suppression list: your face will not be collected
-again, and no search will return it. Keep the request number for any question. We have not
-kept this address.
+again, and no search will return it. Faces that only look like you are checked by a person
+before anything is deleted, so that no one else's photo is. Keep the request number for any
+question. We have not kept this address.
 """
 # Two photos closer than this are one photo saved twice (re-encoded, resized: up to about 0.05
 # on LFW), not a second photo; two photos of one person lie around 0.2 to 0.4 apart.
 SAME_PHOTO_DISTANCE = 0.06
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
+
+
+@dataclass
+class ReviewFace:
+    """A face beyond an opt-out's strict cut-off but within the search cut-off of the person's
+    template: theirs or a stranger's, for the officer to tell."""
+
+    face_id: int
+    distance: float
+    expected_false_matches: float  # strangers expected at least this close in the gallery
+    band: str
+    location: str
+    page_url: str | None
+    source: str
+    collected_at: str
+
+
+@dataclass
+class OptOutReview:
+    """An opt-out's faces awaiting the officer's decision, with the requester's reference."""
+
+    request_id: int
+    public_id: str
+    received_at: str
+    strict: CutOff  # erased within this at confirmation
+    review: CutOff  # faces up to this are listed
+    faces: list[ReviewFace]
 
 
 @dataclass
@@ -208,12 +247,12 @@ class Rights(Engine):
         Until confirmed, the data-protection officer can reverse it (reinstate_opt_out)."""
         actor = public_actor(client)
         with self._public_turn(actor, client, "optout", request=True):
-            template = self._largest_face(selfie)
+            face = self._largest_face(selfie, whole=True)
         public_id, token = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = self.clock()
         confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
         with self.store.transaction() as conn:
-            self.store.add_suppressions(template[None, :], f"opt-out {public_id}", conn)
+            self._add_suppression(conn, face, f"opt-out {public_id}")
             self.requests.add(conn, public_id=public_id, kind="erasure", status="hidden",
                               received_at=_iso(now), deadline=_iso(now),
                               client_hash=client_hash(client), confirm_token_hash=token_hash(token),
@@ -222,10 +261,12 @@ class Rights(Engine):
         return OptOutPending(public_id, token, confirm_by)
 
     def confirm_opt_out(self, client: str, token: str, selfie: bytes, address: str = "") -> Receipt:
-        """Second step: a new photo of the same person (within suppress_threshold of the first,
-        and not the first photo again) erases every indexed face within suppress_threshold of
-        the first, for good. Where receipts are mailed, a copy goes to the email address given,
-        which is then forgotten; elsewhere an address is ignored."""
+        """Second step: a new photo of the same person (within the strict cut-off of the first
+        for one comparison, and not the first photo again) erases every indexed face within
+        the strict cut-off of the first, for good; faces beyond it but within the search
+        cut-off go to the officer's review (status review), never erased here. Where receipts
+        are mailed, a copy goes to the email address given, which is then forgotten;
+        elsewhere an address is ignored."""
         actor = public_actor(client)
         address = address.strip() if self.mails_receipts else ""
         if address and not EMAIL.fullmatch(address):
@@ -244,11 +285,13 @@ class Rights(Engine):
             distance = float(np.linalg.norm(self._largest_face(selfie) - template))
             if distance < SAME_PHOTO_DISTANCE:
                 raise InvalidRequest("take a new photo of yourself now: not the same photo again")
-            if distance >= self.settings.suppress_threshold:
+            # Two photos, one comparison: the strict target over one face.
+            if distance >= self.cut_off("suppress", faces=1).distance:
                 raise InvalidRequest("take a new photo of yourself now: this is not the person "
                                      "in the first photo")
             with self._writer():
-                ids = self._faces_of(template)
+                within, near, strict, _ = self._faces_near(template)
+                ids = [face_id for face_id, _ in within]
                 with self.store.transaction() as conn:
                     now = self.now()
                     # Confirmed at the same moment, or reinstated by the officer meanwhile?
@@ -257,10 +300,12 @@ class Rights(Engine):
                     images = self.store.images_of_faces(conn, ids)
                     removed = self.store.delete_faces(ids, conn)
                     self.requests.update(conn, found.id, images_found=images, faces_removed=removed,
-                                         decided_by="requester", decided_at=now)
-                    self._audit(conn, actor, "optout.confirm", {"request": found.public_id,
-                                                                "faces": removed, "images": images})
-        receipt = Receipt(found.public_id, images, removed, now[:10])
+                                         decided_by="requester", decided_at=now,
+                                         **({"status": "review"} if near else {}))
+                    self._audit(conn, actor, "optout.confirm", {
+                        "request": found.public_id, "faces": removed, "images": images,
+                        "in_review": len(near), "cut_off": asdict(strict)})
+        receipt = Receipt(found.public_id, images, removed, now[:10], len(near))
         if address:
             receipt.mailed = self._mail_receipt(actor, address, receipt)
         return receipt
@@ -329,16 +374,16 @@ class Rights(Engine):
                                           else f"{action}.refused", exc.message)
             raise
 
-    def _largest_face(self, photo: bytes) -> np.ndarray:
-        """The descriptor of the photo's largest face, the only one used: every face is
-        detected (to find the largest) but only that one is aligned and described."""
+    def _largest_face(self, photo: bytes, whole: bool = False):  # noqa: ANN201 - array or Face
+        """The descriptor of the photo's largest face (the Face if whole), the only one used:
+        every face is detected (to find the largest) but only that one is aligned and described."""
         image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
             found = self.analyzer.detect(image.pixels)
             if not found:
                 raise NoFace("no face found in the photo")
-            return self.analyzer.describe([(image.pixels, found[:1])],
-                                          self.settings.mirror_probe)[0][0].embedding
+            face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
+            return face if whole else face.embedding
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily
@@ -426,8 +471,10 @@ class Rights(Engine):
         return AccessLink(found.public_id, found.report_expires_at or "")
 
     def access_report(self, client: str, token: str) -> AccessReport:
-        """The report behind a one-time link: every indexed image of the person with its
-        provenance, lawful basis and purge date, and which searches returned them. The link
+        """The report behind a one-time link: every indexed image of the person (a face
+        within the strict cut-off of their template: nothing nearer strangers' faces is
+        disclosed) with its provenance, lawful basis and purge date, and which searches
+        returned them. The link
         works once, before it expires (one conditional UPDATE spends it, so of two uses at
         once exactly one gets the report); the person's template is dropped with its use."""
         actor = public_actor(client)
@@ -517,6 +564,98 @@ class Rights(Engine):
             self._audit_alone(actor, "optout.reinstate.refused", {
                 "reason": "no such unconfirmed opt-out", "request_id": request_id})
             raise Forbidden("only an opt-out not yet confirmed can be reversed: erasure is final")
+
+    def opt_out_reviews(self, actor: Actor) -> list[OptOutReview]:
+        """Confirmed opt-outs that had faces beyond the strict cut-off but within the search
+        cut-off, oldest first, with every stored face within the search cut-off now (nearest
+        first): the officer tells whether each is the requester's (erase) or a stranger's
+        (dismiss). Read from the gallery now: faces collected since are listed, and so are
+        faces that a smaller gallery's strict cut-off now reaches but the confirmation's,
+        over a larger gallery, did not."""
+        self.authorise(actor, "requests.manage", "optout.review.list")
+        calibration = self._calibration_of_live()
+        reviews = []
+        for found in reversed(self.requests.all("erasure")):
+            template = self._review_template(found)
+            if template is None:
+                continue
+            within, near, strict, review = self._faces_near(template)
+            rows = self.store.candidate_rows([face_id for face_id, _ in within + near])
+            faces = []
+            for face_id, distance in within + near:
+                if face_id in rows:
+                    row = rows[face_id]
+                    expected = float(f"{calibration.false_match_probability(distance) * review.faces:.3g}")
+                    faces.append(ReviewFace(face_id, round(distance, 4), expected, band(expected),
+                                            row["location"], row["page_url"], row["source"],
+                                            row["collected_at"]))
+            reviews.append(OptOutReview(found.id, found.public_id, found.received_at, strict,
+                                        review, faces))
+        self._audit_alone(actor, "optout.review.list", {
+            "requests": len(reviews), "faces": sum(len(r.faces) for r in reviews)})
+        return reviews
+
+    def opt_out_review_crop(self, actor: Actor, request_id: int, face_id: int) -> bytes:
+        """The crop of a face listed for an opt-out's review, so that the officer can compare
+        it with what the requester is known by; no other face. Audited."""
+        self.authorise(actor, "requests.manage", "optout.review.crop")
+        found = self.requests.get(request_id=request_id)
+        template = self._review_template(found) if found else None
+        row = self.store.candidate_rows([face_id]).get(face_id) if template is not None else None
+        listed = row is not None and (np.linalg.norm(from_blob(row["embedding"]) - template)
+                                      < self.cut_off("search").distance)
+        if not listed:
+            self._audit_alone(actor, "optout.review.crop.refused", {
+                "reason": "no such face in an open review", "request_id": request_id,
+                "face_id": face_id})
+            raise NotFound("no such face awaits review in this opt-out")
+        data = self.crops.path(row["crop_path"]).read_bytes()
+        self._audit_alone(actor, "optout.review.crop", {"request": found.public_id,
+                                                        "face_id": face_id})
+        return data
+
+    def decide_opt_out_review(self, actor: Actor, request_id: int, erase: list[int],
+                              dismiss: list[int]) -> int:
+        """The officer's decision on every face an opt-out's review lists: erase (the
+        requester's) or dismiss (a stranger's; kept and found as before). Every listed face
+        must be decided, and only listed faces can be: if the list changed since it was shown
+        (faces collected or erased), the decision is refused and the list is to be read
+        again. The opt-out is then done. Returns the faces erased; audited with both lists."""
+        self.authorise(actor, "requests.manage", "optout.review")
+        erase_set, dismiss_set = set(erase), set(dismiss)
+        if erase_set & dismiss_set:
+            raise InvalidRequest("a face is either erased or dismissed, not both")
+        found = self.requests.get(request_id=request_id)
+        template = self._review_template(found) if found else None
+        if template is None:
+            self._audit_alone(actor, "optout.review.refused", {
+                "reason": "no opt-out awaiting review", "request_id": request_id})
+            raise Forbidden("no such opt-out awaits review")
+        with self._writer():
+            within, near, _, _ = self._faces_near(template)
+            listed = {face_id for face_id, _ in within + near}
+            if erase_set | dismiss_set != listed:
+                raise InvalidRequest("the faces awaiting review have changed: read the list "
+                                     "again and decide on each")
+            with self.store.transaction() as conn:
+                if not self.requests.change(conn, found.id, "review", status="done",
+                                            decided_by=actor.name, decided_at=self.now()):
+                    raise Forbidden("this opt-out was decided meanwhile")
+                images = self.store.images_of_faces(conn, sorted(erase_set))
+                removed = self.store.delete_faces(sorted(erase_set), conn)
+                self.requests.update(conn, found.id, images_found=found.images_found + images,
+                                     faces_removed=found.faces_removed + removed)
+                self._audit(conn, actor, "optout.review", {
+                    "request": found.public_id, "erased": sorted(erase_set),
+                    "dismissed": sorted(dismiss_set), "faces": removed, "images": images})
+        return removed
+
+    def _review_template(self, found: SubjectRequest) -> np.ndarray | None:
+        """The template of an opt-out awaiting review (its suppression's), else None."""
+        if found.kind != "erasure" or found.status != "review":
+            return None
+        template = self.requests.suppression_of(f"opt-out {found.public_id}")
+        return None if template is None else from_blob(template)
 
     # Notices to users ------------------------------------------------------------------------
 

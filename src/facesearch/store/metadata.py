@@ -21,11 +21,13 @@ from facesearch.store.schema import (
     erasure_log,
     faces,
     images,
+    face_descriptors,
     index_state,
     notifications,
     pending_erasures,
     searches,
     sources,
+    suppression_descriptors,
     suppressions,
 )
 from facesearch.types import Box, Face
@@ -166,7 +168,7 @@ class MetadataStore:
         return found
 
     def add_image(self, conn: Connection, image: NewImage, found: list[Face],
-                  crop_paths: list[str], withheld: int) -> list[int]:
+                  crop_paths: list[str], withheld: int, embedder: str) -> list[int]:
         """Insert an image and its faces inside conn's transaction; returns the new face ids."""
         image_id = conn.execute(insert(images).values(
             **image.__dict__, withheld_faces=withheld)).inserted_primary_key[0]
@@ -178,6 +180,7 @@ class MetadataStore:
                 box_right=face.box.right, box_bottom=face.box.bottom,
                 landmarks=json.dumps(face.landmarks), detector_score=face.score,
                 quality=face.quality, crop_path=crop, embedding=to_blob(face.embedding),
+                embedder=embedder, chip_geometry=json.dumps(face.chip_geometry),
             )).inserted_primary_key[0])
         return face_ids
 
@@ -415,10 +418,86 @@ class MetadataStore:
 
     # Suppression --------------------------------------------------------------------------
 
-    def add_suppressions(self, templates: np.ndarray, reason: str, conn: Connection) -> None:
+    def add_suppressions(self, conn: Connection, templates: list[Face], reason: str,
+                         embedder: str) -> None:
+        """Suppress the people of these faces: their descriptors (by embedder) and face chips."""
         now = self.now()
         conn.execute(insert(suppressions), [
-            {"embedding": to_blob(t), "reason": reason, "created_at": now} for t in templates])
+            {"embedding": to_blob(t.embedding), "reason": reason, "created_at": now,
+             "embedder": embedder, "chip": t.chip_jpeg,
+             "chip_geometry": json.dumps(t.chip_geometry)} for t in templates])
+
+    # The live embedder and re-embedding -------------------------------------------------
+
+    def live_embedder(self) -> str | None:
+        """The embedder of every stored descriptor; None before the first is stored."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(index_state.c.embedder)).scalar_one()
+
+    def claim_embedder(self, conn: Connection, embedder: str) -> str:
+        """The live embedder, set to embedder if none is yet (in conn's transaction)."""
+        live = conn.execute(select(index_state.c.embedder)).scalar_one()
+        if live is None:
+            conn.execute(update(index_state).where(index_state.c.id == 1).values(embedder=embedder))
+            return embedder
+        return live
+
+    def faces_to_reembed(self, embedder: str, after_id: int, limit: int) -> list[tuple[int, str, dict | None]]:
+        """(id, crop path, chip geometry) of faces past after_id, in id order, that have no
+        descriptor by embedder yet."""
+        done = select(face_descriptors.c.face_id).where(
+            face_descriptors.c.face_id == faces.c.id, face_descriptors.c.embedder == embedder)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(faces.c.id, faces.c.crop_path, faces.c.chip_geometry)
+                                .where(faces.c.id > after_id, ~done.exists())
+                                .order_by(faces.c.id).limit(limit)).all()
+        return [(r[0], r[1], json.loads(r[2]) if r[2] else None) for r in rows]
+
+    def suppressions_to_reembed(self, embedder: str) -> list[tuple[int, bytes | None, dict | None]]:
+        """(id, chip, geometry) of suppressions with no descriptor by embedder yet."""
+        done = select(suppression_descriptors.c.suppression_id).where(
+            suppression_descriptors.c.suppression_id == suppressions.c.id,
+            suppression_descriptors.c.embedder == embedder)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(suppressions.c.id, suppressions.c.chip,
+                                       suppressions.c.chip_geometry)
+                                .where(~done.exists(), suppressions.c.embedder != embedder)).all()
+        return [(r[0], r[1], json.loads(r[2]) if r[2] else None) for r in rows]
+
+    def add_descriptors(self, conn: Connection, embedder: str, face_vectors: list[tuple[int, np.ndarray]],
+                        suppression_vectors: list[tuple[int, np.ndarray]] = ()) -> None:
+        if face_vectors:
+            conn.execute(insert(face_descriptors), [
+                {"face_id": i, "embedder": embedder, "embedding": to_blob(v)} for i, v in face_vectors])
+        if suppression_vectors:
+            conn.execute(insert(suppression_descriptors), [
+                {"suppression_id": i, "embedder": embedder, "embedding": to_blob(v)}
+                for i, v in suppression_vectors])
+
+    def existing_faces(self, conn: Connection, face_ids: list[int]) -> list[int]:
+        return list(conn.execute(select(faces.c.id).where(faces.c.id.in_(face_ids))).scalars())
+
+    def reembedded(self, embedder: str) -> int:
+        """Faces that have a descriptor by embedder waiting for the switch."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(face_descriptors)
+                                    .where(face_descriptors.c.embedder == embedder)).scalar_one())
+
+    def switch_embedder(self, conn: Connection, old: str, new: str) -> None:
+        """Make new the live embedder in conn's transaction: its waiting descriptors move into
+        faces and suppressions, and theirs wait under old, for a switch back. The caller has
+        checked that every face and suppression has one."""
+        for table, waiting, key in ((faces, face_descriptors, "face_id"),
+                                    (suppressions, suppression_descriptors, "suppression_id")):
+            conn.execute(delete(waiting).where(waiting.c.embedder == old))
+            conn.execute(insert(waiting).from_select(
+                [key, "embedder", "embedding"],
+                select(table.c.id, table.c.embedder, table.c.embedding)))
+            moved = select(waiting.c.embedding).where(
+                waiting.c[key] == table.c.id, waiting.c.embedder == new).scalar_subquery()
+            conn.execute(update(table).values(embedding=moved, embedder=new))
+            conn.execute(delete(waiting).where(waiting.c.embedder == new))
+        conn.execute(update(index_state).where(index_state.c.id == 1).values(embedder=new))
 
     def suppression_templates(self) -> np.ndarray:
         with self.engine.connect() as conn:

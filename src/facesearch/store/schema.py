@@ -65,6 +65,10 @@ faces = Table(
     Column("quality", Float, nullable=False),
     Column("crop_path", Text, nullable=False),  # relative to the crops directory
     Column("embedding", LargeBinary, nullable=False),  # float32 little-endian
+    Column("embedder", String(200), nullable=False, server_default="dlib-resnet"),  # its model
+    # JSON {"box", "landmarks"} in the crop's pixels (vision.chips); empty for crops kept
+    # before 0006, which re-embedding detects again.
+    Column("chip_geometry", Text),
     UniqueConstraint("image_id", "face_index"),
     # Face ids are never reused: the vector index and the erasure journal refer to them.
     sqlite_autoincrement=True,
@@ -77,6 +81,30 @@ suppressions = Table(
     Column("embedding", LargeBinary, nullable=False),  # the person's template, not their photo
     Column("reason", Text, nullable=False),
     Column("created_at", String(32), nullable=False),
+    Column("embedder", String(200), nullable=False, server_default="dlib-resnet"),
+    # The face chip (JPEG) and its geometry: what keeps the block in force when the embedder
+    # changes (re-embedding describes it again); empty for suppressions made before 0006.
+    Column("chip", LargeBinary),
+    Column("chip_geometry", Text),
+)
+
+# Descriptors that `facesearch reembed` made with the next embedder, waiting for the switch
+# that moves them into faces.embedding / suppressions.embedding in one transaction.
+face_descriptors = Table(
+    "face_descriptors",
+    metadata,
+    Column("face_id", Integer, ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True),
+    Column("embedder", String(200), primary_key=True),
+    Column("embedding", LargeBinary, nullable=False),
+)
+
+suppression_descriptors = Table(
+    "suppression_descriptors",
+    metadata,
+    Column("suppression_id", Integer, ForeignKey("suppressions.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("embedder", String(200), primary_key=True),
+    Column("embedding", LargeBinary, nullable=False),
 )
 
 # Faces deleted from the metadata whose vector and crop file may still exist: written in the
@@ -110,6 +138,8 @@ index_state = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("generation", Integer, nullable=False),
+    # The embedder of every stored descriptor: empty until the first face or suppression.
+    Column("embedder", String(200)),
 )
 
 # Append-only and hash-chained: each record holds the hash of the one before and its own hash

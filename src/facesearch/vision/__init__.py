@@ -146,20 +146,21 @@ class FaceAnalyzer:
         return results
 
     def describe_chips(self, chips: Sequence[tuple[np.ndarray, dict | None]],
-                       mirror: bool) -> list[np.ndarray | None]:
-        """Descriptors of stored face chips (re-embedding) from their geometry; a chip kept
-        before geometry was recorded is detected again (None if no face is found in it)."""
-        detections = []
+                       mirror: bool) -> np.ndarray:
+        """Descriptors of stored face chips (re-embedding), aligned from their geometry. A
+        chip kept before geometry was recorded (dlib's aligned chip, the face filling its
+        middle) is detected again, or taken as that middle when the detector finds nothing."""
+        aligned = []
         for chip, geometry in chips:
             if geometry is not None:
-                detections.append(chip_detection(geometry))
+                detection = chip_detection(geometry)
             else:
                 found = sorted(self.detector.detect(chip, 0), key=lambda d: -d.box.width)
-                detections.append(self._with_landmarks(chip, found[0]) if found else None)
-        aligned = [self.embedder.align(chip, d).chip
-                   for (chip, _), d in zip(chips, detections) if d is not None]
-        vectors = iter(self._descriptors(aligned, mirror))
-        return [next(vectors) if d is not None else None for d in detections]
+                side = chip.shape[0]
+                detection = self._with_landmarks(chip, found[0] if found else Detection(
+                    Box(side // 6, side // 6, side - side // 6, side - side // 6), 0.0))
+            aligned.append(self.embedder.align(chip, detection).chip)
+        return self._descriptors(aligned, mirror)
 
     def _with_landmarks(self, pixels: np.ndarray, detection: Detection) -> Detection:
         """The detection with landmarks: its own, or eyes and nose from dlib's predictor."""

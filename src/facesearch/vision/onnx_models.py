@@ -34,7 +34,8 @@ class YuNetDetector(Detector):
     def _load(self):  # noqa: ANN202 - cv2.FaceDetectorYN
         import cv2
 
-        cv2.setLogLevel(2)  # errors only: OpenCV 5 warns about DNN targets on every load
+        # Errors only: OpenCV 5 warns about DNN targets on every load.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         return cv2.FaceDetectorYN.create(str(model_path("yunet", self.model_dir)), "", (320, 320),
                                          YUNET_SCORE, YUNET_NMS, 5000)
 

@@ -172,7 +172,11 @@ def test_an_opt_out_hides_at_once_and_erases_only_when_a_new_photo_confirms_it(
     [hidden] = audited(svc, "optout")
     assert hidden["detail"] == {"request": pending.request_id, "confirm_by": pending.confirm_by}
     [confirmed] = audited(svc, "optout.confirm")
-    assert confirmed["detail"] == {"request": pending.request_id, "faces": 2, "images": 2}
+    cut_off = confirmed["detail"].pop("cut_off")  # the strict cut-off it erased within
+    assert confirmed["detail"] == {"request": pending.request_id, "faces": 2, "images": 2,
+                                   "in_review": 0}
+    assert cut_off["target_false_matches"] == svc.settings.suppress_false_matches
+    assert cut_off["faces"] == 8  # the gallery it was applied to, before the erasure
     assert confirmed["client"] == hidden["client"] and confirmed["actor"] == "public"
 
 

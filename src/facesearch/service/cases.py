@@ -122,7 +122,9 @@ class Cases(Engine):
         s = self.settings
         return {
             "search_purposes": s.search_purposes, "max_candidates": s.max_candidates,
-            "match_threshold": s.match_threshold, "suppress_threshold": s.suppress_threshold,
+            "search_false_matches": s.search_false_matches,
+            "suppress_false_matches": s.suppress_false_matches,
+            "false_match_ceiling": s.false_match_ceiling,
             "excluded_jurisdictions": s.excluded_jurisdictions,
             "searches_per_minute_user": s.searches_per_minute_user,
             "searches_per_day_user": s.searches_per_day_user,

@@ -138,7 +138,7 @@ class Governance(Engine):
             ],
             "statistics": {**counts, "faces_by_jurisdiction": self.store.faces_by_jurisdiction(),
                            # Hidden (awaiting their second photo) or erased; not reversed ones.
-                           "opt_outs": sum(r.status in ("hidden", "done")
+                           "opt_outs": sum(r.status in ("hidden", "review", "done")
                                            for r in self.requests.all("erasure")),
                            "access_requests": len(self.requests.all("access"))},
             "generated_at": self.now(),

@@ -2,7 +2,7 @@
 second photo confirms it), access requests and the one-time access report (a page with a button:
 opening the link spends nothing, the POST does). No log-in; each client address is limited by
 the service. Also the data-protection officer's review of opt-outs, which can reverse one not
-yet confirmed."""
+yet confirmed, and decides on the faces only near an opt-out's selfie (erase or dismiss each)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from facesearch.types import Actor
@@ -117,10 +117,33 @@ class Reinstatement(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
+class ReviewDecision(BaseModel):
+    erase: list[int] = Field(default_factory=list, max_length=10_000)
+    dismiss: list[int] = Field(default_factory=list, max_length=10_000)
+
+
 @router.get("/dpo/opt-outs", response_class=HTMLResponse, include_in_schema=False)
 def opt_outs_page(request: Request, actor: Caller) -> HTMLResponse:
-    return pages.render(request, "dpo_opt_outs.html", actor,
-                        opt_outs=service_of(request).opt_outs(actor))
+    service = service_of(request)
+    return pages.render(request, "dpo_opt_outs.html", actor, opt_outs=service.opt_outs(actor),
+                        reviews=service.opt_out_reviews(actor))
+
+
+@router.post("/dpo/opt-outs/{request_id}/review", include_in_schema=False)
+def review_form(request: Request, actor: Caller, request_id: RowId,
+                listed: Annotated[list[int], Form()],
+                erase: Annotated[list[int] | None, Form()] = None) -> RedirectResponse:
+    # Each listed face is a checkbox: ticked ones are the requester's, the rest are dismissed.
+    chosen = set(erase or ())
+    service_of(request).decide_opt_out_review(actor, request_id, sorted(chosen),
+                                              sorted(set(listed) - chosen))
+    return pages.back("/dpo/opt-outs")
+
+
+@router.get("/dpo/opt-outs/{request_id}/faces/{face_id}/crop", include_in_schema=False)
+def review_crop(request: Request, actor: Caller, request_id: RowId, face_id: RowId) -> Response:
+    return Response(service_of(request).opt_out_review_crop(actor, request_id, face_id),
+                    media_type="image/jpeg", headers={"cache-control": "no-store"})
 
 
 @router.post("/dpo/opt-outs/{request_id}/reinstate", include_in_schema=False)
@@ -135,6 +158,22 @@ def opt_outs(request: Request, actor: Caller) -> list[dict]:
     """Opt-outs, newest first: status hidden (awaiting the requester's second photo), done
     (erased) or reinstated; client is the pseudonym the audit trail uses."""
     return [asdict(o) for o in service_of(request).opt_outs(actor)]
+
+
+@router.get("/api/v1/opt-outs/reviews", tags=["data protection"])
+def opt_out_reviews(request: Request, actor: Caller) -> list[dict]:
+    """Confirmed opt-outs with faces beyond the strict cut-off but within the search cut-off
+    of the person's selfie, each with its distance, expected strangers at least as close and
+    band: the officer decides whether each is the requester's."""
+    return [asdict(r) for r in service_of(request).opt_out_reviews(actor)]
+
+
+@router.post("/api/v1/opt-outs/{request_id}/review", tags=["data protection"])
+def decide_review(request: Request, actor: Caller, request_id: RowId, body: ReviewDecision) -> dict:
+    """Erase the listed faces that are the requester's and dismiss the others (every listed
+    face decided); the opt-out is then done."""
+    erased = service_of(request).decide_opt_out_review(actor, request_id, body.erase, body.dismiss)
+    return {"status": "done", "faces_erased": erased}
 
 
 @router.post("/api/v1/opt-outs/{request_id}/reinstate", tags=["data protection"])

@@ -162,3 +162,20 @@ def test_a_stored_face_chip_describes_the_face_again(lfw, detector, embedder) ->
     # A chip kept before geometry was recorded is detected again.
     legacy = analyzer.describe_chips([(chip, None)], mirror=False)[0]
     assert np.linalg.norm(legacy - first.embedding) < np.linalg.norm(second.embedding - first.embedding)
+
+
+def test_weights_dequantized_at_load_give_the_int8_graphs_outputs() -> None:
+    path = model_path("sface", Settings().model_dir)
+    shipped = onnx.load(str(path))  # pruned of its weight inputs only
+    graph = shipped.graph
+    consumed = {name for node in graph.node for name in node.input}
+    initialisers = {i.name for i in graph.initializer}
+    keep = [i for i in graph.input if i.name in consumed and i.name not in initialisers]
+    del graph.input[:]
+    graph.input.extend(keep)
+    assert any(node.op_type == "DequantizeLinear" for node in graph.node)
+    as_shipped = ort.InferenceSession(shipped.SerializeToString(), providers=["CPUExecutionProvider"])
+    folded = onnx_session(path, "cpu")
+    chips = np.random.default_rng(0).uniform(0, 255, (1, 3, 112, 112)).astype(np.float32)
+    np.testing.assert_allclose(folded.run(None, {"data": chips})[0],
+                               as_shipped.run(None, {"data": chips})[0], atol=1e-4)

@@ -24,9 +24,12 @@ FUSED_WEIGHTS = (0.5, 0.5)
 def make_detector(name: str, settings: Settings | None = None) -> Detector:
     """The detector called name; unknown names fail loudly rather than fall back."""
     if name == "yunet":
-        from facesearch.vision.onnx_models import YuNetDetector
+        from facesearch.vision.onnx_models import YuNetDetector, YuNetOrtDetector
 
-        return YuNetDetector((settings or Settings()).model_dir)
+        settings = settings or Settings()
+        if settings.device == "cuda":  # OpenCV's pip wheel has no CUDA; ONNX Runtime's has
+            return YuNetOrtDetector(settings.model_dir, settings.device)
+        return YuNetDetector(settings.model_dir)
     from facesearch.vision import dlib_models
 
     factories = {

@@ -133,12 +133,20 @@ def onnx_session(path: Path, device: str):  # noqa: ANN201 - onnxruntime.Inferen
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise FacesearchError("FACESEARCH_DEVICE=cuda, but this ONNX Runtime has no CUDA "
                                   "provider: install onnxruntime-gpu")
+        if hasattr(ort, "preload_dlls"):  # 1.21+: CUDA and cuDNN from pip's nvidia-* wheels
+            ort.preload_dlls()
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     else:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(graph_model.SerializeToString(), options, providers=providers)
+    session = ort.InferenceSession(graph_model.SerializeToString(), options, providers=providers)
+    # ONNX Runtime falls back to the CPU, with only a logged warning, when CUDA cannot start.
+    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise FacesearchError("FACESEARCH_DEVICE=cuda, but ONNX Runtime could not start CUDA "
+                              "(it needs CUDA 12 and cuDNN 9: "
+                              "pip install 'onnxruntime-gpu[cuda,cudnn]')")
+    return session
 
 
 def _free_dimensions(graph) -> None:  # noqa: ANN001 - onnx.GraphProto
@@ -148,29 +156,22 @@ def _free_dimensions(graph) -> None:  # noqa: ANN001 - onnx.GraphProto
     reshaped to [1, -1, n]), since a larger batch would be mixed up there; SFace has none."""
     from onnx import numpy_helper
 
-    constant = {i.name for i in graph.initializer}
+    values = {t.name: t for t in graph.initializer}  # constant tensors whose values are known
+    values.update((n.output[0], n.attribute[0].t) for n in graph.node
+                  if n.op_type == "Constant" and n.attribute[0].name == "value")
+    constant = set(values)  # and all that are computed from constants only
     fixed_batch = False
     for node in graph.node:  # topological order: a node's inputs are produced before it
         if node.op_type == "Constant" or all(i in constant for i in node.input if i):
             constant.update(node.output)
         elif node.op_type == "Reshape" and node.input[1] in constant:
-            shape = _constant_value(graph, node.input[1], numpy_helper)
-            fixed_batch |= shape is None or int(shape[0]) not in (0, -1)
+            shape = values.get(node.input[1])
+            fixed_batch |= shape is None or int(numpy_helper.to_array(shape)[0]) not in (0, -1)
     for value in list(graph.input) + list(graph.output):
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if axis > 0 or not fixed_batch:
                 dim.dim_param = f"{value.name}_{axis}" if axis else "batch"
     del graph.value_info[:]  # inferred for the declared sizes; ONNX Runtime infers them again
-
-
-def _constant_value(graph, name: str, numpy_helper) -> np.ndarray | None:  # noqa: ANN001
-    for tensor in graph.initializer:
-        if tensor.name == name:
-            return numpy_helper.to_array(tensor)
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
-    return None
 
 
 def _dequantize_weights(graph) -> None:  # noqa: ANN001 - onnx.GraphProto

@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from facesearch.config import Settings
-from facesearch.errors import InvalidRequest, NoFace
+from facesearch.errors import Forbidden, InvalidRequest, NoFace
 from facesearch.service import FaceSearchService
 from facesearch.types import Box
+from facesearch.web.app import create_app
 from tests.conftest import LFW, OPERATOR, lfw_photos
 from tests.service.test_accounts_and_cases import Clock, people
 from tests.service.test_governance import rows
@@ -116,13 +118,36 @@ def test_ten_of_sixty_opt_out_and_only_they_go(scale) -> None:
               if after_confirmation[face_id] == requester}
     assert theirs
 
-    # The officer erases the requester's faces and dismisses the strangers'.
+    # The officer's page shows each queued face with its crop; faces not listed have none.
+    web = TestClient(create_app(svc))
+    web.headers["Authorization"] = f"Bearer {svc.create_api_key(officer, 'review')[1]}"
+    page = web.get("/dpo/opt-outs")
+    assert page.status_code == 200 and all(f'id="review-face-{i}"' in page.text for i in queued)
+    first = reviews[0]
+    crop = f"/dpo/opt-outs/{first.request_id}/faces/{first.faces[0].face_id}/crop"
+    assert web.get(crop).headers["content-type"] == "image/jpeg"
+    stranger = next(i for i, p in after_confirmation.items() if p in staying and i not in queued)
+    assert web.get(f"/dpo/opt-outs/{first.request_id}/faces/{stranger}/crop").status_code == 404
+    with pytest.raises(InvalidRequest, match="decide on each"):  # nothing goes undecided
+        svc.decide_opt_out_review(officer, first.request_id, [], [])
+    with pytest.raises(Forbidden):  # the officer's alone
+        svc.decide_opt_out_review(investigator, first.request_id, [], [f.face_id for f in first.faces])
+    # The officer erases the requester's faces and dismisses the strangers', the first review
+    # through the page's form.
     for review in reviews:
         requester = references[review.public_id]
         mine = [f.face_id for f in review.faces if after_confirmation[f.face_id] == requester]
         others = [f.face_id for f in review.faces if f.face_id not in mine]
-        assert svc.decide_opt_out_review(officer, review.request_id, mine, others) == len(mine)
+        if review is first:
+            posted = web.post(f"/dpo/opt-outs/{review.request_id}/review", follow_redirects=False,
+                              data={"listed": [f.face_id for f in review.faces], "erase": mine})
+            assert posted.status_code == 303, posted.text
+        else:
+            assert svc.decide_opt_out_review(officer, review.request_id, mine, others) == len(mine)
     assert svc.opt_out_reviews(officer) == []
+    decided = [r["detail"] for r in svc.trail.records() if r["action"] == "optout.review"]
+    # A face near two requesters' photos is listed for both: decided in each while stored.
+    assert set(i for d in decided for i in d["erased"] + d["dismissed"]) == set(queued)
     after = live_faces(svc)
     assert set(before_faces) - set(after) == set(erased_at_once) | theirs
     # No face of anyone who stayed was erased: dismissed strangers are kept.

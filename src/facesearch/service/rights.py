@@ -618,9 +618,10 @@ class Rights(Engine):
                               dismiss: list[int]) -> int:
         """The officer's decision on every face an opt-out's review lists: erase (the
         requester's) or dismiss (a stranger's; kept and found as before). Every listed face
-        must be decided, and only listed faces can be: if the list changed since it was shown
-        (faces collected or erased), the decision is refused and the list is to be read
-        again. The opt-out is then done. Returns the faces erased; audited with both lists."""
+        must be decided: if faces were listed since the list was shown, the decision is
+        refused and the list is to be read again. Faces no longer listed (erased meanwhile,
+        by another review say) are passed over, so only a listed face can be erased here. The
+        opt-out is then done. Returns the faces erased; audited with both lists."""
         self.authorise(actor, "requests.manage", "optout.review")
         erase_set, dismiss_set = set(erase), set(dismiss)
         if erase_set & dismiss_set:
@@ -634,9 +635,10 @@ class Rights(Engine):
         with self._writer():
             within, near, _, _ = self._faces_near(template)
             listed = {face_id for face_id, _ in within + near}
-            if erase_set | dismiss_set != listed:
-                raise InvalidRequest("the faces awaiting review have changed: read the list "
-                                     "again and decide on each")
+            if not listed <= erase_set | dismiss_set:
+                raise InvalidRequest("more faces await review than were decided: read the "
+                                     "list again and decide on each")
+            erase_set, dismiss_set = erase_set & listed, dismiss_set & listed
             with self.store.transaction() as conn:
                 if not self.requests.change(conn, found.id, "review", status="done",
                                             decided_by=actor.name, decided_at=self.now()):

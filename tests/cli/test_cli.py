@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +50,9 @@ def test_search_prints_ranked_candidates_with_provenance_and_the_lead_notice(dat
     lines = [line for line in out.splitlines() if line.strip().startswith(("1.", "2."))]
     assert len(lines) == 2 and all(PERSON in line for line in lines)
     assert "source press, jurisdiction DE" in out
+    assert "strangers expected within it among the" in out  # the cut-off used
+    assert all(re.search(r"strangers this close [0-9.e+-]+ \((strong|moderate|weak)", line)
+               for line in lines)
 
 
 def test_search_json_is_machine_readable(data: Path) -> None:
@@ -60,6 +64,13 @@ def test_search_json_is_machine_readable(data: Path) -> None:
     assert candidates[0]["source"] == "press" and PERSON in candidates[0]["location"]
     assert 0 < candidates[0]["false_match_probability"] < 0.01
     assert Path(candidates[0]["crop_path"]).is_file()
+    # Every candidate says how many strangers this gallery holds at least as close, and its band.
+    cut_off = result["faces"][0]["cut_off"]
+    assert cut_off["faces"] > 0 and cut_off["target_false_matches"] == 10
+    for c in candidates:
+        assert c["expected_false_matches"] == pytest.approx(
+            c["false_match_probability"] * cut_off["faces"], rel=1e-2)
+        assert c["band"] in ("strong", "moderate", "weak") and c["distance"] < cut_off["distance"]
 
 
 def test_a_bad_probe_gives_one_line_and_exit_code_2(data: Path, tmp_path: Path) -> None:

@@ -144,8 +144,8 @@ def onnx_session(path: Path, device: str):  # noqa: ANN201 - onnxruntime.Inferen
     # ONNX Runtime falls back to the CPU, with only a logged warning, when CUDA cannot start.
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise FacesearchError("FACESEARCH_DEVICE=cuda, but ONNX Runtime could not start CUDA "
-                              "(it needs CUDA 12 and cuDNN 9: "
-                              "pip install 'onnxruntime-gpu[cuda,cudnn]')")
+                              "(its CUDA and cuDNN libraries are missing or not the ones it was "
+                              "built for: pip install 'onnxruntime-gpu[cuda,cudnn]')")
     return session
 
 

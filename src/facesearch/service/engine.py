@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -469,7 +470,7 @@ class Engine(ServiceBase):
         """The calibration of the embedder searches answer on: the gallery's live one."""
         return load_calibration(self.live_embedder)
 
-    def cut_off(self, use: str, faces: int | None = None) -> CutOff:
+    def cut_off(self, use: Literal["search", "suppress"], faces: int | None = None) -> CutOff:
         """The distance cut-off of a use, from the live embedder's calibration and the faces
         one face is compared with (default: the gallery's face count), capped at
         false_match_ceiling. "search": the candidates of one probe face, to
@@ -733,6 +734,7 @@ class Engine(ServiceBase):
         self.authorise(actor, "stats", "stats")
         index = self.index
         counts: dict[str, object] = dict(self.store.counts())
+        counts["embedder"] = self.live_embedder
         counts["index_kind"] = index.kind
         counts["index_vectors"] = len(index)
         counts["faces_by_jurisdiction"] = self.store.faces_by_jurisdiction()

@@ -585,7 +585,8 @@ class Rights(Engine):
             for face_id, distance in within + near:
                 if face_id in rows:
                     row = rows[face_id]
-                    expected = float(f"{calibration.false_match_probability(distance) * review.faces:.3g}")
+                    probability = calibration.false_match_probability(distance)
+                    expected = float(f"{probability * review.faces:.3g}")
                     faces.append(ReviewFace(face_id, round(distance, 4), expected, band(expected),
                                             row["location"], row["page_url"], row["source"],
                                             row["collected_at"]))

@@ -222,7 +222,10 @@ class OnnxEmbedder(Embedder):
             verified(path, self.manifest.sha256, self.manifest.name)
         session = onnx_session(path, self.device)
         spec = session.get_inputs()[0]
-        batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        # Batches for the GPU; on one CPU thread a batch of 16 SFace chips measured 6% slower
+        # per chip than one chip a run.
+        free = None if self.device == "cuda" else 1
+        batch = spec.shape[0] if isinstance(spec.shape[0], int) else free
         return session, spec.name, batch
 
     def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:

@@ -93,7 +93,6 @@ class Models(Engine):
                         "from": live, "to": target, "faces": state.done,
                         "suppressions": len(described)})
                 self._live_settings = None
-                self._calibration = None
                 self._build_index()
         state.switched = True
         if progress:

@@ -124,7 +124,8 @@ def onnx_session(path: Path, device: str):  # noqa: ANN201 - onnxruntime.Inferen
         del graph.input[:]
         graph.input.extend(keep)
     if len(keep) != 1:
-        raise FacesearchError(f"{path.name}: an embedder takes one input, this takes {len(keep)}")
+        raise FacesearchError(f"{path.name}: facesearch runs models with one input; "
+                              f"this has {len(keep)}")
     _dequantize_weights(graph)
     _free_dimensions(graph)
     options = ort.SessionOptions()

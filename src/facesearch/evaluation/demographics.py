@@ -12,9 +12,12 @@ that group's strangers are confused than LFW's.
 - LFW with its gender labels: per gender, at most PER_PERSON photos a person (the first by
   name, so that a few much-photographed people do not dominate); genuine pairs are all pairs of
   one person's photos, impostor pairs all pairs of photos of two different people of that gender
-  (not View 2's pairs: its 3,000 impostor pairs hold too few of women to measure 1e-3).
-Photos where no face is found are left out of the pairs and counted per group. Each pair is
-described as a search meets it: the first photo as a probe, the second as a gallery face.
+  (not View 2's pairs: its 3,000 impostor pairs hold too few of women to measure 1e-3). The face
+  is the one nearest the photo's centre, as eval lfw takes it (and from its cache, when a whole
+  run finds one in the output folder).
+Photos where no face is found are left out of the pairs and counted per group; a FairFace
+photo's face is its largest. Each pair is described as a search meets it: the first photo as a
+probe, the second as a gallery face.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 from facesearch.calibration import load_calibration
 from facesearch.config import Settings
+from facesearch.evaluation.lfw import cache_path, describe_all, list_images
 from facesearch.evaluation.pipeline import PhotoFaces, PhotoJob, run_photos
 
 PER_PERSON = 10
@@ -111,11 +115,12 @@ def run_demographics(settings: Settings, fairface_dir: Path, lfw_dir: Path, outp
     # Enough pairs to expect one false match at the nominal rate.
     min_pairs = int(np.ceil(1 / false_match_probability))
     fairface = read_fairface(fairface_dir, limit)
-    lfw = read_lfw_gender(lfw_dir, limit)
     mirrors = tuple(sorted({settings.mirror_probe, settings.mirror_gallery}))
-    jobs = ([PhotoJob(str(fairface_dir / row["file"]), mirrors) for row in fairface]
-            + [PhotoJob(path, mirrors) for path, _, _ in lfw])
-    described, throughput = run_photos(settings, jobs, log)
+    jobs = [PhotoJob(str(fairface_dir / row["file"]), mirrors) for row in fairface]
+    described, throughput = run_photos(settings, jobs, log, "FairFace photos")
+    lfw = read_lfw_gender(lfw_dir, limit)
+    lfw_faces = _lfw_descriptors(settings, lfw_dir, [path for path, _, _ in lfw], output,
+                                 limit is None, log)
     report: dict = {
         "embedder": settings.embedder, "detector": settings.detector,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -127,8 +132,8 @@ def run_demographics(settings: Settings, fairface_dir: Path, lfw_dir: Path, outp
         },
         "ratio": f"worst group's rate / best group's (NIST NISTIR 8280), among groups with at "
                  f"least {min_pairs} pairs (1 / the false-match probability)",
-        "fairface": _fairface(fairface, described[:len(fairface)], settings, cutoff, min_pairs),
-        "lfw_gender": _lfw_gender(lfw, described[len(fairface):], settings, cutoff, min_pairs),
+        "fairface": _fairface(fairface, described, settings, cutoff, min_pairs),
+        "lfw_gender": _lfw_gender(lfw, lfw_faces, settings, cutoff, min_pairs),
         **throughput.as_dict(),
     }
     race = report["fairface"]["race"]
@@ -174,19 +179,35 @@ def _in_order(group: str) -> tuple[int, str]:
     return (int(number.group()) if number else -1, group)
 
 
-def _lfw_gender(photos: list[tuple[str, str, str]], described: list[PhotoFaces],
+def _lfw_descriptors(settings: Settings, lfw_dir: Path, paths: list[str], output: Path,
+                     whole: bool, log: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """The central face of each photo (LFW's subject), as eval lfw describes it; a whole run
+    reads and fills eval lfw's cache of every LFW photo in output."""
+    relative = [str(Path(p).relative_to(lfw_dir / "images")) for p in paths]
+    if not whole:
+        return describe_all(settings, lfw_dir, relative, None, log)
+    every, _ = list_images(lfw_dir)
+    described = describe_all(settings, lfw_dir, every, cache_path(settings, output), log)
+    position = {p: i for i, p in enumerate(every)}
+    rows = np.array([position[p] for p in relative], dtype=np.int64)
+    return {key: described[key][rows] for key in ("plain", "mirrored", "found")}
+
+
+def _lfw_gender(photos: list[tuple[str, str, str]], described: dict[str, np.ndarray],
                 settings: Settings, cutoff: float, min_pairs: int) -> dict:
     groups: dict[str, dict] = {}
+    probe = described["mirrored" if settings.mirror_probe else "plain"]
+    gallery = described["mirrored" if settings.mirror_gallery else "plain"]
     for gender in ("female", "male"):
-        members = [(person, d) for (_, person, g), d in zip(photos, described) if g == gender]
-        faces = [(person, d) for person, d in members if d.found]
-        names = sorted({person for person, _ in faces})
-        people = np.array([names.index(person) for person, _ in faces])
-        entry: dict = {"photos": len(members), "people": len({p for p, _ in members}),
-                       "no_face": len(members) - len(faces)}
-        if len(faces) >= 2:
-            counts = pair_counts(_vectors([d for _, d in faces], settings.mirror_probe),
-                                 _vectors([d for _, d in faces], settings.mirror_gallery), people, cutoff)
+        member = np.array([g == gender for _, _, g in photos])
+        faces = member & described["found"]
+        names = [person for (_, person, _), face in zip(photos, faces) if face]
+        people = np.unique(names, return_inverse=True)[1]
+        entry: dict = {"photos": int(member.sum()),
+                       "people": len({person for (_, person, g) in photos if g == gender}),
+                       "no_face": int(member.sum() - faces.sum())}
+        if faces.sum() >= 2:
+            counts = pair_counts(probe[faces], gallery[faces], people, cutoff)
             entry.update({
                 "genuine_pairs": counts["genuine"], "impostor_pairs": counts["impostor"],
                 "false_non_match_rate": (1 - counts["genuine_within"] / counts["genuine"]

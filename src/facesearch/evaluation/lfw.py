@@ -66,12 +66,17 @@ def read_pairs(lfw_dir: Path, paths: list[str]) -> PairList:
     return PairList(folds)
 
 
-def describe_all(settings: Settings, lfw_dir: Path, paths: list[str], cache: Path,
+def cache_path(settings: Settings, output: Path) -> Path:
+    """Where eval lfw (and eval demographics, which reads it) keeps this pipeline's descriptors."""
+    return output / f"lfw_descriptors-{_safe(settings.detector)}-{_safe(settings.embedder)}.npz"
+
+
+def describe_all(settings: Settings, lfw_dir: Path, paths: list[str], cache: Path | None,
                  log: Callable[[str], None]) -> dict[str, np.ndarray]:
     """The plain and mirrored descriptors of each photo's central face, and whether the
-    detector found it; cached in cache (an .npz file) for this detector and embedder."""
+    detector found it; cached in cache (an .npz file, if given) for this detector and embedder."""
     pipeline = f"{settings.detector} + {settings.embedder}"
-    if cache.exists():
+    if cache is not None and cache.exists():
         data = np.load(cache)
         if list(data["paths"]) == paths and str(data["pipeline"]) == pipeline:
             log(f"using cached descriptors from {cache}")
@@ -89,8 +94,9 @@ def describe_all(settings: Settings, lfw_dir: Path, paths: list[str], cache: Pat
               "found": np.array([d.found > 0 for d in described]),
               "faces": np.array([d.found for d in described]),
               "images_per_second_per_core": np.array(throughput.as_dict()["images_per_second_per_core"])}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **result)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **result)
     return result
 
 
@@ -177,8 +183,7 @@ def run_lfw_evaluation(settings: Settings, lfw_dir: Path, output: Path, write_ca
                        log: Callable[[str], None]) -> dict:
     paths, people = list_images(lfw_dir)
     pairs = read_pairs(lfw_dir, paths)
-    cache = output / f"lfw_descriptors-{_safe(settings.detector)}-{_safe(settings.embedder)}.npz"
-    described = describe_all(settings, lfw_dir, paths, cache, log)
+    described = describe_all(settings, lfw_dir, paths, cache_path(settings, output), log)
     plain, mirrored = described["plain"], described["mirrored"]
     # (probe descriptors, gallery descriptors) for each pipeline variant.
     variants = {

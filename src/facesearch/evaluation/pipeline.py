@@ -34,7 +34,8 @@ class PhotoFaces:
     """Every described face of one photo, largest first (the detector's order)."""
 
     vectors: dict[bool, np.ndarray] = field(default_factory=dict)  # mirror -> (faces, dimension)
-    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))  # centre's distance from the photo's, in photo sides
+    # Each face's centre's distance from the photo's, in photo sides (LFW's subject is central).
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
     detections: list[Detection] = field(default_factory=list)  # the detector's, in decoded pixels
     error: str | None = None  # the photo could not be read or decoded
 

@@ -29,6 +29,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from facesearch.calibration import cut_off, load_calibration
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from tests.conftest import LFW, jpeg_bytes, lfw_photos, noise_image
@@ -155,6 +156,15 @@ def person_of_face(d: Deployment, face_id: int) -> str | None:
     return Path(row[0]).parent.name if row else None
 
 
+def strict_cut_off(d: Deployment) -> float:
+    """The distance within which an opt-out hides and erases in the deployment's gallery now."""
+    settings = Settings()  # the server's, from the same environment
+    with d.db() as db:
+        [(faces,)] = db.execute("SELECT count(*) FROM faces").fetchall()
+    return cut_off(load_calibration(settings.embedder), settings.suppress_false_matches, faces,
+                   settings.false_match_ceiling)[0]
+
+
 def faces_of_person(d: Deployment, person: str) -> int:
     with d.db() as db:
         return db.execute("SELECT count(*) FROM faces JOIN images ON images.id = faces.image_id"
@@ -270,9 +280,10 @@ def opted_out(site: Deployment, browser: Browser) -> Iterator[OptOut]:
         receipt = {"request_id": page.locator("#request-id").inner_text().strip(),
                    "images_found": page.locator("#images-found").inner_text().strip(),
                    "faces_removed": page.locator("#faces-removed").inner_text().strip(),
+                   "faces_in_review": page.locator("#faces-in-review").inner_text().strip(),
                    # The date has no id: it is the definition after the "Date" term.
                    "date": page.locator("#receipt dt:text-is('Date') + dd").inner_text().strip()}
-        assert facts.count() == 4
+        assert facts.count() == 5
         screenshot = shoot(page, "opt-out-receipt")
         yield OptOut(started, [selfie, second], receipt, page.content(),
                      page.locator("img, picture").count(), screenshot, problems, audit_before,
@@ -316,7 +327,9 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
     assert record["actor"] == "public" and record["role"] == "public"
     assert record["client"].startswith("client-")  # a pseudonym of the address
     assert record["client"] == hidden["client"]
-    assert record["detail"] == {"request": receipt["request_id"], "faces": 3, "images": 3}
+    assert record["detail"].pop("cut_off")["target_false_matches"] == 0.01  # the strict one
+    assert record["detail"] == {"request": receipt["request_id"], "faces": 3, "images": 3,
+                                "in_review": int(receipt["faces_in_review"])}
 
 
 def test_the_receipt_is_mailed_to_the_address_given_which_is_then_kept_nowhere(
@@ -613,13 +626,18 @@ def test_the_officer_sees_every_opt_out_and_reverses_a_disputed_one_before_it_is
     assert disputed.status_code == 202, disputed.text
     with site.client("ivy") as ivy:
         case = open_case(ivy)
-        assert not [c for c in search(ivy, case["id"], lfw_photos(DISPUTED)[-1])
-                    if person_of_face(site, c["face_id"]) == DISPUTED]  # hidden at once
+        # Hidden at once within the strict cut-off of the selfie (searched with that very
+        # photo, so distances are to it); farther faces, maybe a look-alike's, are not hidden.
+        assert all(c["distance"] >= strict_cut_off(site)
+                   for c in search(ivy, case["id"], lfw_photos(DISPUTED)[0])
+                   if person_of_face(site, c["face_id"]) == DISPUTED)
     with site.client("dan") as dan:
         listed = {o["public_id"]: o for o in dan.get("/api/v1/opt-outs").json()}
         mine = listed[disputed.json()["request_id"]]
         assert mine["status"] == "hidden" and mine["client"].startswith("client-")
-        assert listed[opted_out.receipt["request_id"]]["status"] == "done"
+        # Done, or waiting for the officer's review of faces only near the selfie.
+        assert listed[opted_out.receipt["request_id"]]["status"] == (
+            "review" if int(opted_out.receipt["faces_in_review"]) else "done")
         assert listed[opted_out.receipt["request_id"]]["faces_removed"] == INDEXED_PHOTOS
         page = dan.get("/dpo/opt-outs")
         assert page.status_code == 200 and f'id="opt-out-{mine["public_id"]}"' in page.text

@@ -241,10 +241,11 @@ class Rights(Engine):
 
     def opt_out(self, client: str, selfie: bytes) -> OptOutPending:
         """First step of an opt-out: hide the person in the selfie (its largest face) at once
-        (a suppression: withheld at ingest, hidden from every search) and wait for a second
-        photo (confirm_opt_out) before erasing anything. The selfie is not stored; the
-        suppression keeps the person's template, with the request's reference as its reason.
-        Until confirmed, the data-protection officer can reverse it (reinstate_opt_out)."""
+        (a suppression: within the strict cut-off, withheld at ingest and hidden from every
+        search) and wait for a second photo (confirm_opt_out) before erasing anything. The
+        selfie is not stored; the suppression keeps the person's template, with the request's
+        reference as its reason. Until confirmed, the data-protection officer can reverse it
+        (reinstate_opt_out)."""
         actor = public_actor(client)
         with self._public_turn(actor, client, "optout", request=True):
             face = self._largest_face(selfie, whole=True)

@@ -131,12 +131,12 @@ def opt_outs_page(request: Request, actor: Caller) -> HTMLResponse:
 
 @router.post("/dpo/opt-outs/{request_id}/review", include_in_schema=False)
 def review_form(request: Request, actor: Caller, request_id: RowId,
-                listed: Annotated[list[int], Form()],
+                listed: Annotated[list[int] | None, Form()] = None,
                 erase: Annotated[list[int] | None, Form()] = None) -> RedirectResponse:
     # Each listed face is a checkbox: ticked ones are the requester's, the rest are dismissed.
     chosen = set(erase or ())
     service_of(request).decide_opt_out_review(actor, request_id, sorted(chosen),
-                                              sorted(set(listed) - chosen))
+                                              sorted(set(listed or ()) - chosen))
     return pages.back("/dpo/opt-outs")
 
 

@@ -78,6 +78,18 @@ class DecodedImage:
         return out
 
 
+def perceptual_hash(pixels: np.ndarray) -> str:
+    """The photo's perceptual hash (imagehash's pHash, 64 bits as hex): the same photo resized
+    or recompressed lies a few bits away, another photo of the same person usually 16 or more."""
+    import imagehash
+
+    return str(imagehash.phash(Image.fromarray(pixels)))
+
+
+def hash_bits_apart(first: str, second: str) -> int:
+    return bin(int(first, 16) ^ int(second, 16)).count("1")
+
+
 def decode_for_analysis(data: bytes, settings: Settings) -> DecodedImage:
     """decode with the settings' limits, reduced to the detail face analysis can use. Detection
     sees a copy of at most detect_max_side, where the smallest face it finds is about 80

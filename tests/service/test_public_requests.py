@@ -148,16 +148,20 @@ def test_an_opt_out_hides_at_once_and_erases_only_when_a_new_photo_confirms_it(
     # The same photo again is not a confirmation, nor is someone else's; both leave it open.
     with pytest.raises(InvalidRequest, match="same photo"):
         svc.confirm_opt_out("10.2.2.2", pending.confirm_token, photo(NEAR[0], 0))
+    # ...also resized and recompressed, which moves its descriptor as far as another photo's.
+    resaved = jpeg_bytes(Image.open(lfw_photos(NEAR[0])[0]).resize((180, 180)), quality=50)
+    with pytest.raises(InvalidRequest, match="same photo"):
+        svc.confirm_opt_out("10.2.2.2", pending.confirm_token, resaved)
     with pytest.raises(InvalidRequest, match="not the person"):
         svc.confirm_opt_out("10.2.2.2", pending.confirm_token, photo(FAR[0], 0))
     with pytest.raises(NotFound):
         svc.confirm_opt_out("10.2.2.2", "a-guessed-token", photo(NEAR[0], 1))
     assert len(faces_of_person(svc, NEAR[0])) == 2
-    # Three refusals, counted; one audit record, the first of the hour.
+    # Four refusals, counted; one audit record, the first of the hour.
     [refused] = audited(svc, "optout.confirm.refused")
     assert refused["detail"]["reason"].endswith("not the same photo again")
     assert rows(svc, "SELECT used FROM public_allowances WHERE kind = ?",
-                "refused:optout.confirm.refused") == [(3,)]
+                "refused:optout.confirm.refused") == [(4,)]
 
     receipt = svc.confirm_opt_out("10.2.2.2", pending.confirm_token, photo(NEAR[0], 1))
     assert (receipt.request_id, receipt.images_found, receipt.faces_removed) == (

@@ -457,11 +457,12 @@ class Crawling(Engine):
             added = []
             with self.store.transaction() as conn:
                 embedder = self.store.claim_embedder(conn, self.live_embedder)
+                within = self.cut_off("suppress").distance if len(templates) else 0.0
                 for key, found, page_url, provenance in analysed:
                     summary = IngestSummary()
                     added += self._write_one(conn, found, source, templates, summary,
                                              page_url=page_url, provenance=json.dumps(provenance),
-                                             embedder=embedder)
+                                             embedder=embedder, withhold_within=within)
                     if found.error:
                         results[key] = ("failed", "bad_image", 0)
                     elif summary.images_indexed == 0:

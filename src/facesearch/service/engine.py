@@ -341,13 +341,14 @@ class Engine(ServiceBase):
             added: list[tuple[int, np.ndarray]] = []
             with self.store.transaction() as conn:
                 live = self.store.claim_embedder(conn, self.settings.embedder)
+                within = self.cut_off("suppress").distance if len(templates) else 0.0
                 for result in results:
                     if result.sha256 in known:
                         summary.images_seen += 1
                         summary.already_indexed += 1
                     else:
                         added += self._write_one(conn, result, source, templates, summary,
-                                                 embedder=live)
+                                                 embedder=live, withhold_within=within)
                 self._audit(conn, actor, "ingest.batch", {
                     "source": source.name,
                     "images_indexed": summary.images_indexed - before[0],
@@ -410,12 +411,14 @@ class Engine(ServiceBase):
 
     def _write_one(self, conn: Connection, result: Analysed, source: Source,
                    templates: np.ndarray, summary: IngestSummary, page_url: str | None = None,
-                   provenance: str = "{}", *, embedder: str) -> list[tuple[int, np.ndarray]]:
+                   provenance: str = "{}", *, embedder: str,
+                   withhold_within: float) -> list[tuple[int, np.ndarray]]:
         """Record one analysed image in conn's transaction, its crops written (durably)
         first: a crash before the commit leaves only files that the re-run overwrites under
         the same names, never a row without its crop. Returns the (face id, descriptor) of
         each face stored, for the index once the transaction has committed. embedder: the
-        live one, which the image must have been described with."""
+        live one, which the image must have been described with; withhold_within: the
+        strict cut-off to the suppression templates (once per batch: it counts the gallery)."""
         summary.images_seen += 1
         if result.error is None and result.faces and result.embedder != embedder:
             result.error = (f"described with {result.embedder}, but the gallery switched to "
@@ -426,7 +429,7 @@ class Engine(ServiceBase):
         faces = result.faces or []
         if faces and len(templates):
             withheld = suppressed_mask(np.stack([f.embedding for f in faces]), templates,
-                                       self.cut_off("suppress").distance)
+                                       withhold_within)
         else:
             withheld = np.zeros(len(faces), bool)
         kept = [f for f, w in zip(faces, withheld) if not w]

@@ -41,14 +41,14 @@ from facesearch.errors import (
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import decode_for_analysis
+from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hash
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
-from facesearch.types import Actor, CutOff
+from facesearch.types import Actor, CutOff, Face
 
 
 @dataclass
@@ -109,7 +109,7 @@ question. We have not kept this address.
 """
 # Two photos closer than this are one photo saved twice (re-encoded, resized: up to about 0.05
 # on LFW), not a second photo; two photos of one person lie around 0.2 to 0.4 apart.
-SAME_PHOTO_DISTANCE = 0.06
+SAME_PHOTO_BITS = 10  # perceptual-hash bits within which a second photo is the first again
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
 
@@ -248,7 +248,7 @@ class Rights(Engine):
         (reinstate_opt_out)."""
         actor = public_actor(client)
         with self._public_turn(actor, client, "optout", request=True):
-            face = self._largest_face(selfie, whole=True)
+            face, photo_hash = self._selfie(selfie)
         public_id, token = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = self.clock()
         confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
@@ -257,7 +257,7 @@ class Rights(Engine):
             self.requests.add(conn, public_id=public_id, kind="erasure", status="hidden",
                               received_at=_iso(now), deadline=_iso(now),
                               client_hash=client_hash(client), confirm_token_hash=token_hash(token),
-                              confirm_expires_at=confirm_by)
+                              confirm_expires_at=confirm_by, photo_hash=photo_hash)
             self._audit(conn, actor, "optout", {"request": public_id, "confirm_by": confirm_by})
         return OptOutPending(public_id, token, confirm_by)
 
@@ -283,8 +283,9 @@ class Rights(Engine):
         template = from_blob(first)
         # The photo, the exact scan of the gallery and the erasure, in one turn of the queue.
         with self._public_turn(actor, client, "optout.confirm", request=False):
-            distance = float(np.linalg.norm(self._largest_face(selfie) - template))
-            if distance < SAME_PHOTO_DISTANCE:
+            second, second_hash = self._selfie(selfie)
+            distance = float(np.linalg.norm(second.embedding - template))
+            if hash_bits_apart(second_hash, found.photo_hash or "0") <= SAME_PHOTO_BITS:
                 raise InvalidRequest("take a new photo of yourself now: not the same photo again")
             # Two photos, one comparison: the strict target over one face.
             if distance >= self.cut_off("suppress", faces=1).distance:
@@ -375,16 +376,20 @@ class Rights(Engine):
                                           else f"{action}.refused", exc.message)
             raise
 
-    def _largest_face(self, photo: bytes, whole: bool = False):  # noqa: ANN201 - array or Face
-        """The descriptor of the photo's largest face (the Face if whole), the only one used:
-        every face is detected (to find the largest) but only that one is aligned and described."""
+    def _largest_face(self, photo: bytes) -> np.ndarray:
+        """The descriptor of the photo's largest face."""
+        return self._selfie(photo)[0].embedding
+
+    def _selfie(self, photo: bytes) -> tuple[Face, str]:
+        """The photo's largest face, the only one used (every face is detected to find the
+        largest, only that one is aligned and described), and the photo's perceptual hash."""
         image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
             found = self.analyzer.detect(image.pixels)
             if not found:
                 raise NoFace("no face found in the photo")
             face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
-            return face if whole else face.embedding
+        return face, perceptual_hash(image.pixels)
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily

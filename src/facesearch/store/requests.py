@@ -45,6 +45,7 @@ class SubjectRequest:
     report_used_at: str | None
     confirm_token_hash: str | None
     confirm_expires_at: str | None
+    photo_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class RequestStore:
         r = subject_requests.c
         return conn.execute(update(subject_requests).where(
             r.id == request_id, r.status == "hidden", r.confirm_expires_at >= now).values(
-            status="done", confirm_token_hash=None)).rowcount == 1
+            status="done", confirm_token_hash=None, photo_hash=None)).rowcount == 1
 
     # Suppressions made by opt-outs (named by their reason) ------------------------------------
 

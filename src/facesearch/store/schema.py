@@ -364,6 +364,8 @@ subject_requests = Table(
     # An opt-out hides the person at once; erasure waits for a second photo before this time.
     Column("confirm_token_hash", String(64)),
     Column("confirm_expires_at", String(32)),
+    # The first photo's perceptual hash, until confirmed: the second must be another photo.
+    Column("photo_hash", String(16)),
 )
 
 # Counters of anonymous clients (by address hash) in fixed windows: requests per day, photos

@@ -1,6 +1,7 @@
 """model-aware descriptors: every face and suppression records the embedder of its descriptor
 and keeps its face chip's geometry; descriptors made by a re-embedding job wait beside them
-until the switch; the index state names the gallery's live embedder
+until the switch; the index state names the gallery's live embedder; an opt-out keeps its
+first photo's perceptual hash until confirmed
 
 Revision ID: 0006
 Revises: 0005
@@ -28,6 +29,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('chip_geometry', sa.Text(), nullable=True))
     with op.batch_alter_table('index_state', schema=None) as batch_op:
         batch_op.add_column(sa.Column('embedder', sa.String(length=200), nullable=True))
+    with op.batch_alter_table('subject_requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('photo_hash', sa.String(length=16), nullable=True))
     op.execute("UPDATE index_state SET embedder = 'dlib-resnet' WHERE EXISTS "
                "(SELECT 1 FROM faces) OR EXISTS (SELECT 1 FROM suppressions)")
     op.create_table(
@@ -51,6 +54,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('suppression_descriptors')
     op.drop_table('face_descriptors')
+    with op.batch_alter_table('subject_requests', schema=None) as batch_op:
+        batch_op.drop_column('photo_hash')
     with op.batch_alter_table('index_state', schema=None) as batch_op:
         batch_op.drop_column('embedder')
     with op.batch_alter_table('suppressions', schema=None) as batch_op:

@@ -114,7 +114,7 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             results.append(Analysed(task.sha256, task.location, error=error))
             continue
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format,
-                                embedder=analyzer.embedder.name))
+                                embedder=settings.embedder))
         decoded.append((results[-1], image))
     try:
         _analyse_together(analyzer, decoded, settings.mirror_gallery)

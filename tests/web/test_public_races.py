@@ -79,7 +79,9 @@ def test_parallel_requests_from_one_address_pass_the_daily_limit_only_as_often_a
     with server.db() as db:
         assert db.execute("SELECT count(*) FROM subject_requests").fetchone()[0] == LIMIT
     records = server.audit(before)
-    assert Counter(r["action"] for r in records) == {"access.request": LIMIT, "public.refused": 1}
+    # (The server's scheduled retention run may fall in this window too.)
+    assert Counter(r["action"] for r in records if r["action"] != "retention") == {
+        "access.request": LIMIT, "public.refused": 1}
     # The same address's next request, later and alone, is still refused; another address is not.
     refused = httpx.post(server.url + "/api/v1/public/opt-out",
                          files={"selfie": ("s.jpg", selfie, "image/jpeg")}, timeout=120)

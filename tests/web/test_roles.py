@@ -276,6 +276,15 @@ CALLS = [
     Call("GET", "/api/v1/opt-outs", DPO),
     Call("POST", "/api/v1/opt-outs/{request_id}/reinstate", DPO, json={"reason": "disputed"},
          prepare=fresh_opt_out),
+    Call("GET", "/api/v1/opt-outs/reviews", DPO),
+    # Refused for every other role before anything is looked up; the officer's reach a request
+    # that awaits no review: not found.
+    Call("POST", "/api/v1/opt-outs/{request_id}/review", DPO, json={"erase": [], "dismiss": []},
+         prepare=fresh_opt_out, expect=(404,)),
+    Call("POST", "/dpo/opt-outs/{request_id}/review", DPO, data={}, prepare=fresh_opt_out,
+         expect=(404,)),
+    Call("GET", "/dpo/opt-outs/{request_id}/faces/{face_id}/crop", DPO, prepare=fresh_opt_out,
+         expect=(404,)),
     Call("GET", "/dpo/opt-outs", DPO),
     Call("POST", "/dpo/opt-outs/{request_id}/reinstate", DPO, data={"reason": "disputed"},
          prepare=fresh_opt_out),

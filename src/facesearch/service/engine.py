@@ -471,7 +471,7 @@ class Engine(ServiceBase):
 
     def _calibration_of_live(self) -> Calibration:
         """The calibration of the embedder searches answer on: the gallery's live one."""
-        return load_calibration(self.live_embedder)
+        return load_calibration(self.analyzer.embedder.name)  # a manifest's own name
 
     def cut_off(self, use: Literal["search", "suppress"], faces: int | None = None) -> CutOff:
         """The distance cut-off of a use, from the live embedder's calibration and the faces

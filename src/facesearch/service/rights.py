@@ -638,7 +638,7 @@ class Rights(Engine):
         if template is None:
             self._audit_alone(actor, "optout.review.refused", {
                 "reason": "no opt-out awaiting review", "request_id": request_id})
-            raise Forbidden("no such opt-out awaits review")
+            raise NotFound("no such opt-out awaits review")
         with self._writer():
             within, near, _, _ = self._faces_near(template)
             listed = {face_id for face_id, _ in within + near}

@@ -118,13 +118,21 @@ def accuracy(described: list, index: dict[str, int], pairs, split, settings) -> 
     return result
 
 
-def ingest_speed(settings, sample: list[str], detectors: list[str], embedders: list[str]) -> dict:  # noqa: ANN001
+def ingest_speed(settings, sample: list[str], detectors: list[str], embedders: list[str],  # noqa: ANN001
+                 side: int = 0) -> dict:
     """Seconds a photo to detect (per detector) and to align and describe its faces (per
-    detector x embedder), one process, on photos decoded beforehand; models loaded first."""
+    detector x embedder), one process, on photos decoded beforehand; models loaded first.
+    side: the photos resized to side x side first (0: as stored; LFW's are 250 px), since
+    HOG's cost grows with a photo's area and YuNet's hardly does."""
+    from PIL import Image
+
     from facesearch.imaging import decode_for_analysis
     from facesearch.vision import FaceAnalyzer, make_detector, make_embedder
 
     pixels = [decode_for_analysis(Path(p).read_bytes(), settings).pixels for p in sample]
+    if side:
+        pixels = [np.asarray(Image.fromarray(p).resize((side, side), Image.Resampling.BICUBIC))
+                  for p in pixels]
     models = {name: make_embedder(name, settings) for name in embedders}
     seconds: dict = {}
     for detector_name in detectors:
@@ -148,7 +156,8 @@ def ingest_speed(settings, sample: list[str], detectors: list[str], embedders: l
                 "detect_ms": 1000 * detect, "describe_ms": 1000 * describe,
                 "faces": sum(len(f) for f in found),
                 "images_per_second_per_core": 1 / (detect + describe)}
-            log(f"ingest {detector_name} + {embedder_name}: {seconds[(detector_name, embedder_name)]}")
+            log(f"ingest {detector_name} + {embedder_name} at {side or 'stored'} px: "
+                f"{seconds[(detector_name, embedder_name)]}")
     return seconds
 
 
@@ -161,6 +170,9 @@ def main() -> None:
     parser.add_argument("--embedders", default="dlib-resnet,sface,fused")
     parser.add_argument("--ingest-images", type=int, default=200,
                         help="photos timed for images/s (the first LFW photos by name)")
+    parser.add_argument("--ingest-side", type=int, default=500,
+                        help="also time ingest on the sample resized to this many pixels a side "
+                        "(photos of a few hundred pixels); 0: only as stored")
     parser.add_argument("--workers", type=int, default=0, help="accuracy runs' worker processes")
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "models.json")
     args = parser.parse_args()
@@ -193,6 +205,7 @@ def main() -> None:
 
     sample = [str(p) for p in sorted((LFW / "images").glob("*/*.jpg"))[:args.ingest_images]]
     speed = ingest_speed(settings, sample, detectors, embedders)
+    larger = ingest_speed(settings, sample, detectors, embedders, args.ingest_side) if args.ingest_side else {}
 
     rows, sweep = [], []
     for detector in detectors:
@@ -213,16 +226,23 @@ def main() -> None:
                          **accuracy(described[embedder], by_path, pairs, split, settings),
                          "faces_found": sum(len(d) for d in found),
                          "photos_without_a_face": sum(not d for d in found),
-                         "photos": len(paths), **speed[(detector, embedder)]})
-    base = speed.get(TODAY)
+                         "photos": len(paths), **speed[(detector, embedder)],
+                         **({"larger_images_per_second_per_core":
+                             larger[(detector, embedder)]["images_per_second_per_core"]}
+                            if larger else {})})
+    base, larger_base = speed.get(TODAY), larger.get(TODAY)
     for row in rows:
         row["speed_vs_hog_dlib"] = (row["images_per_second_per_core"] / base["images_per_second_per_core"]
                                     if base else None)
+        if larger_base:
+            row["larger_speed_vs_hog_dlib"] = (row["larger_images_per_second_per_core"]
+                                               / larger_base["images_per_second_per_core"])
     print(f"LFW: {len(paths)} photos, {rows[0]['view2_pairs']} View 2 pairs, {rows[0]['probes']} "
           f"identification probes; ingest speed on {len(sample)} photos, one process; "
           f"mirror_probe={settings.mirror_probe}, mirror_gallery={settings.mirror_gallery}")
     header = ("detector", "embedder", "View 2 acc", "TAR@1e-3", "TAR@1e-4", "rank-1", "rank-10",
-              "faces found", "no face", "detect ms", "describe ms", "img/s/core", "x hog+dlib")
+              "faces found", "no face", "detect ms", "describe ms", "img/s/core", "x hog+dlib",
+              f"img/s/core at {args.ingest_side} px", "x hog+dlib")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
@@ -230,7 +250,9 @@ def main() -> None:
         print(f"| {r['detector']} | {r['embedder']} | {r['view2_accuracy']:.4f} | {r['tar_at_far_0.001']:.4f} | "
               f"{r['tar_at_far_0.0001']:.4f} | {r['rank1']:.4f} | {r['rank10']:.4f} | {r['faces_found']} | "
               f"{r['photos_without_a_face']} | {r['detect_ms']:.1f} | {r['describe_ms']:.1f} | "
-              f"{r['images_per_second_per_core']:.2f} | {ratio} |")
+              f"{r['images_per_second_per_core']:.2f} | {ratio} | "
+              + (f"{r['larger_images_per_second_per_core']:.2f} | {r['larger_speed_vs_hog_dlib']:.2f} |"
+                 if larger_base else "- | - |"))
     if sweep:
         print(f"\nfused weights (dlib-resnet's; SFace's is 1 minus it; in use: {FUSED_WEIGHTS}):")
         print("| detector | dlib weight | View 2 acc | TAR@1e-3 | TAR@1e-4 | rank-1 |")

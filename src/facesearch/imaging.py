@@ -78,12 +78,15 @@ class DecodedImage:
         return out
 
 
-def perceptual_hash(pixels: np.ndarray) -> str:
-    """The photo's perceptual hash (imagehash's pHash, 64 bits as hex): the same photo resized
-    or recompressed lies a few bits away, another photo of the same person usually 16 or more."""
+def perceptual_hashes(pixels: np.ndarray) -> tuple[str, str]:
+    """The photo's perceptual hash and its mirror image's (imagehash's pHash, 64 bits as hex):
+    the same photo resized or recompressed lies a few bits away, another photo of the same
+    person usually 16 or more."""
     import imagehash
 
-    return str(imagehash.phash(Image.fromarray(pixels)))
+    image = Image.fromarray(pixels)
+    return (str(imagehash.phash(image)),
+            str(imagehash.phash(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))))
 
 
 def hash_bits_apart(first: str, second: str) -> int:

@@ -101,6 +101,8 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
     """Decode every image, detect its faces and describe all of them in one batch. An image
     that cannot be decoded or analysed, for whatever reason, fails alone with a one-line
     error; the rest of the batch goes on."""
+    from facesearch.vision import embedder_name
+
     analyzer = process_analyzer(settings)
     results, decoded = [], []
     for task in tasks:
@@ -114,7 +116,7 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             results.append(Analysed(task.sha256, task.location, error=error))
             continue
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format,
-                                embedder=settings.embedder))
+                                embedder=embedder_name(settings.embedder)))
         decoded.append((results[-1], image))
     try:
         _analyse_together(analyzer, decoded, settings.mirror_gallery)

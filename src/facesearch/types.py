@@ -51,6 +51,7 @@ class Face:
     chip_jpeg: bytes  # the face chip (vision.chips), JPEG-encoded, kept as the face crop
     # In the chip's pixels: the box and landmarks that re-describe it with any embedder.
     chip_geometry: dict | None = None
+    embedder: str = ""  # the name of the model that made embedding
 
 
 @dataclass

@@ -85,6 +85,20 @@ def test_search_uses_the_old_embedder_until_an_interrupted_reembed_finishes(home
         service.close()
 
 
+def test_a_process_that_holds_the_old_index_follows_the_switch(home) -> None:
+    # A server that searched before another process (the CLI) switched the gallery.
+    server = open_service(home, "sface")
+    try:
+        assert top_person(server, lfw_photos("Tony_Blair")[0]) == "Tony_Blair"  # dlib index
+        cli = open_service(home, "sface")
+        cli.reembed(OPERATOR)
+        cli.close()
+        for person in PEOPLE:  # SFace probes against SFace vectors: the index was reloaded
+            assert top_person(server, lfw_photos(person)[0]) == person
+    finally:
+        server.close()
+
+
 def test_a_suppression_holds_after_the_switch(home) -> None:
     service = open_service(home, "sface")
     try:

@@ -114,6 +114,9 @@ def test_a_manifest_with_a_wrong_hash_or_fields_is_refused(tmp_path) -> None:
     embedder = make_embedder(str(tmp_path / "m.json"))
     with pytest.raises(FacesearchError, match="sha256"):
         embedder.describe([np.zeros((112, 112, 3), np.uint8)])
+    (tmp_path / "m.json").write_text(json.dumps({**base, "sha256": ""}))  # no check: refused
+    with pytest.raises(InvalidRequest, match="sha256"):
+        make_embedder(str(tmp_path / "m.json"))
     (tmp_path / "m.json").write_text(json.dumps({**base, "colour": "YUV"}))
     with pytest.raises(InvalidRequest, match="colour"):
         make_embedder(str(tmp_path / "m.json"))

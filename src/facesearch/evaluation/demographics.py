@@ -33,6 +33,7 @@ import numpy as np
 
 from facesearch.calibration import load_calibration
 from facesearch.config import Settings
+from facesearch.vision import embedder_name
 from facesearch.evaluation.lfw import cache_path, describe_all, list_images
 from facesearch.evaluation.pipeline import PhotoFaces, PhotoJob, run_photos
 
@@ -110,7 +111,7 @@ def run_demographics(settings: Settings, fairface_dir: Path, lfw_dir: Path, outp
                      log: Callable[[str], None], false_match_probability: float = 1e-3,
                      limit: int | None = None) -> dict:
     """limit: only the first that many FairFace photos and LFW people (a quick run)."""
-    calibration = load_calibration(settings.embedder)
+    calibration = load_calibration(embedder_name(settings.embedder))
     cutoff = calibration.distance_at(false_match_probability)
     # Enough pairs to expect one false match at the nominal rate.
     min_pairs = int(np.ceil(1 / false_match_probability))
@@ -122,7 +123,7 @@ def run_demographics(settings: Settings, fairface_dir: Path, lfw_dir: Path, outp
     lfw_faces = _lfw_descriptors(settings, lfw_dir, [path for path, _, _ in lfw], output,
                                  limit is None, log)
     report: dict = {
-        "embedder": settings.embedder, "detector": settings.detector,
+        "embedder": embedder_name(settings.embedder), "detector": settings.detector,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "operating_point": {
             "false_match_probability": false_match_probability, "cutoff": round(cutoff, 4),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from facesearch.calibration import Calibration, cut_off, load_calibration
 from facesearch.config import Settings
+from facesearch.vision import embedder_name
 
 
 @dataclass
@@ -22,7 +23,7 @@ class OperatingPoint:
 
 def search_cutoff(settings: Settings) -> OperatingPoint:
     """The search's candidate cut-off as the service sets it for a gallery of a given size."""
-    calibration = load_calibration(settings.embedder)
+    calibration = load_calibration(embedder_name(settings.embedder))
     return OperatingPoint(
         calibration,
         f"the search cut-off: {settings.search_false_matches:g} strangers expected among the "

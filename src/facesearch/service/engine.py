@@ -104,15 +104,25 @@ class Engine(ServiceBase):
     def live_embedder(self) -> str:
         """The embedder of the gallery's descriptors, which probes and new faces must use: the
         configured one until the first descriptor is stored, and the previous one until a
-        re-embedding switches (`facesearch reembed`)."""
-        return self.store.live_embedder() or self.settings.embedder
+        re-embedding switches (`facesearch reembed`). A name: a manifest's own."""
+        from facesearch.vision import embedder_name
+
+        return self.store.live_embedder() or embedder_name(self.settings.embedder)
 
     @property
     def live_settings(self) -> Settings:
         """The settings analysis runs with: these settings, with the live embedder."""
+        from facesearch.vision import EMBEDDERS, embedder_name
+
         live = self.live_embedder
-        if self._live_settings is None or self._live_settings.embedder != live:
-            self._live_settings = self.settings.model_copy(update={"embedder": live})
+        if self._live_settings is None or embedder_name(self._live_settings.embedder) != live:
+            if live == embedder_name(self.settings.embedder):
+                self._live_settings = self.settings
+            elif live in EMBEDDERS:
+                self._live_settings = self.settings.model_copy(update={"embedder": live})
+            else:
+                raise FacesearchError(f"the gallery's descriptors are by the manifest model "
+                                      f"{live!r}: set FACESEARCH_EMBEDDER to its manifest")
             self._analyzer = None
         return self._live_settings
 
@@ -135,6 +145,8 @@ class Engine(ServiceBase):
         """The vector index, brought up to date with the metadata store: every face added
         and every face erased since, by any process."""
         with self._index_lock:
+            if self._index is not None and self._index_generation != self.store.index_generation():
+                self._index = None  # another process rebuilt it (reindex, a new embedder)
             if self._index is None:
                 # The generation is read before the files: a rebuild in between only costs a reload.
                 self._index_generation = self.store.index_generation()
@@ -340,7 +352,7 @@ class Engine(ServiceBase):
             before = (summary.images_indexed, summary.faces_indexed, summary.faces_withheld)
             added: list[tuple[int, np.ndarray]] = []
             with self.store.transaction() as conn:
-                live = self.store.claim_embedder(conn, self.settings.embedder)
+                live = self.store.claim_embedder(conn, self.live_embedder)
                 within = self.cut_off("suppress").distance if len(templates) else 0.0
                 for result in results:
                     if result.sha256 in known:
@@ -483,7 +495,8 @@ class Engine(ServiceBase):
         gallery, so the gallery's face count is the count for all three."""
         s = self.settings
         target = {"search": s.search_false_matches, "suppress": s.suppress_false_matches}[use]
-        faces = self.face_count() if faces is None else faces
+        if faces is None:  # the index's size where this process holds it: no COUNT(*)
+            faces = len(self._index) if self._index is not None else self.store.face_total()
         distance, probability = cut_off(self._calibration_of_live(), target, faces,
                                         s.false_match_ceiling)
         return CutOff(distance, probability, target, faces)
@@ -599,6 +612,7 @@ class Engine(ServiceBase):
         face = self._template_of(photo)
         template = face.embedding
         with self._writer():
+            self._check_embedder(face, self.live_embedder)
             within, _, strict, _ = self._faces_near(template)
             ids = [face_id for face_id, _ in within]
             with self.store.transaction() as conn:
@@ -619,10 +633,15 @@ class Engine(ServiceBase):
         """Suppress the person of face (described with the live embedder), in conn's
         transaction. Its face chip is kept with the descriptor: a re-embedding describes it
         again, so that the block outlives a change of model."""
-        live = self.store.claim_embedder(conn, self.live_embedder)
-        if len(face.embedding) != self.dimension or self._live_settings.embedder != live:
-            raise FacesearchError("the gallery changed embedder meanwhile: try again")
-        self.store.add_suppressions(conn, [face], reason, live)
+        self._check_embedder(face, self.store.claim_embedder(conn, self.live_embedder))
+        self.store.add_suppressions(conn, [face], reason, face.embedder)
+
+    @staticmethod
+    def _check_embedder(face: Face, live: str) -> None:
+        """A template must be by the live embedder: a re-embedding may have switched while
+        the photo was described (the switch holds the writer lock; check under it)."""
+        if face.embedder != live:
+            raise FacesearchError("the gallery changed its face model meanwhile: try again")
 
     def _faces_of(self, template: np.ndarray) -> list[int]:
         """Ids of every stored face within the strict ("suppress") cut-off of the template."""
@@ -664,7 +683,9 @@ class Engine(ServiceBase):
         Milvus backend, drops the collection and fills it again (with milvus_index)."""
         faces = self.store.counts()["faces"]
         if self.settings.vector_backend == "milvus":
+            # A new embedder may have another dimension: the collection is made anew for it.
             fresh: AnyIndex = (self._index if isinstance(self._index, MilvusIndex)
+                               and self._index.dimension == self.dimension
                                else self._milvus_index())
             fresh.clear(self.settings.milvus_index)
         elif faces > self.settings.compressed_index_min:

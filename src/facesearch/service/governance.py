@@ -125,8 +125,8 @@ class Governance(Engine):
                           "sessions_hours": s.session_hours},
             "excluded_jurisdictions": s.excluded_jurisdictions,
             # Art. 35(7)(c) risks to the rights of data subjects: error rates by group.
-            "demographic_evaluation": latest_report(s.home, "demographics", s.embedder) or (
-                f"none recorded for embedder {s.embedder}: run `facesearch eval demographics`"),
+            "demographic_evaluation": latest_report(s.home, "demographics", self.live_embedder) or (
+                f"none recorded for embedder {self.live_embedder}: run `facesearch eval demographics`"),
             "security_measures": [
                 "accounts with roles; investigators approved by a supervisor of their organisation",
                 "argon2id passwords, hashed API keys, session cookies with CSRF tokens",

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from facesearch.errors import FacesearchError
 from facesearch.ingest import WorkerPool, reembed_batch
 from facesearch.service.engine import Engine, _cores
@@ -40,7 +42,9 @@ class Models(Engine):
         from facesearch.vision.registry import MODELS
 
         self.authorise(actor, "reindex", "models.status")
-        live, target = self.live_embedder, self.settings.embedder
+        from facesearch.vision import embedder_name
+
+        live, target = self.live_embedder, embedder_name(self.settings.embedder)
         return {
             "detector": self.settings.detector, "embedder_live": live, "embedder_configured": target,
             "faces": self.store.counts()["faces"],
@@ -57,17 +61,19 @@ class Models(Engine):
     def reembed(self, actor: Actor, progress: ReembedCallback | None = None) -> ReembedProgress:
         """Describe the gallery again with the configured embedder, then switch to it."""
         self.authorise(actor, "reindex", "reembed")
-        target, live = self.settings.embedder, self.live_embedder
-        state = ReembedProgress(target, live, self.store.counts()["faces"], 0)
+        from facesearch.calibration import load_calibration
+        from facesearch.vision import FaceAnalyzer, embedder_name
+
+        target, live = embedder_name(self.settings.embedder), self.live_embedder
+        state = ReembedProgress(target, live, self.store.face_total(), 0)
         if target == live:
             return state
-        from facesearch.vision import make_embedder
-
-        make_embedder(target, self.settings)  # an unknown name or bad manifest fails here
+        # Every cut-off comes from the calibration: without one, the switch would stop search.
+        load_calibration(target)
         with self.store.transaction() as conn:
             self._audit(conn, actor, "reembed", {"from": live, "to": target,
                                                  "faces": state.faces})
-        settings = self.settings.model_copy(update={"embedder": target})
+        settings = self.settings
         with WorkerPool(settings, self.settings.workers or _cores()) as pool:
             self._describe_missing(pool, target, state, progress)
             with self._writer():
@@ -82,10 +88,11 @@ class Models(Engine):
                         f"and {len(unusable)} suppressions keep no face chip (made before "
                         "facesearch kept them); a switch would leave them unmatched. Run "
                         "`facesearch verify --repair`, or suppress those people again")
-                described = [v for batch in pool.map(reembed_batch, [missing]) for v in batch]
-                if any(v is None for _, v in described):
-                    raise FacesearchError(f"cannot switch to {target}: a suppression's face chip "
-                                          "could not be read")
+                # Described as probes are (mirror_probe), in this process: they are few.
+                analyzer = FaceAnalyzer(settings)
+                described = list(zip([i for i, _, _ in missing], analyzer.describe_chips(
+                    [(decode_chip(chip, settings), geometry) for _, chip, geometry in missing],
+                    settings.mirror_probe)))
                 with self.store.transaction() as conn:
                     self.store.add_descriptors(conn, target, [], described)
                     self.store.switch_embedder(conn, live, target)
@@ -130,3 +137,11 @@ def _read(path) -> bytes:  # noqa: ANN001 - a Path
         return path.read_bytes()
     except FileNotFoundError:
         return b""
+
+
+def decode_chip(jpeg: bytes, settings) -> np.ndarray:  # noqa: ANN001 - Settings
+    """A stored face chip's pixels (a damaged one raises BadImage: the switch waits)."""
+    from facesearch.imaging import decode
+
+    return decode(jpeg, max_pixels=settings.max_image_pixels,
+                  max_bytes=settings.max_image_bytes).pixels

@@ -41,7 +41,7 @@ from facesearch.errors import (
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hash
+from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hashes
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
@@ -107,8 +107,9 @@ again, and no search will return it. Faces that only look like you are checked b
 before anything is deleted, so that no one else's photo is. Keep the request number for any
 question. We have not kept this address.
 """
-# Two photos closer than this are one photo saved twice (re-encoded, resized: up to about 0.05
-# on LFW), not a second photo; two photos of one person lie around 0.2 to 0.4 apart.
+# A descriptor distance cannot tell one photo saved twice from two photos (SFace moves a
+# recompressed copy up to 0.34); a perceptual hash can: on LFW, resized and recompressed copies
+# lie within 10 bits of 64, other photos of the same person 12 or more (mostly 16 or more).
 SAME_PHOTO_BITS = 10  # perceptual-hash bits within which a second photo is the first again
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
@@ -248,7 +249,7 @@ class Rights(Engine):
         (reinstate_opt_out)."""
         actor = public_actor(client)
         with self._public_turn(actor, client, "optout", request=True):
-            face, photo_hash = self._selfie(selfie)
+            face, (photo_hash, _) = self._selfie(selfie)
         public_id, token = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = self.clock()
         confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
@@ -283,9 +284,10 @@ class Rights(Engine):
         template = from_blob(first)
         # The photo, the exact scan of the gallery and the erasure, in one turn of the queue.
         with self._public_turn(actor, client, "optout.confirm", request=False):
-            second, second_hash = self._selfie(selfie)
+            second, hashes = self._selfie(selfie)
             distance = float(np.linalg.norm(second.embedding - template))
-            if hash_bits_apart(second_hash, found.photo_hash or "0") <= SAME_PHOTO_BITS:
+            # The first photo again, also mirrored, resized or recompressed.
+            if min(hash_bits_apart(h, found.photo_hash or "0") for h in hashes) <= SAME_PHOTO_BITS:
                 raise InvalidRequest("take a new photo of yourself now: not the same photo again")
             # Two photos, one comparison: the strict target over one face.
             if distance >= self.cut_off("suppress", faces=1).distance:
@@ -343,7 +345,7 @@ class Rights(Engine):
         if not contact.strip():
             raise InvalidRequest("give an address where the officer can reach you")
         with self._public_turn(actor, client, "access.request", request=True):
-            template = self._largest_face(selfie)
+            face = self._selfie(selfie)[0]
         received = self.clock()
         public_id = secrets.token_hex(8)
         deadline = _iso(add_months(received, 1))
@@ -351,7 +353,7 @@ class Rights(Engine):
             self.requests.add(conn, public_id=public_id, kind="access", status="pending",
                               received_at=_iso(received), deadline=deadline,
                               contact=contact.strip()[:500], client_hash=client_hash(client),
-                              template=to_blob(template))
+                              template=to_blob(face.embedding), template_embedder=face.embedder)
             self._audit(conn, actor, "access.request", {"request": public_id})
         return AccessAcknowledgement(public_id, _iso(received), deadline)
 
@@ -380,16 +382,17 @@ class Rights(Engine):
         """The descriptor of the photo's largest face."""
         return self._selfie(photo)[0].embedding
 
-    def _selfie(self, photo: bytes) -> tuple[Face, str]:
+    def _selfie(self, photo: bytes) -> tuple[Face, tuple[str, str]]:
         """The photo's largest face, the only one used (every face is detected to find the
-        largest, only that one is aligned and described), and the photo's perceptual hash."""
+        largest, only that one is aligned and described), and the perceptual hashes of the
+        photo and of its mirror image."""
         image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
             found = self.analyzer.detect(image.pixels)
             if not found:
                 raise NoFace("no face found in the photo")
             face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
-        return face, perceptual_hash(image.pixels)
+        return face, perceptual_hashes(image.pixels)
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily
@@ -493,6 +496,10 @@ class Rights(Engine):
             raise NotFound("this link has expired or has already been used")
         try:
             with self._writer():
+                if found.template_embedder != self.live_embedder:
+                    # Compared with another model's descriptors it would find strangers or no one.
+                    raise InvalidRequest("the gallery has changed its face model since this "
+                                         "request: please make a new request with a new photo")
                 reported = self._report_images(self._faces_of(from_blob(found.template or b"")))
         except BaseException:  # the person has not seen the report: the link still works
             with self.store.transaction() as conn:
@@ -560,7 +567,8 @@ class Rights(Engine):
         with self.store.transaction() as conn:
             changed = found is not None and found.kind == "erasure" and self.requests.change(
                 conn, request_id, "hidden", status="reinstated", decided_by=actor.name,
-                decided_at=self.now(), decision_note=reason, confirm_token_hash=None)
+                decided_at=self.now(), decision_note=reason, confirm_token_hash=None,
+                photo_hash=None)
             if changed:
                 dropped = self.requests.drop_suppression(conn, f"opt-out {found.public_id}")
                 self._audit(conn, actor, "optout.reinstate", {"request": found.public_id,

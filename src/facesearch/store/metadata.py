@@ -474,6 +474,10 @@ class MetadataStore:
                 {"suppression_id": i, "embedder": embedder, "embedding": to_blob(v)}
                 for i, v in suppression_vectors])
 
+    def face_total(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(faces)).scalar_one())
+
     def existing_faces(self, conn: Connection, face_ids: list[int]) -> list[int]:
         return list(conn.execute(select(faces.c.id).where(faces.c.id.in_(face_ids))).scalars())
 

@@ -46,6 +46,7 @@ class SubjectRequest:
     confirm_token_hash: str | None
     confirm_expires_at: str | None
     photo_hash: str | None
+    template_embedder: str | None
 
 
 @dataclass(frozen=True)

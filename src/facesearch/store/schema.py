@@ -366,6 +366,7 @@ subject_requests = Table(
     Column("confirm_expires_at", String(32)),
     # The first photo's perceptual hash, until confirmed: the second must be another photo.
     Column("photo_hash", String(16)),
+    Column("template_embedder", String(200)),  # the model that made template
 )
 
 # Counters of anonymous clients (by address hash) in fixed windows: requests per day, photos

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,18 @@ def make_detector(name: str, settings: Settings | None = None) -> Detector:
     if name not in factories:
         raise InvalidRequest(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     return factories[name]()
+
+
+@lru_cache(maxsize=64)
+def embedder_name(setting: str) -> str:
+    """The name an embedder setting's descriptors are recorded and calibrated under: a
+    built-in name, or a manifest's own "name" (which must change when its model does)."""
+    if not setting.endswith(".json"):
+        return setting
+    try:
+        return str(json.loads(Path(setting).read_text())["name"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidRequest(f"cannot read the model manifest {setting}: {exc}") from None
 
 
 def make_embedder(name: str, settings: Settings | None = None) -> Embedder:
@@ -141,7 +155,8 @@ class FaceAnalyzer:
                 aligned.append(self.embedder.align(pixels, d).chip)
                 faces.append(Face(box=d.box, score=d.score, landmarks=list(d.landmarks),
                                   quality=sharpness(chip), embedding=np.zeros(0, np.float32),
-                                  chip_jpeg=encode_jpeg(chip), chip_geometry=geometry))
+                                  chip_jpeg=encode_jpeg(chip), chip_geometry=geometry,
+                                  embedder=self.embedder.name))
             results.append(faces)
         vectors = self._descriptors(aligned, mirror)
         for face, vector in zip((f for faces in results for f in faces), vectors):

@@ -95,6 +95,8 @@ class Manifest:
             file, sha256 = model_path(data["model"], model_dir), ""
         else:
             file, sha256 = (base / data["file"]).resolve(), str(data["sha256"]).lower()
+            if len(sha256) != 64 or set(sha256) - set("0123456789abcdef"):
+                raise InvalidRequest("manifest sha256 must be the model file's 64 hex digits")
         return cls(name=str(data["name"]), file=file, sha256=sha256,
                    input_size=int(data["input_size"]), colour=data["colour"],
                    mean=tuple(map(float, data["mean"])), std=tuple(map(float, data["std"])),

@@ -31,8 +31,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('embedder', sa.String(length=200), nullable=True))
     with op.batch_alter_table('subject_requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('photo_hash', sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column('template_embedder', sa.String(length=200), nullable=True))
     op.execute("UPDATE index_state SET embedder = 'dlib-resnet' WHERE EXISTS "
                "(SELECT 1 FROM faces) OR EXISTS (SELECT 1 FROM suppressions)")
+    op.execute("UPDATE subject_requests SET template_embedder = 'dlib-resnet' "
+               "WHERE template IS NOT NULL")
     op.create_table(
         'face_descriptors',
         sa.Column('face_id', sa.Integer(), sa.ForeignKey('faces.id', ondelete='CASCADE'),
@@ -55,6 +58,7 @@ def downgrade() -> None:
     op.drop_table('suppression_descriptors')
     op.drop_table('face_descriptors')
     with op.batch_alter_table('subject_requests', schema=None) as batch_op:
+        batch_op.drop_column('template_embedder')
         batch_op.drop_column('photo_hash')
     with op.batch_alter_table('index_state', schema=None) as batch_op:
         batch_op.drop_column('embedder')

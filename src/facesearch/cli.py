@@ -255,6 +255,10 @@ def suppress(
     """Remove a person now and keep them out of future ingests and searches."""
     report = service().suppress(actor(), _read(photo), reason)
     echo(f"suppressed; removed {report.faces} indexed faces")
+    if report.look_alikes:
+        echo(f"{report.look_alikes} more faces look like them (beyond the strict cut-off, within "
+             "the search cut-off): left as they are, since they may be strangers; search with "
+             "the photo to review them")
 
 
 @models_app.command("install")

@@ -95,9 +95,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0,
         description="Strangers expected inside the candidate cut-off of one probe face: the "
         "cut-off is the distance whose false-match probability (the embedder's calibration) "
-        "times the faces searched is this. 10 because a list has top_k = 10 places: the "
-        "cut-off can fill one with strangers, never more; candidates past 1 expected stranger "
-        "are shown as weak. The same target bounds the opt-out review band.",
+        "times the faces searched is this. 10 because a list has top_k = 10 places: "
+        "strangers may fill them only where no one nearer is found, and every candidate past 1 "
+        "expected stranger is marked weak. The same target bounds the opt-out review band.",
     )
     suppress_false_matches: float = Field(
         default=0.01, gt=0,

@@ -81,6 +81,9 @@ ProgressCallback = Callable[[IngestSummary], None]
 class DeletionReport:
     images: int
     faces: int
+    # A suppression's look-alikes, beyond its strict cut-off but within the search cut-off:
+    # left as they are (they may be strangers), for a person to check.
+    look_alikes: int = 0
 
 
 class Engine(ServiceBase):
@@ -613,7 +616,7 @@ class Engine(ServiceBase):
         template = face.embedding
         with self._writer():
             self._check_embedder(face, self.live_embedder)
-            within, _, strict, _ = self._faces_near(template)
+            within, near, strict, _ = self._faces_near(template)
             ids = [face_id for face_id, _ in within]
             with self.store.transaction() as conn:
                 images = self.store.images_of_faces(conn, ids)
@@ -621,8 +624,9 @@ class Engine(ServiceBase):
                 removed = self.store.delete_faces(ids, conn)
                 self._audit(conn, actor, "suppress", {"faces": removed, "images": images,
                                                       "reason": reason,
-                                                      "cut_off": asdict(strict)})
-        return DeletionReport(images, removed)
+                                                      "cut_off": asdict(strict),
+                                                      "look_alikes": len(near)})
+        return DeletionReport(images, removed, len(near))
 
     def _template_of(self, photo: bytes) -> Face:
         """A person's photo's largest face, described."""

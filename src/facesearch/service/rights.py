@@ -244,8 +244,9 @@ class Rights(Engine):
         """First step of an opt-out: hide the person in the selfie (its largest face) at once
         (a suppression: within the strict cut-off, withheld at ingest and hidden from every
         search) and wait for a second photo (confirm_opt_out) before erasing anything. The
-        selfie is not stored; the suppression keeps the person's template, with the request's
-        reference as its reason. Until confirmed, the data-protection officer can reverse it
+        selfie is not stored; the suppression keeps the person's template and face chip (for
+        re-embedding), with the request's reference as its reason, and the request the photo's
+        perceptual hash until confirmed. Until confirmed, the data-protection officer can reverse it
         (reinstate_opt_out)."""
         actor = public_actor(client)
         with self._public_turn(actor, client, "optout", request=True):

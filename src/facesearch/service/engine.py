@@ -498,8 +498,8 @@ class Engine(ServiceBase):
         gallery, so the gallery's face count is the count for all three."""
         s = self.settings
         target = {"search": s.search_false_matches, "suppress": s.suppress_false_matches}[use]
-        if faces is None:  # the index's size where this process holds it: no COUNT(*)
-            faces = len(self._index) if self._index is not None else self.store.face_total()
+        if faces is None:  # the index's size where this process holds it (caught up)
+            faces = len(self.index) if self._index is not None else self.store.face_total()
         distance, probability = cut_off(self._calibration_of_live(), target, faces,
                                         s.false_match_ceiling)
         return CutOff(distance, probability, target, faces)

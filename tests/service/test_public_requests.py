@@ -249,8 +249,8 @@ def test_a_public_photo_with_several_faces_has_only_its_largest_described(
     pending = svc.opt_out("10.4.4.4", data)
     assert described == [1]  # one face described, not both
     [(template,)] = rows(svc, "SELECT embedding FROM suppressions")
-    alone = svc._largest_face(photo(NEAR[0], 0))
-    other = svc._largest_face(photo(FAR[0], 0))
+    alone = svc._template_of(photo(NEAR[0], 0)).embedding
+    other = svc._template_of(photo(FAR[0], 0)).embedding
     kept = np.frombuffer(template, "<f4")
     # The larger face's: far nearer to it than two photos of one person need be, unlike the other.
     strict = svc.cut_off("suppress", faces=1).distance

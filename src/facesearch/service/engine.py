@@ -228,9 +228,7 @@ class Engine(ServiceBase):
         due: after a crash they are caught up from the metadata store, while an erased
         vector must leave the disk before the journal lets go of it."""
         with self._index_lock:
-            if self._index is not None and self._index_generation != self.store.index_generation():
-                self._index = None  # another process rebuilt the index: load its files
-            index = self.index
+            index = self.index  # reloaded if another process rebuilt it
             pending = self.store.pending_erasures()
             if pending:
                 # Also in the erasure log; removed here for a shared index (Milvus) that other
@@ -630,8 +628,18 @@ class Engine(ServiceBase):
 
     def _template_of(self, photo: bytes) -> Face:
         """A person's photo's largest face, described."""
+        return self._largest_face(photo)[0]
+
+    def _largest_face(self, photo: bytes) -> tuple[Face, np.ndarray]:
+        """The photo's largest face, the only one used (every face is detected to find the
+        largest, only that one is aligned and described), and the photo's pixels."""
+        image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
-            return self._probe_faces(photo, "largest")[1][0]
+            found = self.analyzer.detect(image.pixels)
+            if not found:
+                raise NoFace("no face found in the photo")
+            face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
+        return face, image.pixels
 
     def _add_suppression(self, conn: Connection, face: Face, reason: str) -> None:
         """Suppress the person of face (described with the live embedder), in conn's

@@ -37,11 +37,10 @@ from facesearch.errors import (
     FacesearchError,
     Forbidden,
     InvalidRequest,
-    NoFace,
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hashes
+from facesearch.imaging import hash_bits_apart, perceptual_hashes
 from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
@@ -379,21 +378,10 @@ class Rights(Engine):
                                           else f"{action}.refused", exc.message)
             raise
 
-    def _largest_face(self, photo: bytes) -> np.ndarray:
-        """The descriptor of the photo's largest face."""
-        return self._selfie(photo)[0].embedding
-
     def _selfie(self, photo: bytes) -> tuple[Face, tuple[str, str]]:
-        """The photo's largest face, the only one used (every face is detected to find the
-        largest, only that one is aligned and described), and the perceptual hashes of the
-        photo and of its mirror image."""
-        image = decode_for_analysis(photo, self.settings)
-        with self._analysis_lock:
-            found = self.analyzer.detect(image.pixels)
-            if not found:
-                raise NoFace("no face found in the photo")
-            face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
-        return face, perceptual_hashes(image.pixels)
+        """The photo's largest face, and the perceptual hashes of the photo and its mirror."""
+        face, pixels = self._largest_face(photo)
+        return face, perceptual_hashes(pixels)
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily

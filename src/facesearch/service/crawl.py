@@ -471,6 +471,7 @@ class Crawling(Engine):
                         results[key] = ("done", "", summary.faces_indexed)
                         live.images += 1
                         live.faces += summary.faces_indexed
+                self._batch_committing(conn, actor, added)
                 self._audit(conn, actor, action, {
                     **detail, "source": source.name,
                     "images_indexed": sum(1 for key, *_ in analysed if results[key][0] == "done"),

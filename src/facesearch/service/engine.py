@@ -362,6 +362,7 @@ class Engine(ServiceBase):
                     else:
                         added += self._write_one(conn, result, source, templates, summary,
                                                  embedder=live, withhold_within=within)
+                self._batch_committing(conn, actor, added)
                 self._audit(conn, actor, "ingest.batch", {
                     "source": source.name,
                     "images_indexed": summary.images_indexed - before[0],
@@ -370,6 +371,13 @@ class Engine(ServiceBase):
                     "face_ids": [face_id for face_id, _ in added]})
             if index is not None:  # None: the index catches up from the store later
                 self._index_added(index, added)
+
+    def _batch_committing(self, conn: Connection, actor: Actor,
+                          added: list[tuple[int, np.ndarray]]) -> None:
+        """Runs in the transaction of every batch of new faces (ingest, queue workers, crawl,
+        WARC), under the writer lock, before it commits: added is each new face's (id,
+        descriptor). The use cases that follow the gallery as it grows (identities, case
+        watches) extend it and call super(), so that nothing is committed without them."""
 
     def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
         """The registered source images are collected for, if policy lets it collect now:

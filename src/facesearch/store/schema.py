@@ -47,6 +47,17 @@ images = Table(
     Column("withheld_faces", Integer, nullable=False, default=0),  # suppressed at ingest
     # JSON: for web images the page title, alt text, fetch time and crawl job; {} for files.
     Column("provenance", Text, nullable=False, default="{}"),
+    # The pixels' 64-bit perceptual hash (imagehash pHash, hex): near-duplicates of a photo
+    # (resized, recompressed, cropped) are within a few bits of it.
+    Column("phash", String(16), index=True),
+)
+
+# People as groups of faces, made by clustering: internal groupings, not names.
+identities = Table(
+    "identities",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", String(32), nullable=False),
 )
 
 faces = Table(
@@ -69,6 +80,14 @@ faces = Table(
     # JSON {"box", "landmarks"} in the crop's pixels (vision.chips); empty for crops kept
     # before 0006, which re-embedding detects again.
     Column("chip_geometry", Text),
+    # The quality record (vision.quality); empty for faces stored before it existed.
+    Column("face_pixels", Integer),  # the shorter side of the box, in the photo's pixels
+    Column("sharpness", Float),  # variance of the Laplacian of the face chip
+    Column("yaw", Float),  # degrees, estimated from the five landmarks
+    Column("pitch", Float),
+    Column("roll", Float),
+    # The internal grouping of faces into people (service.identities); never a name.
+    Column("identity_id", Integer, ForeignKey("identities.id", ondelete="SET NULL"), index=True),
     UniqueConstraint("image_id", "face_index"),
     # Face ids are never reused: the vector index and the erasure journal refer to them.
     sqlite_autoincrement=True,
@@ -274,6 +293,8 @@ searches = Table(
     Column("probe_sha256", String(64), nullable=False),
     Column("probe_path", Text),  # kept only when the case asks for it
     Column("probe_faces", Text, nullable=False),  # JSON [[left, top, right, bottom], ...] searched
+    # JSON list of the sha256 of every probe photo of a multi-photo search (one for one photo).
+    Column("probe_photos", Text, nullable=False, server_default="[]"),
 )
 
 # A candidate list keeps the provenance it showed, so the case record stays readable; the
@@ -337,6 +358,62 @@ notifications = Table(
     Column("seen_at", String(32)),
 )
 
+# Every place an image was seen: the page and URL it was first collected from, and every
+# other page or URL its bytes (same sha256) turned up on later.
+sightings = Table(
+    "sightings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("location", Text, nullable=False),
+    Column("page_url", Text, nullable=False, default=""),  # "" when not from a page
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("seen_at", String(32), nullable=False),
+    UniqueConstraint("image_id", "location", "page_url"),
+)
+
+# Case watches: tell an investigator when newly collected images match a probe or an
+# identity. Active only once a supervisor approves, and only until expires_at.
+watches = Table(
+    "watches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), nullable=False, index=True),
+    Column("organisation_id", Integer, ForeignKey("organisations.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # probe or identity
+    Column("identity_id", Integer),  # for an identity watch (identities change: no key)
+    Column("template", LargeBinary),  # the probe's descriptor, or the identity's at the start
+    Column("embedder", String(200), nullable=False),  # the model that made template
+    Column("probe_photos", Text, nullable=False, default="[]"),  # JSON sha256 list
+    Column("authorisation", String(200), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("requested_by", Integer, ForeignKey("users.id")),
+    Column("requested_actor", String(200), nullable=False),
+    Column("requested_at", String(32), nullable=False),
+    Column("approved_by", Integer, ForeignKey("users.id")),
+    Column("approved_at", String(32)),
+    Column("expires_at", String(32), nullable=False),
+    # pending, active, refused, stopped (suppression, opt-out, closed case, by hand), expired
+    Column("status", String(16), nullable=False, index=True),
+    Column("stopped_at", String(32)),
+    Column("stopped_reason", Text),
+)
+
+# A watch's matches, one per image: a later copy of the same image never notifies again.
+watch_matches = Table(
+    "watch_matches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("watch_id", Integer, ForeignKey("watches.id"), nullable=False, index=True),
+    Column("image_sha256", String(64), nullable=False),
+    Column("face_id", Integer, nullable=False),  # the face may since have been erased
+    Column("distance", Float, nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("emailed", Boolean, nullable=False, default=False),
+    UniqueConstraint("watch_id", "image_sha256"),
+)
+
 # Data-subject requests: opt-outs (erasure and objection, done at once) and access requests
 # (queued for the data-protection officer). Selfies are never stored; an access request keeps
 # the person's template only until it is answered.
@@ -367,6 +444,9 @@ subject_requests = Table(
     # The first photo's perceptual hash, until confirmed: the second must be another photo.
     Column("photo_hash", String(16)),
     Column("template_embedder", String(200)),  # the model that made template
+    # JSON ids of the identities of the faces an opt-out erased or an access request found
+    # within the strict cut-off: their other faces wait for the officer's review.
+    Column("review_identities", Text),
 )
 
 # Counters of anonymous clients (by address hash) in fixed windows: requests per day, photos

@@ -82,7 +82,7 @@ faces = Table(
     Column("chip_geometry", Text),
     # The quality record (vision.quality); empty for faces stored before it existed.
     Column("face_pixels", Integer),  # the shorter side of the box, in the photo's pixels
-    Column("sharpness", Float),  # variance of the Laplacian of the face chip
+    Column("sharpness", Float),  # v / (v + 200), v the face chip's Laplacian variance
     Column("yaw", Float),  # degrees, estimated from the five landmarks
     Column("pitch", Float),
     Column("roll", Float),
@@ -295,6 +295,8 @@ searches = Table(
     Column("probe_faces", Text, nullable=False),  # JSON [[left, top, right, bottom], ...] searched
     # JSON list of the sha256 of every probe photo of a multi-photo search (one for one photo).
     Column("probe_photos", Text, nullable=False, server_default="[]"),
+    # JSON per probe face: its quality record, warnings and what they bound.
+    Column("probe_quality", Text, nullable=False, server_default="[]"),
 )
 
 # A candidate list keeps the provenance it showed, so the case record stays readable; the

@@ -39,6 +39,8 @@ def upgrade() -> None:
     with op.batch_alter_table('searches', schema=None) as batch_op:
         batch_op.add_column(sa.Column('probe_photos', sa.Text(), nullable=False,
                                       server_default='[]'))
+        batch_op.add_column(sa.Column('probe_quality', sa.Text(), nullable=False,
+                                      server_default='[]'))
     with op.batch_alter_table('subject_requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('review_identities', sa.Text(), nullable=True))
     op.create_table(
@@ -109,6 +111,7 @@ def downgrade() -> None:
     with op.batch_alter_table('subject_requests', schema=None) as batch_op:
         batch_op.drop_column('review_identities')
     with op.batch_alter_table('searches', schema=None) as batch_op:
+        batch_op.drop_column('probe_quality')
         batch_op.drop_column('probe_photos')
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.drop_index('ix_images_phash')

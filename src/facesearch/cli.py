@@ -36,7 +36,7 @@ from facesearch.service import (
     SearchResult,
     build_service,
 )
-from facesearch.types import Actor
+from facesearch.types import Actor, FaceQuality
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Face search with provenance: every face has a source, and can be erased.")
@@ -49,6 +49,8 @@ org_app = typer.Typer(no_args_is_help=True, help="Organisation settings.")
 crawl_app = typer.Typer(no_args_is_help=True, help="Collect images from a named scope of the web.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure accuracy on standard benchmarks.")
 models_app = typer.Typer(no_args_is_help=True, help="Model files and the gallery's embedder.")
+watch_app = typer.Typer(no_args_is_help=True, help="Case watches: be told when new images "
+                        "match a person (approved by another person).")
 app.add_typer(source_app, name="source")
 app.add_typer(case_app, name="case")
 app.add_typer(user_app, name="user")
@@ -58,6 +60,10 @@ app.add_typer(org_app, name="org")
 app.add_typer(crawl_app, name="crawl")
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
+app.add_typer(watch_app, name="watch")
+identities_app = typer.Typer(no_args_is_help=True, help="Identities: the gallery's faces "
+                             "grouped into people by clustering (never named).")
+app.add_typer(identities_app, name="identities")
 progress_console = Console(stderr=True)
 
 EXIT_CODES = {NotFound: 3, PolicyRefused: 4, Forbidden: 4, NotAuthenticated: 4, RateLimited: 5}
@@ -153,6 +159,8 @@ def ingest(
               f"{summary.images_without_faces}")
     echo(f"faces indexed {summary.faces_indexed}, withheld (suppressed) "
               f"{summary.faces_withheld}, in {seconds:.1f} s")
+    for measure, count in sorted(summary.faces_low_quality.items()):
+        echo(f"faces withheld for quality ({measure} past its minimum): {count}")
     for reason, count in sorted(summary.skipped.items()):
         echo(f"skipped {count}: {reason}")
     for location, reason in summary.errors[:10]:
@@ -182,32 +190,51 @@ def worker(
 
 @app.command()
 def search(
-    photo: Annotated[Path, typer.Argument(help="Probe photo.")],
+    photos: Annotated[list[Path], typer.Argument(
+        help="Probe photo; several photos of one person make one multi-photo search.")],
     case: Annotated[str, typer.Option(help="Number of the open case this search is for.")],
     top: Annotated[Optional[int], typer.Option(help="Candidates per probe face (at most 50 in all).")] = None,
     face: Annotated[str, typer.Option(help="'all' faces of the probe, the 'largest', or a "
                                            "face number (0 = largest).")] = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Find the indexed faces nearest to each face in PHOTO, recorded in a case."""
+    """Find the indexed faces nearest to each face in PHOTOS, recorded in a case. Several
+    photos are one person's: one face each (--face largest: each photo's largest), searched
+    as one."""
     who = actor()
     found = service().case_by_number(who, case)
-    result = service().search(who, found.id, _read(photo), top, int(face) if face.isdigit() else face)
+    result = service().search(who, found.id, [_read(photo) for photo in photos], top,
+                              int(face) if face.isdigit() else face)
     if as_json:
         echo(json.dumps(asdict(result), indent=2))
     else:
         _print_result(result)
 
 
+def _quality_words(quality: FaceQuality) -> str:
+    pose = ", ".join(f"{name} {value:+.0f}°" for name, value in
+                     (("yaw", quality.yaw), ("pitch", quality.pitch), ("roll", quality.roll))
+                     if value is not None)
+    return (f"{quality.face_pixels} px, sharpness {quality.sharpness:.3f}, confidence "
+            f"{quality.confidence:.2f}" + (f", {pose}" if pose else ""))
+
+
 def _print_result(result: SearchResult) -> None:
     echo(result.notice)
     echo(f"score = {result.score_meaning}")
     echo(f"recorded as search {result.search_id} of the case")
+    if result.fusion:
+        echo(f"multi-photo search of {len(result.probe_photos)} photos of one person, fused "
+             f"({result.fusion}) into one probe face")
     for probe in result.faces:
         b = probe.box
         cut = probe.cut_off
         echo(f"\nprobe face {probe.probe_face} at ({b.left},{b.top})-({b.right},{b.bottom}), "
-                  f"quality {probe.quality:.2f}: {len(probe.candidates)} candidates")
+             f"{_quality_words(probe.quality)}: {len(probe.candidates)} candidates")
+        for warning in probe.quality_warnings:
+            echo(f"  warning: {warning}")
+        if probe.quality_bound:
+            echo(f"  {probe.quality_bound}")
         echo(f"  cut-off: distance {cut.distance:.3f}, about {cut.target_false_matches:g} "
              f"strangers expected within it among the {cut.faces} faces searched")
         if not probe.candidates:
@@ -306,6 +333,16 @@ def reindex() -> None:
     echo(f"reindexed {count} faces ({service().index.kind})")
 
 
+@identities_app.command("recluster")
+def identities_recluster() -> None:
+    """Cluster every face of the gallery into identities again (audited)."""
+    report = service().recluster(actor())
+    echo(f"{report.faces} faces: {report.identities} identities ({report.kept} kept their id, "
+         f"{report.created} new, {report.deleted} gone), {report.unassigned} faces in none; "
+         f"grouping distance {report.max_distance} (false-match probability "
+         f"{report.false_match_probability:g} per pair), min faces {report.min_faces}")
+
+
 @app.command()
 def verify(
     repair: bool = typer.Option(False, "--repair", help="Fix what can be fixed (audited)."),
@@ -360,6 +397,63 @@ def case_close(number: str) -> None:
     who = actor()
     case = service().close_case(who, service().case_by_number(who, number).id)
     echo(f"closed case {case.number}")
+
+
+@watch_app.command("request")
+def watch_request(
+    case: Annotated[str, typer.Argument(help="Number of the open case.")],
+    authorisation: Annotated[str, typer.Option(help="Warrant or authorisation reference.")],
+    days: Annotated[int, typer.Option(help="How long it runs (at most FACESEARCH_WATCH_MAX_DAYS).")],
+    photo: Annotated[Optional[Path], typer.Option(help="A photo of the person (largest face).")] = None,
+    identity: Annotated[Optional[int], typer.Option(help="Or an identity's id.")] = None,
+    note: Annotated[str, typer.Option(help="Why, for the approver.")] = "",
+) -> None:
+    """Ask for a watch on a person in a case; it waits for another person's approval."""
+    who = actor()
+    found = service().case_by_number(who, case)
+    watch = service().request_watch(who, found.id, authorisation, days,
+                                    photo=_read(photo) if photo else None, identity_id=identity,
+                                    note=note)
+    echo(f"watch {watch.id} requested in case {case}: {watch.status} until approved; "
+         f"expires {watch.expires_at}")
+
+
+@watch_app.command("approve")
+def watch_approve(watch: int, note: Annotated[str, typer.Option(help="For the record.")] = "") -> None:
+    """Approve a pending watch (not one you requested)."""
+    decided = service().decide_watch(actor(), watch, True, note)
+    echo(f"watch {decided.id} {decided.status} until {decided.expires_at}")
+
+
+@watch_app.command("refuse")
+def watch_refuse(watch: int, note: Annotated[str, typer.Option(help="For the record.")] = "") -> None:
+    """Refuse a pending watch."""
+    echo(f"watch {service().decide_watch(actor(), watch, False, note).id} refused")
+
+
+@watch_app.command("list")
+def watch_list(case: str) -> None:
+    """A case's watches and their matches."""
+    who = actor()
+    for w in service().case_watches(who, service().case_by_number(who, case).id)[1]:
+        echo(f"{w.id}\t{w.status}\t{w.kind}\texpires {w.expires_at}\t{w.authorisation}\t"
+             f"{len(w.matches)} matches")
+        for m in w.matches:
+            echo(f"  {m.at}  image {m.image_sha256}  face {m.face_id}  distance {m.distance:.3f}")
+
+
+@watch_app.command("pending")
+def watch_pending() -> None:
+    """Watches of the organisation awaiting approval."""
+    for w, number in service().pending_watches(actor()):
+        echo(f"{w.id}\tcase {number}\t{w.kind}\tby {w.requested_actor}\t{w.authorisation}\t"
+             f"until {w.expires_at}")
+
+
+@watch_app.command("stop")
+def watch_stop(watch: int, reason: Annotated[str, typer.Option(help="Why.")]) -> None:
+    """Stop a watch (its requester or a supervisor)."""
+    echo(f"watch {service().stop_watch(actor(), watch, reason).id} stopped")
 
 
 @user_app.command("bootstrap-admin")
@@ -674,6 +768,58 @@ def eval_identify(
         for row in report["distractors"]["curve"]:
             echo(f"{row['distractors']}\t{row['gallery_faces']}\t{row['rank1']:.3f}\t{row['cutoff']}\t"
                  f"{row['expected_false_matches']:.1f}\t{row['measured_false_matches']:.1f}")
+
+
+@eval_app.command("quality")
+def eval_quality(
+    folder: Annotated[Path, typer.Argument(help="PERSON/photo folders, e.g. LFW's images/.")],
+    limit_people: Annotated[Optional[int], typer.Option(
+        help="Only the first N people, in name order.")] = None,
+    copies_every: Annotated[int, typer.Option(
+        min=1, help="Degraded copies (smaller, blurred) of every N-th probe photo.")] = 3,
+    write: Annotated[bool, typer.Option(
+        help="Also rewrite the packaged by-band figures that searches quote.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Rank-1/rank-10 by probe quality band (size, sharpness, pose, confidence), with degraded
+    copies of probe photos filling the poor bands."""
+    report = service().evaluate_quality(folder, lambda line: typer.echo(line, err=True),
+                                        limit_people, copies_every, write)
+    if as_json:
+        echo(json.dumps(report, indent=2))
+        return
+    echo(f"{report['detector']} + {report['embedder']}: {report['probes']} probes "
+         f"({report['degraded_copies']} degraded copies), {report['gallery_faces']} gallery faces")
+    for measure, rows in report["by_quality"].items():
+        for row in rows:
+            echo(f"{measure}\t{row['band']}\trank-1 {row['rank1']:.3f}\trank-10 "
+                 f"{row['rank10']:.3f}\t{row['probes']} probes")
+
+
+@eval_app.command("cluster")
+def eval_cluster(
+    lfw_dir: Annotated[Path, typer.Option(help="LFW root with images/.")] = Path("../shared/datasets/lfw"),
+    output: Annotated[Path, typer.Option(help="Folder for the cached descriptors.")] = Path("results"),
+    limit_people: Annotated[Optional[int], typer.Option(
+        help="Only the first N people, in name order (a quick run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Cluster every face of every LFW photo into identities; BCubed and pairwise precision
+    and recall against LFW's names, at the configured parameter and over a curve of it."""
+    report = service().evaluate_cluster(lfw_dir, output, lambda line: typer.echo(line, err=True),
+                                        limit_people)
+    if as_json:
+        echo(json.dumps(report, indent=2))
+        return
+    echo(f"{report['detector']} + {report['embedder']}: {report['faces']} faces of "
+         f"{report['photos']} photos; min faces {report['min_faces']}")
+    echo("false-match p\tdistance\tBCubed P\tBCubed R\tpairwise P\tpairwise R\tidentities\tmerged")
+    for row in report["curve"]:
+        chosen = " (default)" if row["false_match_probability"] == report["default"][
+            "false_match_probability"] else ""
+        echo(f"{row['false_match_probability']:g}\t{row['max_distance']}\t{row['bcubed_precision']}\t"
+             f"{row['bcubed_recall']}\t{row['pairwise_precision']}\t{row['pairwise_recall']}\t"
+             f"{row['identities']}\t{row['images_with_merged_faces']}{chosen}")
 
 
 @eval_app.command("demographics")

@@ -78,6 +78,28 @@ class Settings(BaseSettings):
     min_face_size: int = Field(
         default=40, description="Faces narrower than this (pixels, original image) are ignored."
     )
+    # Face quality minimums (vision.quality): ingest withholds a face below any of them, a
+    # search warns about a probe face below them. Defaults measured on LFW (README, face quality).
+    quality_min_face_pixels: int = Field(
+        default=32, ge=0,
+        description="Quality: the shortest face side, in the original photo's pixels, that is "
+        "indexed; a probe face below it is warned about.")
+    quality_min_sharpness: float = Field(
+        default=0.04, ge=0, lt=1,
+        description="Quality: the lowest sharpness (0 to 1, the face chip's Laplacian variance v "
+        "as v / (v + 200)) that is indexed; a probe face below it is warned about.")
+    quality_max_yaw: float = Field(
+        default=45.0, ge=0, le=90,
+        description="Quality: the largest head turn (degrees, from the landmarks) that is "
+        "indexed; a probe face beyond it is warned about. Faces without a yaw (HOG, CNN) pass.")
+    quality_max_pitch: float = Field(
+        default=30.0, ge=0, le=90,
+        description="Quality: the largest nod up or down (degrees, from the landmarks) that is "
+        "indexed; a probe face beyond it is warned about. Faces without a pitch pass.")
+    quality_min_confidence: float = Field(
+        default=0.0,
+        description="Quality: the lowest detector confidence that is indexed (YuNet's score, "
+        "0.7 to 1; HOG's and MMOD's scores are on other scales: set it for the detector in use).")
     mirror_gallery: bool = Field(
         default=False,
         description="Average the descriptors of each indexed face's chip and its mirror "
@@ -115,11 +137,44 @@ class Settings(BaseSettings):
         "sface; 0.43 for dlib-resnet, near its old fixed 0.45), so that a small gallery's "
         "target does not reach distances where a person's photos and strangers' mix.",
     )
+    identity_false_match_probability: float = Field(
+        default=1e-5, gt=0, le=0.01,
+        description="Identities (clustering): two faces are close enough to be grouped when "
+        "the live embedder's calibration gives their distance at most this false-match "
+        "probability per pair (1e-5: distance 1.005 for sface, 0.305 for dlib-resnet). Chosen "
+        "on `facesearch eval cluster`'s curve for BCubed precision of at least 0.97 on LFW.",
+    )
+    identity_min_faces: int = Field(
+        default=3, ge=1,
+        description="Identities (clustering): a face starts or links an identity (a core) "
+        "when at least this many faces, itself included, of other images lie within the "
+        "grouping distance, as Immich's minimum faces; other faces only join one.",
+    )
+    watch_false_matches: float = Field(
+        default=1.0, gt=0,
+        description="Strangers expected to match one case watch over a gallery's worth of new "
+        "faces: a watch meets every face collected while it runs, so its cut-off is the "
+        "distance whose false-match probability times the gallery's face count is this. 1, "
+        "between search's 10 (a list the investigator asked for, read at once) and "
+        "suppression's 0.01: each false notification sends an investigator a stranger's photo "
+        "unasked, while a missed one can still be found by a search.",
+    )
+    watch_max_days: int = Field(
+        default=90, ge=1, le=366,
+        description="The longest a case watch may run, in days from its request; the "
+        "investigator asks for at most this, and renews with a new request and approval.",
+    )
     top_k: int = Field(default=10, description="Candidates returned per probe face by default.")
     max_candidates: int = Field(
         default=50, ge=1, le=50,
         description="The most candidates a search returns, over all its probe faces (at most "
         "50); a probe with several faces shares them out.",
+    )
+    max_probe_photos: int = Field(
+        default=5, ge=1, le=20,
+        description="The most photos of one person a search may take as one probe (their "
+        "descriptors fused; README, multi-photo searches). Together they may hold at most "
+        "max_upload_bytes.",
     )
     max_fetch: int = Field(
         default=20_000, ge=100,
@@ -148,7 +203,8 @@ class Settings(BaseSettings):
     session_hours: int = Field(default=8, description="A web session lasts this long.")
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
-        description="The largest HTTP request body (a probe, or a batch of images to ingest).",
+        description="The largest HTTP request body (a probe, or a batch of images to ingest), "
+        "and the most bytes a search's probe photos may hold together.",
     )
     public_uploads_at_once: int = Field(
         default=4, ge=1, description="Anonymous uploads (opt-out and access photos) the server "

@@ -22,6 +22,7 @@ from facesearch.service.cases import (
 from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.engine import DeletionReport, IngestSummary
 from facesearch.service.governance import Governance, RetentionReport
+from facesearch.service.identities import Identities, ReclusterReport
 from facesearch.service.integrity import Integrity, IntegrityReport
 from facesearch.service.jobs import Jobs
 from facesearch.service.models import Models, ReembedProgress
@@ -33,11 +34,12 @@ from facesearch.service.rights import (
     Rights,
 )
 from facesearch.service.trail import ChainCheck
+from facesearch.service.watches import Watches
 from facesearch.store.audit import AuditFilter
 
 
-class FaceSearchService(Cases, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
-                        Integrity, Models):
+class FaceSearchService(Cases, Identities, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
+                        Integrity, Models, Watches):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
@@ -51,6 +53,6 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
 
 __all__ = ["LEAD_LABEL", "LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
-           "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "ReembedProgress",
+           "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "ReclusterReport", "ReembedProgress",
            "SearchResult",
            "WorkerReport", "build_service"]

@@ -21,8 +21,10 @@ from facesearch.store.cases import Case, CaseStore
 from facesearch.store.crawl import CrawlStore
 from facesearch.store.crops import CropStore
 from facesearch.store.files import private_directory
+from facesearch.store.identities import IdentityStore
 from facesearch.store.metadata import MetadataStore
 from facesearch.store.requests import RequestStore
+from facesearch.store.watches import WatchStore
 from facesearch.types import Actor
 
 Clock = Callable[[], datetime]
@@ -68,6 +70,8 @@ class ServiceBase:
             settings.audit_key.get_secret_value(), settings.audit_key_path))
         self.requests = RequestStore(self.store.engine)
         self.crawls = CrawlStore(self.store.engine)
+        self.identities = IdentityStore(self.store.engine)
+        self.watches = WatchStore(self.store.engine)
         self.crops = CropStore(settings.crops_dir.resolve())
 
     _executor: ThreadPoolExecutor | None = None

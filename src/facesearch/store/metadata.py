@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from facesearch.store.identities import delete_empty_identities
 from facesearch.store.migrate import upgrade
 from facesearch.store.schema import (
     candidates,
@@ -179,7 +180,11 @@ class MetadataStore:
                 box_left=face.box.left, box_top=face.box.top,
                 box_right=face.box.right, box_bottom=face.box.bottom,
                 landmarks=json.dumps(face.landmarks), detector_score=face.score,
-                quality=face.quality, crop_path=crop, embedding=to_blob(face.embedding),
+                # quality: the sharpness, under the column's name from before the record.
+                quality=face.quality.sharpness, face_pixels=face.quality.face_pixels,
+                sharpness=face.quality.sharpness, yaw=face.quality.yaw,
+                pitch=face.quality.pitch, roll=face.quality.roll,
+                crop_path=crop, embedding=to_blob(face.embedding),
                 embedder=embedder, chip_geometry=json.dumps(face.chip_geometry),
             )).inserted_primary_key[0])
         return face_ids
@@ -278,11 +283,12 @@ class MetadataStore:
     def delete_faces(self, face_ids: list[int], conn: Connection) -> int:
         """Delete faces and journal their vectors and crops for erasure, inside conn's
         transaction. An image left with no face goes too: its location alone can point
-        at the person."""
+        at the person; so does an identity left with no face."""
         deleted = 0
         for start in range(0, len(face_ids), 500):
             chunk = face_ids[start:start + 500]
-            rows = conn.execute(select(faces.c.id, faces.c.crop_path, faces.c.image_id)
+            rows = conn.execute(select(faces.c.id, faces.c.crop_path, faces.c.image_id,
+                                       faces.c.identity_id)
                                 .where(faces.c.id.in_(chunk))).all()
             if not rows:
                 continue
@@ -295,6 +301,8 @@ class MetadataStore:
             conn.execute(delete(images).where(
                 images.c.id.in_(touched), ~select(faces.c.id).where(
                     faces.c.image_id == images.c.id).exists()))
+            # An identity left with no face goes too: it would be a group of nobody.
+            delete_empty_identities(conn, [r[3] for r in rows])
             deleted += len(rows)
         return deleted
 

@@ -47,6 +47,7 @@ class SubjectRequest:
     confirm_expires_at: str | None
     photo_hash: str | None
     template_embedder: str | None
+    review_identities: str | None  # JSON: see review_identities() below
 
 
 @dataclass(frozen=True)

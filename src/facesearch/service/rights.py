@@ -8,6 +8,12 @@ the search cut-off may be the person or strangers, so they wait for the officer'
 (opt_out_reviews, decide_opt_out_review), never erased automatically. An access report likewise
 discloses only faces within the strict cut-off.
 
+A cluster can hold strangers who look alike, so the identities (service.identities) of the faces
+within the strict cut-off never widen an erasure or a disclosure by themselves: their other
+faces join the officer's review (an opt-out's: erase or dismiss each; an access request's: the
+officer picks those disclosed when approving, access_identity_faces lists them), and the request
+remembers the identities (review_identities), since an opt-out erases the faces that led to them.
+
 Public requests are anonymous, so each is counted against its client address before any work
 (one conditional UPDATE: parallel requests cannot all pass), analyses only the face it uses, and
 waits its turn in a small queue of its own, so that strangers cannot take the analysis capacity
@@ -16,12 +22,13 @@ record per window, not one per refused request."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
@@ -127,6 +134,9 @@ class ReviewFace:
     page_url: str | None
     source: str
     collected_at: str
+    # Listed because it shares an identity with a face within the strict cut-off, not (only)
+    # because of its distance: a cluster can hold strangers.
+    same_identity: bool = False
 
 
 @dataclass
@@ -226,6 +236,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+def _review_identities(found: SubjectRequest) -> list[int]:
+    """The identities whose other faces a request's review covers (its review_identities:
+    JSON {"identities": [...], and for an access request "disclosed_faces": [...]})."""
+    return list(json.loads(found.review_identities or "{}").get("identities", []))
+
+
 class Rights(Engine):
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         super().__init__(settings, clock)
@@ -254,7 +270,7 @@ class Rights(Engine):
         now = self.clock()
         confirm_by = _iso(now + timedelta(minutes=self.settings.opt_out_confirm_minutes))
         with self.store.transaction() as conn:
-            self._add_suppression(conn, face, f"opt-out {public_id}")
+            self._add_suppression(conn, actor, face, f"opt-out {public_id}")
             self.requests.add(conn, public_id=public_id, kind="erasure", status="hidden",
                               received_at=_iso(now), deadline=_iso(now),
                               client_hash=client_hash(client), confirm_token_hash=token_hash(token),
@@ -302,14 +318,20 @@ class Rights(Engine):
                     if not self.requests.finish_confirmation(conn, found.id, now):
                         raise NotFound("this confirmation has expired or was already used")
                     images = self.store.images_of_faces(conn, ids)
+                    # Captured before the erasure: their other faces await the officer.
+                    identities = sorted(self.identities.of_faces(conn, ids))
                     removed = self.store.delete_faces(ids, conn)
+                    same_identity = self.identities.faces_of(identities, conn)
+                    in_review = len({face_id for face_id, _ in near} | set(same_identity))
                     self.requests.update(conn, found.id, images_found=images, faces_removed=removed,
                                          decided_by="requester", decided_at=now,
-                                         **({"status": "review"} if near else {}))
+                                         review_identities=json.dumps({"identities": identities}),
+                                         **({"status": "review"} if in_review else {}))
                     self._audit(conn, actor, "optout.confirm", {
                         "request": found.public_id, "faces": removed, "images": images,
-                        "in_review": len(near), "cut_off": asdict(strict)})
-        receipt = Receipt(found.public_id, images, removed, now[:10], len(near))
+                        "in_review": in_review, "identities": len(identities),
+                        "cut_off": asdict(strict)})
+        receipt = Receipt(found.public_id, images, removed, now[:10], in_review)
         if address:
             receipt.mailed = self._mail_receipt(actor, address, receipt)
         return receipt
@@ -434,12 +456,53 @@ class Rights(Engine):
                                                        "deadline": deadline, "reason": reason})
         return self._view(replace(found, deadline=deadline, extended_reason=reason))
 
+    def access_identity_faces(self, actor: Actor, request_id: int) -> list[ReviewFace]:
+        """The faces of an open access request's identities beyond the strict cut-off (the
+        identities of the faces within it), nearest the person's template first: theirs or
+        strangers', for the officer to tell before approving; only those the officer names
+        when approving are disclosed. Audited."""
+        self.authorise(actor, "requests.manage", "access.review")
+        found = self._open_request(actor, request_id, "access.review")
+        listed, _ = self._access_listed(found)
+        faces = self._review_faces(listed, self.cut_off("search").faces)
+        self._audit_alone(actor, "access.review", {"request": found.public_id,
+                                                   "faces": len(faces)})
+        return faces
+
+    def _access_listed(self, found: SubjectRequest) -> tuple[list[tuple[int, float, bool]], list[int]]:
+        """An access request's identities' faces beyond the strict cut-off, as
+        _with_identity_faces lists them, and the identities."""
+        self._check_template_model(found)
+        template = from_blob(found.template or b"")
+        strict = self._faces_of(template)
+        with self.store.transaction() as conn:
+            identities = sorted(self.identities.of_faces(conn, strict))
+        within = set(strict)
+        return [entry for entry in self._with_identity_faces([], identities, template)
+                if entry[0] not in within], identities
+
+    def _check_template_model(self, found: SubjectRequest) -> None:
+        if found.template_embedder != self.live_embedder:
+            # Compared with another model's descriptors it would find strangers or no one.
+            raise InvalidRequest("the gallery has changed its face model since this "
+                                 "request: please make a new request with a new photo")
+
     def decide_access_request(self, actor: Actor, request_id: int, approve: bool,
-                              note: str = "") -> str | None:
+                              note: str = "", disclose: Sequence[int] = ()) -> str | None:
         """Approve (after verifying identity outside the system) or reject. Approval returns
-        a one-time link token for the person; rejection drops the template."""
+        a one-time link token for the person; rejection drops the template. disclose: the
+        faces of access_identity_faces that the officer found to be the person's, disclosed
+        with those within the strict cut-off; the others are not."""
         self.authorise(actor, "requests.manage", "access.decide")
         found = self._open_request(actor, request_id, "access.decide")
+        disclosed: list[int] = []
+        identities: list[int] = []
+        if approve:
+            listed, identities = self._access_listed(found)
+            if not set(disclose) <= {face_id for face_id, _, _ in listed}:
+                raise InvalidRequest("only faces of the person's identities listed for review "
+                                     "can be disclosed: read the list again")
+            disclosed = sorted(set(disclose))
         token = secrets.token_urlsafe(32) if approve else None
         expires = (self.clock() + timedelta(hours=self.settings.access_report_hours)
                    ).isoformat(timespec="seconds")
@@ -449,9 +512,12 @@ class Rights(Engine):
                 decided_by=actor.name, decided_at=self.now(), decision_note=note.strip()[:1000],
                 report_token_hash=token_hash(token) if token else None,
                 report_expires_at=expires if token else None,
+                review_identities=json.dumps({"identities": identities,
+                                              "disclosed_faces": disclosed}),
                 **({} if approve else {"template": None}))
             self._audit(conn, actor, "access.approve" if approve else "access.reject",
-                        {"request": found.public_id})
+                        {"request": found.public_id,
+                         **({"disclosed_faces": disclosed} if approve else {})})
         return token
 
     def _open_request(self, actor: Actor, request_id: int, action: str) -> SubjectRequest:
@@ -471,7 +537,8 @@ class Rights(Engine):
     def access_report(self, client: str, token: str) -> AccessReport:
         """The report behind a one-time link: every indexed image of the person (a face
         within the strict cut-off of their template: nothing nearer strangers' faces is
-        disclosed) with its provenance, lawful basis and purge date, and which searches
+        disclosed, but for the faces of their identities the officer chose when approving)
+        with its provenance, lawful basis and purge date, and which searches
         returned them. The link
         works once, before it expires (one conditional UPDATE spends it, so of two uses at
         once exactly one gets the report); the person's template is dropped with its use."""
@@ -485,11 +552,11 @@ class Rights(Engine):
             raise NotFound("this link has expired or has already been used")
         try:
             with self._writer():
-                if found.template_embedder != self.live_embedder:
-                    # Compared with another model's descriptors it would find strangers or no one.
-                    raise InvalidRequest("the gallery has changed its face model since this "
-                                         "request: please make a new request with a new photo")
-                reported = self._report_images(self._faces_of(from_blob(found.template or b"")))
+                self._check_template_model(found)
+                strict = self._faces_of(from_blob(found.template or b""))
+                # With the faces of its identities the officer chose to disclose, if they remain.
+                disclosed = json.loads(found.review_identities or "{}").get("disclosed_faces", [])
+                reported = self._report_images(sorted(set(strict) | set(disclosed)))
         except BaseException:  # the person has not seen the report: the link still works
             with self.store.transaction() as conn:
                 self.requests.update(conn, found.id, status="approved", report_used_at=None)
@@ -576,25 +643,14 @@ class Rights(Engine):
         faces that a smaller gallery's strict cut-off now reaches but the confirmation's,
         over a larger gallery, did not."""
         self.authorise(actor, "requests.manage", "optout.review.list")
-        calibration = self._calibration_of_live()
         reviews = []
         for found in reversed(self.requests.all("erasure")):
             template = self._review_template(found)
             if template is None:
                 continue
-            within, near, strict, review = self._faces_near(template)
-            rows = self.store.candidate_rows([face_id for face_id, _ in within + near])
-            faces = []
-            for face_id, distance in within + near:
-                if face_id in rows:
-                    row = rows[face_id]
-                    probability = calibration.false_match_probability(distance)
-                    expected = float(f"{probability * review.faces:.3g}")
-                    faces.append(ReviewFace(face_id, round(distance, 4), expected, band(expected),
-                                            row["location"], row["page_url"], row["source"],
-                                            row["collected_at"]))
+            listed, strict, review = self._opt_out_listed(found, template)
             reviews.append(OptOutReview(found.id, found.public_id, found.received_at, strict,
-                                        review, faces))
+                                        review, self._review_faces(listed, review.faces)))
         self._audit_alone(actor, "optout.review.list", {
             "requests": len(reviews), "faces": sum(len(r.faces) for r in reviews)})
         return reviews
@@ -606,8 +662,9 @@ class Rights(Engine):
         found = self.requests.get(request_id=request_id)
         template = self._review_template(found) if found else None
         row = self.store.candidate_rows([face_id]).get(face_id) if template is not None else None
-        listed = row is not None and (np.linalg.norm(from_blob(row["embedding"]) - template)
-                                      < self.cut_off("search").distance)
+        listed = row is not None and (
+            np.linalg.norm(from_blob(row["embedding"]) - template) < self.cut_off("search").distance
+            or face_id in self.identities.faces_of(_review_identities(found)))
         if not listed:
             self._audit_alone(actor, "optout.review.crop.refused", {
                 "reason": "no such face in an open review", "request_id": request_id,
@@ -637,8 +694,7 @@ class Rights(Engine):
                 "reason": "no opt-out awaiting review", "request_id": request_id})
             raise NotFound("no such opt-out awaits review")
         with self._writer():
-            within, near, _, _ = self._faces_near(template)
-            listed = {face_id for face_id, _ in within + near}
+            listed = {face_id for face_id, _, _ in self._opt_out_listed(found, template)[0]}
             if not listed <= erase_set | dismiss_set:
                 raise InvalidRequest("more faces await review than were decided: read the "
                                      "list again and decide on each")
@@ -655,6 +711,42 @@ class Rights(Engine):
                     "request": found.public_id, "erased": sorted(erase_set),
                     "dismissed": sorted(dismiss_set), "faces": removed, "images": images})
         return removed
+
+    def _opt_out_listed(self, found: SubjectRequest, template: np.ndarray
+                        ) -> tuple[list[tuple[int, float, bool]], CutOff, CutOff]:
+        """The faces an opt-out's review lists now, nearest the person's template first, as
+        (face id, distance, listed for its identity): every face within the search cut-off,
+        and every other face of the identities its confirmation erased faces of; with the
+        strict and search cut-offs."""
+        within, near, strict, review = self._faces_near(template)
+        return self._with_identity_faces(within + near, _review_identities(found),
+                                         template), strict, review
+
+    def _with_identity_faces(self, listed: list[tuple[int, float]], identities: list[int],
+                             template: np.ndarray) -> list[tuple[int, float, bool]]:
+        """listed (face id, distance), with every face of identities added, each marked
+        whether it is in one of them; nearest the template first."""
+        members = set(self.identities.faces_of(identities))
+        distances = dict(listed)
+        ids, vectors = self.store.vectors_of(np.array(sorted(members - set(distances)), np.int64))
+        distances.update(zip(ids.tolist(), np.linalg.norm(vectors - template, axis=1).tolist()))
+        return sorted(((face_id, float(d), face_id in members) for face_id, d in distances.items()),
+                      key=lambda entry: entry[1])
+
+    def _review_faces(self, listed: list[tuple[int, float, bool]], faces: int) -> list[ReviewFace]:
+        """The listed faces that still exist, as the officer sees them: each with the
+        strangers expected at least as close among faces (the gallery's count)."""
+        calibration = self._calibration_of_live()
+        rows = self.store.candidate_rows([face_id for face_id, _, _ in listed])
+        shown = []
+        for face_id, distance, same_identity in listed:
+            if face_id in rows:
+                row = rows[face_id]
+                expected = float(f"{calibration.false_match_probability(distance) * faces:.3g}")
+                shown.append(ReviewFace(face_id, round(distance, 4), expected, band(expected),
+                                        row["location"], row["page_url"], row["source"],
+                                        row["collected_at"], same_identity))
+        return shown
 
     def _review_template(self, found: SubjectRequest) -> np.ndarray | None:
         """The template of an opt-out awaiting review (its suppression's), else None."""

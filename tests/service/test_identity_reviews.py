@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from facesearch.config import Settings
 from facesearch.errors import InvalidRequest
 from facesearch.service import FaceSearchService
 from facesearch.store.metadata import from_blob
+from facesearch.web.app import create_app
 from tests.conftest import jpeg_bytes, lfw_photos
 from tests.service.test_accounts_and_cases import Clock, people
 from tests.service.test_governance import audited, rows
@@ -105,7 +107,15 @@ def test_an_access_report_discloses_identity_faces_only_as_the_officer_chose(svc
     locations = dict(rows(svc, "SELECT faces.id, images.location FROM faces JOIN images ON "
                           "images.id = faces.image_id"))
     strict = {locations[face_id] for face_id in svc._faces_of(template)}
-    token = svc.decide_access_request(officer, request.id, True, "verified", [chosen.face_id])
+    # Through the officer's API, as through the service.
+    web = TestClient(create_app(svc))
+    web.headers["Authorization"] = f"Bearer {svc.create_api_key(officer, 'review')[1]}"
+    shown = web.get(f"/api/v1/access-requests/{request.id}/identity-faces").json()
+    assert [f["face_id"] for f in shown] == [f.face_id for f in listed]
+    approved = web.post(f"/api/v1/access-requests/{request.id}/approve",
+                        json={"note": "verified", "disclose": [chosen.face_id]})
+    assert approved.status_code == 200, approved.text
+    token = approved.json()["report_link"].rsplit("/", 1)[1]
     assert audited(svc, "access.approve")[-1]["detail"]["disclosed_faces"] == [chosen.face_id]
     report = svc.access_report("203.0.113.9", token)
     # Her images within the strict cut-off, and the one face the officer chose: the other

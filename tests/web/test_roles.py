@@ -145,6 +145,18 @@ def fresh_opt_out(d: Deployment, _: Targets) -> dict:
                                          (pending.request_id,)).fetchone()[0]}
 
 
+def watch_photo() -> dict:
+    return {"photo": ("w.jpg", lfw_photos(PEOPLE[0])[0].read_bytes(), "image/jpeg")}
+
+
+def fresh_watch(d: Deployment, t: Targets) -> dict:
+    """A pending watch that ivy requested in the targets' case."""
+    with d.client("ivy") as ivy:
+        watch = ivy.post(f"/api/v1/cases/{t.case_id}/watches", files=watch_photo(),
+                         data={"authorisation": "role matrix", "days": "30"}).json()
+    return {"watch_id": watch["id"]}
+
+
 SEED = "http://127.0.0.1:9/"
 
 
@@ -203,6 +215,7 @@ def new_case_body() -> dict:
 
 CASE_READERS = frozenset({"supervisor", "investigator"})
 INVESTIGATOR = frozenset({"investigator"})
+SUPERVISOR = frozenset({"supervisor"})
 ADMIN = frozenset({"admin"})
 DPO = frozenset({"dpo"})
 RECORDS = frozenset({"admin", "dpo", "auditor"})
@@ -252,6 +265,15 @@ CALLS = [
          json={"mark": "rejected"}, prepare=fresh_candidate),
     Call("GET", "/api/v1/cases/{case_id}/report", CASE_READERS, same_organisation=True),
     Call("GET", "/api/v1/cases/{case_id}/report.pdf", CASE_READERS, same_organisation=True),
+    # Case watches
+    Call("POST", "/api/v1/cases/{case_id}/watches", INVESTIGATOR, same_organisation=True,
+         files=watch_photo, data={"authorisation": "role matrix", "days": "30"}),
+    Call("GET", "/api/v1/cases/{case_id}/watches", CASE_READERS, same_organisation=True),
+    Call("GET", "/api/v1/watches/pending", SUPERVISOR),
+    Call("POST", "/api/v1/watches/{watch_id}/decision", SUPERVISOR, json={"approve": False},
+         prepare=fresh_watch),
+    Call("POST", "/api/v1/watches/{watch_id}/stop", CASE_READERS, same_organisation=True,
+         json={"reason": "role matrix"}, prepare=fresh_watch),
     Call("GET", "/api/v1/audit", frozenset({"auditor"}), params={"action": "search"}),
     Call("GET", "/api/v1/audit/verify", frozenset({"auditor"})),
     # Data protection and governance
@@ -260,6 +282,8 @@ CALLS = [
     Call("POST", "/api/v1/access-requests/{request_id}/approve", DPO, json={"note": "passport seen"},
          prepare=fresh_access_request),
     Call("POST", "/api/v1/access-requests/{request_id}/reject", DPO, json={"note": "no match"},
+         prepare=fresh_access_request),
+    Call("GET", "/api/v1/access-requests/{request_id}/identity-faces", DPO,
          prepare=fresh_access_request),
     Call("POST", "/api/v1/access-requests/{request_id}/extend", DPO, json={"reason": "complex"},
          prepare=fresh_access_request),
@@ -306,6 +330,13 @@ CALLS = [
     Call("POST", "/candidates/{candidate_id}/mark", INVESTIGATOR, same_organisation=True,
          data={"mark": "rejected", "back_to": "/cases/1/searches/1"}, prepare=fresh_candidate),
     Call("GET", "/cases/{case_id}/report", CASE_READERS, same_organisation=True),
+    Call("POST", "/cases/{case_id}/watches", INVESTIGATOR, same_organisation=True,
+         files=watch_photo, data={"authorisation": "role matrix", "days": "30"}),
+    Call("POST", "/watches/{watch_id}/stop", CASE_READERS, same_organisation=True,
+         data={"reason": "role matrix"}, prepare=fresh_watch),
+    Call("GET", "/watches", SUPERVISOR),
+    Call("POST", "/watches/{watch_id}/decide", SUPERVISOR, data={"decision": "refuse"},
+         prepare=fresh_watch),
     Call("GET", "/admin/users", frozenset({"admin", "supervisor"})),
     Call("POST", "/admin/users", ADMIN, data=new_user_body),
     Call("POST", "/admin/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
@@ -359,7 +390,7 @@ def base_values(t: Targets) -> dict:
     return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
             "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
             "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency A",
-            "command": "pause"}
+            "command": "pause", "watch_id": 1}
 
 
 def test_the_matrix_covers_every_route_of_the_app() -> None:

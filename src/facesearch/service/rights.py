@@ -495,14 +495,15 @@ class Rights(Engine):
         with those within the strict cut-off; the others are not."""
         self.authorise(actor, "requests.manage", "access.decide")
         found = self._open_request(actor, request_id, "access.decide")
-        disclosed: list[int] = []
+        listed: list[tuple[int, float, bool]] = []
         identities: list[int] = []
-        if approve:
+        # A template by another model is refused when the report is asked for: nothing to list.
+        if approve and found.template_embedder == self.live_embedder:
             listed, identities = self._access_listed(found)
-            if not set(disclose) <= {face_id for face_id, _, _ in listed}:
-                raise InvalidRequest("only faces of the person's identities listed for review "
-                                     "can be disclosed: read the list again")
-            disclosed = sorted(set(disclose))
+        if not set(disclose) <= {face_id for face_id, _, _ in listed}:
+            raise InvalidRequest("only faces of the person's identities listed for review "
+                                 "can be disclosed: read the list again")
+        disclosed = sorted(set(disclose))
         token = secrets.token_urlsafe(32) if approve else None
         expires = (self.clock() + timedelta(hours=self.settings.access_report_hours)
                    ).isoformat(timespec="seconds")

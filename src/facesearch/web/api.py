@@ -282,15 +282,17 @@ def probe_faces(request: Request, actor: Caller, probe: Annotated[UploadFile, Fi
 
 
 @router.post("/cases/{case_id}/searches", tags=["search"], status_code=201)
-def search(request: Request, actor: Caller, case_id: RowId, probe: Annotated[UploadFile, File()],
-                 face: Annotated[str, Form(pattern=r"^(all|largest|[0-9]{1,3})$")] = "all",
-                 top: Annotated[int | None, Form(ge=1, le=50)] = None) -> dict:
-    """Search the gallery with a probe photo inside an open case. Candidates are
-    investigative leads for human review, not identifications."""
-    data = read_upload(probe)
+def search(request: Request, actor: Caller, case_id: RowId,
+           probe: Annotated[list[UploadFile], File()],
+           face: Annotated[str, Form(pattern=r"^(all|largest|[0-9]{1,3})$")] = "all",
+           top: Annotated[int | None, Form(ge=1, le=50)] = None) -> dict:
+    """Search the gallery with a probe photo inside an open case. Several `probe` files are
+    photos of one person, searched as one (one face each; face `largest`: each photo's
+    largest). Candidates are investigative leads for human review, not identifications."""
+    photos = [read_upload(upload) for upload in probe]
     metrics = request.app.state.metrics
     with metrics.search_seconds.time():
-        result = service_of(request).search(actor, case_id, data, top,
+        result = service_of(request).search(actor, case_id, photos, top,
                                             int(face) if face.isdigit() else face)
     return search_json(result)
 
@@ -366,6 +368,8 @@ def metrics(request: Request, actor: Caller) -> Response:
 
 class Decision(BaseModel):
     note: str = Field(default="", max_length=1000)
+    # Approval: faces listed by identity-faces that are the person's, disclosed too.
+    disclose: list[int] = Field(default=[], max_length=10_000)
 
 
 class Extension(BaseModel):
@@ -393,10 +397,17 @@ def approve_access(request: Request, actor: Caller, request_id: RowId, body: Dec
     """Approve after verifying identity outside the system: returns the one-time report link
     to send to the person (it is not stored); absolute where FACESEARCH_PUBLIC_URL is set."""
     service = service_of(request)
-    token = service.decide_access_request(actor, request_id, True, body.note)
+    token = service.decide_access_request(actor, request_id, True, body.note, body.disclose)
     base = service.settings.public_url
     return {"report_link": f"{base}/access/report/{token}",
             "api_link": f"{base}/api/v1/public/access-reports/{token}"}
+
+
+@router.get("/access-requests/{request_id}/identity-faces", tags=["data protection"])
+def access_identity_faces(request: Request, actor: Caller, request_id: RowId) -> list[dict]:
+    """The other faces of the requester's identities, beyond the strict cut-off: disclosed
+    only if named in the approval's `disclose`."""
+    return [asdict(f) for f in service_of(request).access_identity_faces(actor, request_id)]
 
 
 @router.post("/access-requests/{request_id}/reject", tags=["data protection"])
@@ -453,6 +464,55 @@ def record_markdown(record: dict) -> str:
             lines.append(str(value))
         lines.append("")
     return "\n".join(lines)
+
+
+# Case watches -----------------------------------------------------------------------------------
+
+class WatchDecision(BaseModel):
+    approve: bool
+    note: str = Field(default="", max_length=1000)
+
+
+class WatchStop(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+@router.post("/cases/{case_id}/watches", tags=["watches"], status_code=201)
+def request_watch(request: Request, actor: Caller, case_id: RowId,
+                  authorisation: Annotated[str, Form(min_length=1, max_length=200)],
+                  days: Annotated[int, Form(ge=1, le=366)],
+                  photo: Annotated[UploadFile | None, File()] = None,
+                  identity: Annotated[int | None, Form(ge=1, le=2**63 - 1)] = None,
+                  note: Annotated[str, Form(max_length=1000)] = "") -> dict:
+    """Ask to be told when new images match the person of a probe photo (its largest face)
+    or an identity; it waits for a supervisor's approval."""
+    data = read_upload(photo) if photo is not None else None
+    return asdict(service_of(request).request_watch(actor, case_id, authorisation, days,
+                                                    photo=data, identity_id=identity, note=note))
+
+
+@router.get("/cases/{case_id}/watches", tags=["watches"])
+def case_watches(request: Request, actor: Caller, case_id: RowId) -> list[dict]:
+    """The case's watches, newest first, with their matches."""
+    return [asdict(w) for w in service_of(request).case_watches(actor, case_id)[1]]
+
+
+@router.get("/watches/pending", tags=["watches"])
+def pending_watches(request: Request, actor: Caller) -> list[dict]:
+    """The organisation's watches awaiting a supervisor's approval."""
+    return [{**asdict(w), "case_number": number}
+            for w, number in service_of(request).pending_watches(actor)]
+
+
+@router.post("/watches/{watch_id}/decision", tags=["watches"])
+def decide_watch(request: Request, actor: Caller, watch_id: RowId, body: WatchDecision) -> dict:
+    """A supervisor (not the requester) approves or refuses a pending watch."""
+    return asdict(service_of(request).decide_watch(actor, watch_id, body.approve, body.note))
+
+
+@router.post("/watches/{watch_id}/stop", tags=["watches"])
+def stop_watch(request: Request, actor: Caller, watch_id: RowId, body: WatchStop) -> dict:
+    return asdict(service_of(request).stop_watch(actor, watch_id, body.reason))
 
 
 # Crawling ---------------------------------------------------------------------------------------------

@@ -38,6 +38,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "cases.manage": frozenset({"investigator"}),
     "search": frozenset({"investigator"}),
     "candidates.mark": frozenset({"investigator"}),
+    # Case watches: an investigator asks, a supervisor of the organisation (not the same
+    # person) approves; either the requester or a supervisor stops one.
+    "watches.request": frozenset({"investigator"}),
+    "watches.approve": frozenset({"supervisor"}),
+    "watches.stop": frozenset({"investigator", "supervisor"}),
     "audit.read": frozenset({"auditor"}),
     # The data-protection officer answers access requests and keeps the record of processing.
     "requests.manage": frozenset({"dpo"}),

@@ -80,6 +80,7 @@ class Cases(Engine):
         with self.store.transaction() as conn:
             self.cases.close_case(conn, case.id, self.now())
             self._audit(conn, actor, "case.close", {"case_id": case.id}, case)
+            self._case_closing(conn, actor, case)
         closed = self.cases.case(case.id)
         assert closed is not None
         return closed

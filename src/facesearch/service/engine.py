@@ -51,6 +51,7 @@ from facesearch.policy.rules import (
     suppressed_mask,
 )
 from facesearch.service.base import Clock, ServiceBase, system_clock
+from facesearch.store.cases import Case
 from facesearch.store.files import private_directory
 from facesearch.store.metadata import NewImage, Source, box_of, from_blob
 from sqlalchemy.engine import Connection
@@ -379,6 +380,10 @@ class Engine(ServiceBase):
         descriptor). The use cases that follow the gallery as it grows (identities, case
         watches) extend it and call super(), so that nothing is committed without them."""
 
+    def _case_closing(self, conn: Connection, actor: Actor, case: Case) -> None:
+        """Runs in the transaction that closes a case: what lives in a case and follows the
+        gallery (case watches) ends with it. Mixins extend it and call super()."""
+
     def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
         """The registered source images are collected for, if policy lets it collect now:
         a lawful basis, and a jurisdiction not excluded. Refusals are audited."""
@@ -494,16 +499,19 @@ class Engine(ServiceBase):
         """The calibration of the embedder searches answer on: the gallery's live one."""
         return load_calibration(self.analyzer.embedder.name)  # a manifest's own name
 
-    def cut_off(self, use: Literal["search", "suppress"], faces: int | None = None) -> CutOff:
+    def cut_off(self, use: Literal["search", "suppress", "watch"], faces: int | None = None) -> CutOff:
         """The distance cut-off of a use, from the live embedder's calibration and the faces
         one face is compared with (default: the gallery's face count), capped at
         false_match_ceiling. "search": the candidates of one probe face, to
         search_false_matches expected strangers. "suppress": the strict cut-off of a
         suppression or opt-out template, to suppress_false_matches; it erases, withholds at
         ingest and hides from search, and over its life a template meets every face of the
-        gallery, so the gallery's face count is the count for all three."""
+        gallery, so the gallery's face count is the count for all three. "watch": the cut-off
+        of a case watch, to watch_false_matches over a gallery's worth of new faces (a watch
+        meets every face collected while it runs)."""
         s = self.settings
-        target = {"search": s.search_false_matches, "suppress": s.suppress_false_matches}[use]
+        target = {"search": s.search_false_matches, "suppress": s.suppress_false_matches,
+                  "watch": s.watch_false_matches}[use]
         if faces is None:  # the index's size where this process holds it (caught up)
             faces = len(self.index) if self._index is not None else self.store.face_total()
         distance, probability = cut_off(self._calibration_of_live(), target, faces,
@@ -626,7 +634,7 @@ class Engine(ServiceBase):
             ids = [face_id for face_id, _ in within]
             with self.store.transaction() as conn:
                 images = self.store.images_of_faces(conn, ids)
-                self._add_suppression(conn, face, reason)
+                self._add_suppression(conn, actor, face, reason)
                 removed = self.store.delete_faces(ids, conn)
                 self._audit(conn, actor, "suppress", {"faces": removed, "images": images,
                                                       "reason": reason,
@@ -649,10 +657,11 @@ class Engine(ServiceBase):
             face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
         return face, image.pixels
 
-    def _add_suppression(self, conn: Connection, face: Face, reason: str) -> None:
+    def _add_suppression(self, conn: Connection, actor: Actor, face: Face, reason: str) -> None:
         """Suppress the person of face (described with the live embedder), in conn's
-        transaction. Its face chip is kept with the descriptor: a re-embedding describes it
-        again, so that the block outlives a change of model."""
+        transaction, for actor (case watches of the person stop in it). Its face chip is kept
+        with the descriptor: a re-embedding describes it again, so that the block outlives a
+        change of model."""
         self._check_embedder(face, self.store.claim_embedder(conn, self.live_embedder))
         self.store.add_suppressions(conn, [face], reason, face.embedder)
 

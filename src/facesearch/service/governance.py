@@ -141,5 +141,7 @@ class Governance(Engine):
                            "opt_outs": sum(r.status in ("hidden", "review", "done")
                                            for r in self.requests.all("erasure")),
                            "access_requests": len(self.requests.all("access"))},
+            # Case watches follow people into new collections: who holds them, until when.
+            "case_watches": self.watches.active_by_organisation(self.now()),
             "generated_at": self.now(),
         }

@@ -135,13 +135,48 @@ def case_page(request: Request, actor: Caller, case_id: RowId) -> HTMLResponse:
     service = service_of(request)
     case, searches = service.case_searches(actor, case_id)
     return render(request, "case.html", actor, case=case, searches=searches,
-                  max_candidates=service.settings.max_candidates)
+                  max_candidates=service.settings.max_candidates,
+                  watches=service.case_watches(actor, case_id)[1],
+                  watch_max_days=service.settings.watch_max_days)
 
 
 @router.post("/cases/{case_id}/close")
 def close_case(request: Request, actor: Caller, case_id: RowId) -> Response:
     service_of(request).close_case(actor, case_id)
     return back(f"/cases/{case_id}")
+
+
+# Case watches: requested on the case page, approved on the supervisor's watches page.
+
+@router.post("/cases/{case_id}/watches")
+def request_watch(request: Request, actor: Caller, case_id: RowId,
+                  photo: Annotated[UploadFile, File()],
+                  authorisation: Annotated[str, Form(max_length=200)],
+                  days: Annotated[int, Form(ge=1, le=366)],
+                  note: Annotated[str, Form(max_length=1000)] = "") -> Response:
+    service_of(request).request_watch(actor, case_id, authorisation, days,
+                                      photo=photo.file.read(), note=note)
+    return back(f"/cases/{case_id}#watches")
+
+
+@router.post("/watches/{watch_id}/stop")
+def stop_watch(request: Request, actor: Caller, watch_id: RowId,
+               reason: Annotated[str, Form(max_length=1000)]) -> Response:
+    watch = service_of(request).stop_watch(actor, watch_id, reason)
+    return back(f"/cases/{watch.case_id}#watches")
+
+
+@router.get("/watches", response_class=HTMLResponse)
+def watches_page(request: Request, actor: Caller) -> HTMLResponse:
+    return render(request, "watches.html", actor, pending=service_of(request).pending_watches(actor))
+
+
+@router.post("/watches/{watch_id}/decide")
+def decide_watch(request: Request, actor: Caller, watch_id: RowId,
+                 decision: Annotated[str, Form(pattern="^(approve|refuse)$")],
+                 note: Annotated[str, Form(max_length=1000)] = "") -> Response:
+    service_of(request).decide_watch(actor, watch_id, decision == "approve", note)
+    return back("/watches")
 
 
 @router.get("/cases/{case_id}/searches/{search_id}", response_class=HTMLResponse)

@@ -17,7 +17,7 @@ import numpy as np
 
 from facesearch.config import Settings
 from facesearch.errors import BadImage
-from facesearch.imaging import DecodedImage, decode, decode_for_analysis
+from facesearch.imaging import DecodedImage, decode, decode_for_analysis, perceptual_hashes
 from facesearch.types import Face
 
 if TYPE_CHECKING:  # importing vision loads dlib: workers do it, the writer need not
@@ -44,6 +44,7 @@ class Analysed:
     faces: list[Face] | None = None
     error: str | None = None  # one-line reason when the image was rejected
     embedder: str = ""  # that described its faces
+    phash: str = ""  # of the pixels (imaging.perceptual_hashes), to group copies of a photo
 
 
 def discover(paths: Iterable[Path]) -> Iterator[Path]:
@@ -116,7 +117,8 @@ def analyse_batch(tasks: list[ImageTask], settings: Settings) -> list[Analysed]:
             results.append(Analysed(task.sha256, task.location, error=error))
             continue
         results.append(Analysed(task.sha256, task.location, image.width, image.height, image.format,
-                                embedder=embedder_name(settings.embedder)))
+                                embedder=embedder_name(settings.embedder),
+                                phash=perceptual_hashes(image.pixels)[0]))
         decoded.append((results[-1], image))
     try:
         _analyse_together(analyzer, decoded, settings.mirror_gallery)

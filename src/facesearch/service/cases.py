@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -11,12 +12,14 @@ from sqlalchemy.engine import Connection
 
 from facesearch.calibration import MEANING
 from facesearch.errors import Forbidden, InvalidRequest, NotFound, RateLimited
+from facesearch.fusion import RULE
 from facesearch.imaging import decode_for_analysis
 from facesearch.policy.roles import PERMISSIONS, ROLES, allowed, check_mark
-from facesearch.service.engine import Engine
+from facesearch.service.grouping import Grouping, IdentityGroup, PhotoGroup
+from facesearch.service.quality import shortfalls
 from facesearch.store.cases import Case, StoredCandidate, StoredSearch
 from facesearch.store.files import write_private
-from facesearch.types import Actor, Box, ProbeResult
+from facesearch.types import Actor, Box, FaceQuality, ProbeResult
 
 LEAD_NOTICE = "Candidates are investigative leads for human review, not identifications."
 LEAD_LABEL = "investigative lead"  # carried by every candidate, wherever it is shown
@@ -30,13 +33,21 @@ class SearchResult:
     faces: list[ProbeResult]
     notice: str = LEAD_NOTICE
     score_meaning: str = MEANING
+    # sha256 of every probe photo; several are one person's, searched as one face (fusion).
+    probe_photos: list[str] = field(default_factory=list)
+    fusion: str | None = None  # fusion.RULE for a multi-photo search
+    # The candidates grouped (service.grouping): by identity, and each photo once with
+    # every page it was seen on.
+    identities: list[IdentityGroup] = field(default_factory=list)
+    photos: list[PhotoGroup] = field(default_factory=list)
 
 
 @dataclass
 class ProbeFace:
     number: int  # 0 is the largest
     box: Box
-    quality: float
+    quality: FaceQuality
+    quality_warnings: list[str] = field(default_factory=list)  # as ProbeResult's
 
 
 @dataclass
@@ -49,7 +60,7 @@ class CaseReport:
     score_meaning: str = MEANING
 
 
-class Cases(Engine):
+class Cases(Grouping):
     # Cases --------------------------------------------------------------------------------
 
     def open_case(self, actor: Actor, number: str, purpose: str, authorisation: str = "",
@@ -147,13 +158,18 @@ class Cases(Engine):
             found = image.in_original(self.analyzer.analyse([image.pixels], False)[0])
         self._audit_alone(actor, "probe.detect", {"probe_sha256": hashlib.sha256(photo).hexdigest(),
                                                   "faces": len(found)})
-        return [ProbeFace(i, f.box, round(f.quality, 3)) for i, f in enumerate(found)]
+        return [ProbeFace(i, f.box, f.quality,
+                          [s.words() for s in shortfalls(f.quality, self.settings)])
+                for i, f in enumerate(found)]
 
-    def search(self, actor: Actor, case_id: int, photo: bytes, top_k: int | None = None,
-               face: str | int = "all") -> SearchResult:
+    def search(self, actor: Actor, case_id: int, photo: bytes | list[bytes],
+               top_k: int | None = None, face: str | int = "all") -> SearchResult:
         """Ranked candidates for the chosen faces of the probe photo, nearest first, recorded
         in the case. Refused without an open case of the actor's organisation, or over the
-        rate limits."""
+        rate limits. photo may be several photos of one person (at most max_probe_photos,
+        max_upload_bytes together): one face each, searched as one fused face (see
+        _fused_probe; face is then "all", each photo's only face, or "largest"); it counts
+        as one search."""
         self.authorise(actor, "search", "search")
         case = self._own_case(actor, case_id, "search")
         if case.status != "open":
@@ -161,49 +177,71 @@ class Cases(Engine):
         k = top_k or min(self.settings.top_k, self.settings.max_candidates)
         if not 1 <= k <= self.settings.max_candidates:
             raise InvalidRequest(f"top must be between 1 and {self.settings.max_candidates}")
+        photos = [photo] if isinstance(photo, bytes) else list(photo)
+        if not 1 <= len(photos) <= self.settings.max_probe_photos:
+            raise InvalidRequest(f"a search takes 1 to {self.settings.max_probe_photos} photos of "
+                                 f"one person, not {len(photos)}")
+        if sum(map(len, photos)) > self.settings.max_upload_bytes:
+            raise InvalidRequest(f"the probe photos hold more than {self.settings.max_upload_bytes} "
+                                 "bytes together")
         # A first count before the analysis, so that most refusals cost none; the count that
         # decides is made again below, in the transaction that records the search.
         over = self._over_rate(actor, case)
         if over is not None:
             self._refuse_over_rate(actor, case, over)
         with self._analysis_lock:
-            probe_sha, probe_faces = self._probe_faces(photo, face)
+            if len(photos) == 1:
+                probe_sha, probe_faces = self._probe_faces(photos[0], face)
+                hashes = [probe_sha]
+            else:
+                hashes, fused = self._fused_probe(photos, face)
+                probe_sha, probe_faces = hashes[0], [fused]
         # The cap is on the whole candidate list, which a probe with many faces would pass.
         if len(probe_faces) > self.settings.max_candidates:
             raise InvalidRequest(f"the probe has {len(probe_faces)} faces: choose one to search")
         k = min(k, self.settings.max_candidates // max(1, len(probe_faces)))
-        organisation = self.accounts.organisation_by_id(case.organisation_id)
-        results = self._rank(probe_faces, k, organisation.jurisdiction_set if organisation else frozenset())
+        jurisdictions = self._jurisdictions_of(case)
+        results = self._rank(probe_faces, k, jurisdictions)
+        groups = self._result_groups(
+            [(r.probe_face, c.rank, c.face_id) for r in results for c in r.candidates], jurisdictions)
         with self.store.transaction() as conn:
             # Under the organisation's lock, count and record as one step: parallel searches
             # pass here one at a time, so no more than the limits are ever recorded.
             self.cases.lock_organisation(conn, case.organisation_id)
             over = self._over_rate(actor, case, conn)
             if over is None:
-                search_id = self._record_search(conn, actor, case, photo, probe_sha, probe_faces,
+                search_id = self._record_search(conn, actor, case, photos, hashes, probe_faces,
                                                 results)
-                return SearchResult(case.id, search_id, probe_sha, results)
+                return SearchResult(case.id, search_id, probe_sha, results, probe_photos=hashes,
+                                    identities=groups.identities, photos=groups.photos,
+                                    fusion=RULE if len(photos) > 1 else None)
         # Audited once the transaction has let the lock go (the audit takes it again).
         self._refuse_over_rate(actor, case, over)
 
-    def _record_search(self, conn: Connection, actor: Actor, case: Case, photo: bytes,
-                       probe_sha: str, probe_faces: list, results: list[ProbeResult]) -> int:
+    def _record_search(self, conn: Connection, actor: Actor, case: Case, photos: list[bytes],
+                       hashes: list[str], probe_faces: list, results: list[ProbeResult]) -> int:
         """Store the search, its candidate list and its audit record in conn's transaction
-        (and the probe, where the case keeps them); the search's id."""
+        (and the probe photos, where the case keeps them, each under its sha256 in the case's
+        folder; the search's probe_path is the first's); the search's id."""
         probe_path = None
         if case.keep_probes:
-            probe_path = self.settings.probes_dir / str(case.id) / probe_sha
-            write_private(probe_path, photo)
+            for photo, sha in zip(photos, hashes):
+                write_private(self.settings.probes_dir / str(case.id) / sha, photo)
+            probe_path = self.settings.probes_dir / str(case.id) / hashes[0]
         search_id, ids = self.cases.add_search(
             conn, [_candidate_row(r.probe_face, c) for r in results for c in r.candidates],
             case_id=case.id, organisation_id=case.organisation_id, user_id=actor.user_id,
-            actor=actor.name, at=self.now(), probe_sha256=probe_sha,
+            actor=actor.name, at=self.now(), probe_sha256=hashes[0],
             probe_path=str(probe_path) if probe_path else None,
-            probe_faces=[[p.box.left, p.box.top, p.box.right, p.box.bottom] for p in probe_faces])
+            probe_faces=[[p.box.left, p.box.top, p.box.right, p.box.bottom] for p in probe_faces],
+            probe_photos=hashes,
+            probe_quality=json.dumps([{"quality": asdict(r.quality), "warnings": r.quality_warnings,
+                                       "bound": r.quality_bound} for r in results]))
         for candidate, candidate_id in zip((c for r in results for c in r.candidates), ids):
             candidate.candidate_id = candidate_id
         self._audit(conn, actor, "search", {
-            "search_id": search_id, "probe_sha256": probe_sha, "probe_faces": len(probe_faces),
+            "search_id": search_id, "probe_sha256": hashes[0], "probe_photos": hashes,
+            "fusion": RULE if len(hashes) > 1 else None, "probe_faces": len(probe_faces),
             "probe_kept": probe_path is not None,
             "results": [[[c.face_id, c.distance] for c in r.candidates] for r in results]}, case)
         return search_id

@@ -426,7 +426,9 @@ class Crawling(Engine):
         that a killed crawl leaves no face unaudited. Returns per key (state, reason, faces
         indexed). Policy is checked under the writer lock, as for local files: the source may
         have been deleted or barred (lawful basis, excluded jurisdiction) since the crawl
-        started; its refusal is audited."""
+        started; its refusal is audited. Bytes already stored, or stored earlier in the batch,
+        are a duplicate: their URL and page are recorded as a sighting of the stored image, in
+        the batch's transaction (none where the first copy was withheld or unreadable)."""
         results: dict[int, tuple[str, str, int]] = {}
         with self._writer() as index:
             try:
@@ -436,10 +438,12 @@ class Crawling(Engine):
             templates = self.store.suppression_templates()
             analysed = []
             in_batch: set[str] = set()
+            copies: list[tuple[str, str, str | None]] = []  # (sha256, URL, page URL)
             for key, location, body, page_url, provenance in items:
                 sha = hashlib.sha256(body).hexdigest()
                 if sha in in_batch:  # the same bytes under another URL of this batch
                     results[key] = ("skipped", "duplicate", 0)
+                    copies.append((sha, location, page_url))
                     continue
                 in_batch.add(sha)
                 known = self.store.indexed_image(sha256=sha)
@@ -448,13 +452,15 @@ class Crawling(Engine):
                     # this URL's own result, committed just before a crash.
                     results[key] = (("done", "", known.faces) if known.location == location
                                     else ("skipped", "duplicate", 0))
+                    copies.append((sha, location, page_url))
                     continue
                 with self._analysis_lock:
                     found = analyse_batch([ImageTask(sha, location, body)], self.live_settings)[0]
                 analysed.append((key, found, page_url, provenance))
-            if not analysed:
+            if not analysed and not copies:
                 return results
             added = []
+            low_quality: Counter[str] = Counter()
             with self.store.transaction() as conn:
                 embedder = self.store.claim_embedder(conn, self.live_embedder)
                 within = self.cut_off("suppress").distance if len(templates) else 0.0
@@ -463,6 +469,7 @@ class Crawling(Engine):
                     added += self._write_one(conn, found, source, templates, summary,
                                              page_url=page_url, provenance=json.dumps(provenance),
                                              embedder=embedder, withhold_within=within)
+                    low_quality += summary.faces_low_quality
                     if found.error:
                         results[key] = ("failed", "bad_image", 0)
                     elif summary.images_indexed == 0:
@@ -471,10 +478,15 @@ class Crawling(Engine):
                         results[key] = ("done", "", summary.faces_indexed)
                         live.images += 1
                         live.faces += summary.faces_indexed
+                sightings = sum(self.store.add_sighting(conn, sha, location, page_url, source.id,
+                                                        self.now())
+                                for sha, location, page_url in copies)
                 self._batch_committing(conn, actor, added)
                 self._audit(conn, actor, action, {
                     **detail, "source": source.name,
                     "images_indexed": sum(1 for key, *_ in analysed if results[key][0] == "done"),
+                    "sightings": sightings,
+                    "faces_low_quality": dict(low_quality),
                     "face_ids": [face_id for face_id, _ in added]})
             self._index_added(index, added)
         return results

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ from facesearch.errors import (
     NotFound,
     PolicyRefused,
 )
+from facesearch.fusion import template
 from facesearch.imaging import decode_for_analysis
 from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
@@ -51,6 +52,7 @@ from facesearch.policy.rules import (
     suppressed_mask,
 )
 from facesearch.service.base import Clock, ServiceBase, system_clock
+from facesearch.service.quality import accuracy_bound, shortfalls
 from facesearch.store.cases import Case
 from facesearch.store.files import private_directory
 from facesearch.store.metadata import NewImage, Source, box_of, from_blob
@@ -69,8 +71,11 @@ class IngestSummary:
     images_indexed: int = 0
     faces_indexed: int = 0
     faces_withheld: int = 0  # faces of suppressed people, never stored
+    # Faces below a quality minimum (service.quality), never stored: measure -> count.
+    faces_low_quality: Counter = field(default_factory=Counter)
     images_without_faces: int = 0
     already_indexed: int = 0
+    sightings: int = 0  # new places where images already stored were seen (store.sightings)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     errors: list[tuple[str, str]] = field(default_factory=list)  # (location, reason)
 
@@ -262,6 +267,35 @@ class Engine(ServiceBase):
             return hashlib.sha256(photo).hexdigest(), [faces[which]]
         return hashlib.sha256(photo).hexdigest(), faces[:1] if which == "largest" else faces
 
+    def _fused_probe(self, photos: list[bytes], which: str | int) -> tuple[list[str], Face]:
+        """Several photos of one person as one probe face: each photo's sha256, and one face
+        whose descriptor is their faces' fused by fusion.RULE (their mean, at unit length);
+        the first photo's face stands for the probe in its box, landmarks and quality.
+
+        Each photo gives one face. With which "all" (the default) a photo showing several
+        is refused: which of them is the person only the investigator knows, and a bystander
+        fused in would pull the template away from the person without a sign in the result.
+        With "largest" each photo's largest face is taken, as a one-photo search's "largest"
+        does. A photo without a face, or unreadable, is refused by its number."""
+        if which not in ("all", "largest"):
+            raise InvalidRequest("a search of several photos takes each photo's only face ('all') "
+                                 "or its 'largest', not a face number")
+        hashes, faces = [], []
+        for number, photo in enumerate(photos, start=1):
+            sha = hashlib.sha256(photo).hexdigest()
+            named = f"photo {number} of {len(photos)} (sha256 {sha[:12]})"
+            try:
+                _, found = self._probe_faces(photo, which)
+            except (NoFace, BadImage, InvalidRequest) as exc:  # say which photo
+                raise type(exc)(f"{named}: {exc.message}") from None
+            if len(found) > 1:
+                raise InvalidRequest(f"{named} shows {len(found)} faces: crop it to the person, "
+                                     "or search each photo's largest face (face 'largest')")
+            hashes.append(sha)
+            faces.append(found[0])
+        first = faces[0]
+        return hashes, replace(first, embedding=template(np.stack([f.embedding for f in faces])))
+
     # Sources -----------------------------------------------------------------------------
 
     def add_source(self, actor: Actor, name: str, lawful_basis: str, jurisdiction: str,
@@ -316,12 +350,16 @@ class Engine(ServiceBase):
         workers = 1 if queue_job else self.settings.workers or _cores()
         with WorkerPool(self.live_settings, workers) as pool:
             try:
-                tasks = self._new_tasks(paths, summary, progress, location_of)
+                copies: list[tuple[str, str]] = []  # (sha256, location) of stored bytes seen again
+                tasks = self._new_tasks(paths, summary, progress, location_of, copies)
                 for results in pool.map(analyse_batch, tasks):
                     self._write_batch(actor, source.name, results, summary,
-                                      update_index=queue_job is None)
+                                      update_index=queue_job is None, copies=copies)
                     if progress:
                         progress(summary)
+                if copies:  # seen after the last batch, or in a run with nothing new
+                    self._write_batch(actor, source.name, [], summary,
+                                      update_index=queue_job is None, copies=copies)
             except BrokenProcessPool:
                 raise FacesearchError(
                     "a worker process died (out of memory?); what was committed is kept: "
@@ -335,23 +373,34 @@ class Engine(ServiceBase):
                 "source": source.name, "images_indexed": summary.images_indexed,
                 "faces_indexed": summary.faces_indexed,
                 "faces_withheld": summary.faces_withheld,
+                "faces_low_quality": dict(summary.faces_low_quality),
+                "sightings": summary.sightings,
                 "skipped": dict(summary.skipped), **(queue_job or {})})
         return summary
 
     def _write_batch(self, actor: Actor, source_name: str, results: list[Analysed],
-                     summary: IngestSummary, update_index: bool) -> None:
+                     summary: IngestSummary, update_index: bool,
+                     copies: list[tuple[str, str]]) -> None:
         """Write one analysed batch under the write lock, in one transaction with its audit
         record (`ingest.batch`), so that a killed ingest leaves no face unaudited. Policy is
         checked again there: the source may have been deleted or barred, or a person
         suppressed, while the batch was analysed, and another process may have indexed one
-        of its images meanwhile."""
+        of its images meanwhile. copies: (sha256, location) of files whose bytes were stored
+        before or come earlier in the run; each is recorded as a sighting of the stored image
+        once its bytes have been written (or found unstorable: withheld, unreadable), and
+        taken off the list."""
         with self._write_lock():
             source = self._collecting_source(actor, source_name, "ingest")
             templates = self.store.suppression_templates()
             known = self.store.known_hashes([r.sha256 for r in results])
+            copies += [(r.sha256, r.location) for r in results if r.sha256 in known]
+            settled = self.store.known_hashes([sha for sha, _ in copies]) | {r.sha256 for r in results}
+            seen_again = [(sha, location) for sha, location in copies if sha in settled]
+            copies[:] = [(sha, location) for sha, location in copies if sha not in settled]
             # Caught up under the lock: no face can be committed between it and ours.
             index = self.index if update_index else None
-            before = (summary.images_indexed, summary.faces_indexed, summary.faces_withheld)
+            before = (summary.images_indexed, summary.faces_indexed, summary.faces_withheld,
+                      summary.faces_low_quality.copy())
             added: list[tuple[int, np.ndarray]] = []
             with self.store.transaction() as conn:
                 live = self.store.claim_embedder(conn, self.live_embedder)
@@ -363,12 +412,18 @@ class Engine(ServiceBase):
                     else:
                         added += self._write_one(conn, result, source, templates, summary,
                                                  embedder=live, withhold_within=within)
+                sightings = sum(self.store.add_sighting(conn, sha, location, None, source.id,
+                                                        self.now())
+                                for sha, location in seen_again)
+                summary.sightings += sightings
                 self._batch_committing(conn, actor, added)
                 self._audit(conn, actor, "ingest.batch", {
                     "source": source.name,
                     "images_indexed": summary.images_indexed - before[0],
                     "faces_indexed": summary.faces_indexed - before[1],
                     "faces_withheld": summary.faces_withheld - before[2],
+                    "faces_low_quality": dict(summary.faces_low_quality - before[3]),
+                    "sightings": sightings,
                     "face_ids": [face_id for face_id, _ in added]})
             if index is not None:  # None: the index catches up from the store later
                 self._index_added(index, added)
@@ -400,8 +455,10 @@ class Engine(ServiceBase):
 
     def _new_tasks(self, paths: list[Path], summary: IngestSummary,
                    progress: ProgressCallback | None,
-                   location_of: Callable[[Path], str] | None) -> Iterator[list[ImageTask]]:
-        """Batches of images not yet indexed; duplicates and unreadable files are counted here."""
+                   location_of: Callable[[Path], str] | None,
+                   copies: list[tuple[str, str]]) -> Iterator[list[ImageTask]]:
+        """Batches of images not yet indexed; duplicates and unreadable files are counted here,
+        and duplicates' (sha256, location) added to copies, to be recorded as sightings."""
         seen: set[str] = set()
         pending: list[ImageTask] = []
         for path in discover(paths):
@@ -416,18 +473,21 @@ class Engine(ServiceBase):
             if task.sha256 in seen:
                 summary.images_seen += 1
                 summary.already_indexed += 1
+                copies.append((task.sha256, task.location))
                 continue
             seen.add(task.sha256)
             pending.append(task)
             if len(pending) >= 4 * INGEST_BATCH:
-                yield from self._batches(pending, summary, progress)
+                yield from self._batches(pending, summary, progress, copies)
                 pending = []
-        yield from self._batches(pending, summary, progress)
+        yield from self._batches(pending, summary, progress, copies)
 
     def _batches(self, tasks: list[ImageTask], summary: IngestSummary,
-                 progress: ProgressCallback | None) -> Iterator[list[ImageTask]]:
+                 progress: ProgressCallback | None,
+                 copies: list[tuple[str, str]]) -> Iterator[list[ImageTask]]:
         known = self.store.known_hashes([t.sha256 for t in tasks])
         fresh = [t for t in tasks if t.sha256 not in known]
+        copies += [(t.sha256, t.location) for t in tasks if t.sha256 in known]
         summary.already_indexed += len(tasks) - len(fresh)
         summary.images_seen += len(tasks) - len(fresh)
         if progress and known:
@@ -462,6 +522,7 @@ class Engine(ServiceBase):
         summary.faces_withheld += int(withheld.sum())
         if faces and not kept:
             return []  # only suppressed people: not even the image's location is kept
+        kept = self._searchable(kept, summary)
         crop_paths = [self.crops.relative_path(result.sha256, i) for i in range(len(kept))]
         for face, crop in zip(kept, crop_paths):
             self.crops.write(crop, face.chip_jpeg)
@@ -469,12 +530,27 @@ class Engine(ServiceBase):
             conn, NewImage(sha256=result.sha256, location=result.location, page_url=page_url,
                            source_id=source.id, jurisdiction=source.jurisdiction,
                            collected_at=self.now(), width=result.width, height=result.height,
-                           format=result.format, provenance=provenance),
+                           format=result.format, provenance=provenance,
+                           phash=result.phash or None),
             kept, crop_paths, withheld=int(withheld.sum()), embedder=embedder)
         summary.images_indexed += 1
         summary.faces_indexed += len(kept)
         summary.images_without_faces += not faces
         return [(i, f.embedding) for i, f in zip(face_ids, kept)]
+
+    def _searchable(self, faces: list[Face], summary: IngestSummary) -> list[Face]:
+        """The faces that meet every quality minimum (service.quality); the others are counted
+        by their first shortfall. The image is still recorded when none is left: it was
+        collected lawfully, and its location and hash keep a later ingest from analysing it
+        again; only its poor faces are kept out of search."""
+        kept = []
+        for face in faces:
+            short = shortfalls(face.quality, self.settings)
+            if short:
+                summary.faces_low_quality[short[0].measure] += 1
+            else:
+                kept.append(face)
+        return kept
 
     def _index_added(self, index: AnyIndex, added: list[tuple[int, np.ndarray]]) -> None:
         """Add just-committed faces to an index caught up under the same write lock."""
@@ -546,8 +622,11 @@ class Engine(ServiceBase):
                     jurisdiction=row["jurisdiction"], collected_at=row["collected_at"],
                     crop_path=str(self.crops.path(row["crop_path"])), box=box_of(row),
                     expected_false_matches=expected, band=band(expected)))
-            results.append(ProbeResult(probe_face=number, box=probe.box, quality=probe.quality,
-                                       cut_off=limit, candidates=candidates))
+            results.append(ProbeResult(
+                probe_face=number, box=probe.box, quality=probe.quality, cut_off=limit,
+                candidates=candidates,
+                quality_warnings=[s.words() for s in shortfalls(probe.quality, self.settings)],
+                quality_bound=accuracy_bound(probe.quality, self.live_embedder)))
         return results
 
     def _live_hits(self, index: AnyIndex, query: np.ndarray, k: int,
@@ -759,6 +838,17 @@ class Engine(ServiceBase):
         from facesearch.evaluation.identify import run_identify
 
         return run_identify(self.settings, folder, log, distractors, limit_people)
+
+    def evaluate_quality(self, folder: Path, log: Callable[[str], None],
+                         limit_people: int | None, copies_every: int, write: bool) -> dict:
+        """Rank-1/rank-10 by probe quality band with this service's pipeline (see
+        evaluation.quality); write ships the figures searches quote for the live embedder."""
+        from facesearch.evaluation.quality import run_quality, write_figures
+
+        report = run_quality(self.live_settings, folder, log, limit_people, copies_every)
+        if write:
+            report["written"] = str(write_figures(report, self.live_embedder))
+        return report
 
     def evaluate_demographics(self, fairface_dir: Path, lfw_dir: Path, output: Path,
                               log: Callable[[str], None], false_match_probability: float = 1e-3,

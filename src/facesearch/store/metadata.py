@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from facesearch.store.identities import delete_empty_identities
@@ -27,6 +28,7 @@ from facesearch.store.schema import (
     notifications,
     pending_erasures,
     searches,
+    sightings,
     sources,
     suppression_descriptors,
     suppressions,
@@ -76,6 +78,7 @@ class NewImage:
     height: int
     format: str
     provenance: str = "{}"  # JSON
+    phash: str | None = None  # imaging.perceptual_hashes of its pixels
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
@@ -170,9 +173,13 @@ class MetadataStore:
 
     def add_image(self, conn: Connection, image: NewImage, found: list[Face],
                   crop_paths: list[str], withheld: int, embedder: str) -> list[int]:
-        """Insert an image and its faces inside conn's transaction; returns the new face ids."""
+        """Insert an image, its first sighting (where it was collected) and its faces inside
+        conn's transaction; returns the new face ids."""
         image_id = conn.execute(insert(images).values(
             **image.__dict__, withheld_faces=withheld)).inserted_primary_key[0]
+        conn.execute(insert(sightings).values(
+            image_id=image_id, location=image.location, page_url=image.page_url or "",
+            source_id=image.source_id, seen_at=image.collected_at))
         face_ids = []
         for position, (face, crop) in enumerate(zip(found, crop_paths)):
             face_ids.append(conn.execute(insert(faces).values(
@@ -188,6 +195,48 @@ class MetadataStore:
                 embedder=embedder, chip_geometry=json.dumps(face.chip_geometry),
             )).inserted_primary_key[0])
         return face_ids
+
+    def add_sighting(self, conn: Connection, sha256: str, location: str, page_url: str | None,
+                     source_id: int, seen_at: str) -> bool:
+        """Record in conn's transaction that the stored image with these bytes was seen at
+        location (on page_url); False if no such image is stored, or this place is already
+        recorded for it (a re-run of the same ingest adds nothing)."""
+        image_id = conn.execute(select(images.c.id).where(images.c.sha256 == sha256)).scalar()
+        if image_id is None:
+            return False
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        added = conn.execute(dialect.insert(sightings).values(
+            image_id=image_id, location=location, page_url=page_url or "", source_id=source_id,
+            seen_at=seen_at).on_conflict_do_nothing().returning(sightings.c.id))
+        return added.first() is not None  # (rowcount is -1 here with psycopg)
+
+    def sightings_of(self, image_ids: list[int]) -> dict[int, list[dict]]:
+        """Every place each image was seen, first seen first: location, page_url ("" for
+        none), source, the source's jurisdiction and seen_at. For a candidate list's images:
+        at most max_candidates ids."""
+        query = (select(sightings.c.image_id, sightings.c.location, sightings.c.page_url,
+                        sources.c.name.label("source"), sources.c.jurisdiction,
+                        sightings.c.seen_at)
+                 .join(sources, sightings.c.source_id == sources.c.id)
+                 .where(sightings.c.image_id.in_(image_ids))
+                 .order_by(sightings.c.seen_at, sightings.c.id))
+        found: dict[int, list[dict]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                found.setdefault(row["image_id"], []).append(
+                    {k: row[k] for k in ("location", "page_url", "source", "jurisdiction",
+                                         "seen_at")})
+        return found
+
+    def grouping_rows(self, face_ids: list[int]) -> dict[int, dict]:
+        """For each face that still exists among face_ids (a candidate list's): its image
+        (id, sha256, phash), identity, crop and chip geometry, to group search results."""
+        query = (select(faces.c.id, faces.c.image_id, faces.c.identity_id, faces.c.crop_path,
+                        faces.c.chip_geometry, images.c.sha256, images.c.phash)
+                 .join(images, faces.c.image_id == images.c.id)
+                 .where(faces.c.id.in_(face_ids)))
+        with self.engine.connect() as conn:
+            return {r["id"]: dict(r) for r in conn.execute(query).mappings()}
 
     def face_vectors(self, after_id: int = 0, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, vectors) of all faces with id > after_id, in id order, chunk by chunk."""

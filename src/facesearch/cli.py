@@ -246,6 +246,23 @@ def _print_result(result: SearchResult) -> None:
                  f"  {c.location}")
             echo(f"       source {c.source}, jurisdiction {c.jurisdiction}, collected "
                       f"{c.collected_at}, face {c.face_id}, crop {c.crop_path}")
+    _print_groups(result)
+
+
+def _print_groups(result: SearchResult) -> None:
+    if result.identities:
+        echo("\nby identity (the gallery's groupings of close faces, not names):")
+    for g in result.identities:
+        name = f"identity {g.identity_id}" if g.identity_id is not None else "a face in no identity"
+        echo(f"  {name}, probe face {g.probe_face}: candidates {', '.join(map(str, g.ranks))}; "
+             f"{g.faces} faces, {g.images} images, {g.pages} pages in the gallery")
+    if result.photos:
+        echo("\nby photo (copies together, every place one was seen):")
+    for p in result.photos:
+        ranks = ", ".join(f"{rank}" for _, rank in p.candidates)
+        echo(f"  candidates {ranks}: {len(p.images)} copies, seen at {len(p.sightings)} places")
+        for s in p.sightings:
+            echo(f"    {s.page_url or s.location}  ({s.source}, {s.seen_at[:10]})")
 
 
 @app.command()

@@ -299,8 +299,9 @@ def search(request: Request, actor: Caller, case_id: RowId,
 
 @router.get("/cases/{case_id}/searches/{search_id}", tags=["search"])
 def get_search(request: Request, actor: Caller, case_id: RowId, search_id: RowId) -> dict:
-    _, found = service_of(request).case_searches(actor, case_id, search_id)
-    return stored_search_json(found[0])
+    """A stored search, its candidates grouped by identity and photo as the gallery stands."""
+    _, search, groups = service_of(request).grouped_search(actor, case_id, search_id)
+    return {**stored_search_json(search), **asdict(groups)}
 
 
 @router.post("/candidates/{candidate_id}/marks", tags=["search"], status_code=201)

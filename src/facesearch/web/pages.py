@@ -182,9 +182,12 @@ def decide_watch(request: Request, actor: Caller, watch_id: RowId,
 @router.get("/cases/{case_id}/searches/{search_id}", response_class=HTMLResponse)
 def search_page(request: Request, actor: Caller, case_id: RowId, search_id: RowId) -> HTMLResponse:
     service = service_of(request)
-    case, found = service.case_searches(actor, case_id, search_id)
-    return render(request, "search.html", actor, case=case, search=found[0], notice=LEAD_NOTICE,
-                  lead_label=LEAD_LABEL, score_meaning=SCORE_MEANING)
+    case, search, groups = service.grouped_search(actor, case_id, search_id)
+    # The groups name candidates by (probe face, rank); the page's anchors are candidate ids.
+    anchors = {(c.probe_face, c.rank): c.id for c in search.candidates}
+    return render(request, "search.html", actor, case=case, search=search, groups=groups,
+                  anchors=anchors, notice=LEAD_NOTICE, lead_label=LEAD_LABEL,
+                  score_meaning=SCORE_MEANING)
 
 
 @router.post("/candidates/{candidate_id}/mark")

@@ -65,7 +65,7 @@ class DecodedImage:
     scale: int = 1  # image pixels per decoded pixel, on each side
 
     def in_original(self, faces: list[Face]) -> list[Face]:
-        """Faces found in pixels, with boxes and landmarks in the image's own pixels."""
+        """Faces found in pixels, with boxes, landmarks and face sizes in the image's own pixels."""
         if self.scale == 1:
             return faces
         s = self.scale
@@ -74,7 +74,9 @@ class DecodedImage:
             box = face.box.scaled(s)
             box = Box(max(0, box.left), max(0, box.top), min(self.width, box.right),
                       min(self.height, box.bottom))
-            out.append(replace(face, box=box, landmarks=[(x * s, y * s) for x, y in face.landmarks]))
+            out.append(replace(face, box=box, landmarks=[(x * s, y * s) for x, y in face.landmarks],
+                               quality=replace(face.quality,
+                                               face_pixels=min(box.width, box.height))))
         return out
 
 

@@ -39,6 +39,22 @@ class Detection:
     landmarks: tuple[tuple[float, float], ...] | None = None
 
 
+@dataclass(frozen=True)
+class FaceQuality:
+    """How well a face can be searched (vision.quality): its box's shorter side in the
+    original photo's pixels; sharpness in [0, 1) (the face chip's Laplacian variance v as
+    v / (v + 200)); the detector's confidence (YuNet's score in [0.7, 1], HOG's SVM margin,
+    MMOD's score); yaw, pitch and roll in degrees from the landmarks, None where the
+    detector's landmarks cannot tell (HOG and CNN faces have a roll only)."""
+
+    face_pixels: int
+    sharpness: float
+    confidence: float
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = None
+
+
 @dataclass
 class Face:
     """One analysed face: where it is, how good it is, and its descriptor."""
@@ -46,7 +62,7 @@ class Face:
     box: Box
     score: float
     landmarks: list[tuple[int, int]]
-    quality: float
+    quality: FaceQuality
     embedding: np.ndarray  # float32, unit length, the embedder's dimension
     chip_jpeg: bytes  # the face chip (vision.chips), JPEG-encoded, kept as the face crop
     # In the chip's pixels: the box and landmarks that re-describe it with any embedder.
@@ -94,9 +110,13 @@ class ProbeResult:
 
     probe_face: int
     box: Box
-    quality: float
+    quality: FaceQuality
     cut_off: CutOff  # the candidate cut-off this face was searched with
     candidates: list[Candidate] = field(default_factory=list)
+    # Each quality measure below its minimum, in plain words (service.quality).
+    quality_warnings: list[str] = field(default_factory=list)
+    # How probes of this quality fared in the evaluation (evaluation.quality), in plain words.
+    quality_bound: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from facesearch.store.metadata import MetadataStore, NewImage
-from facesearch.types import Box, Face
+from facesearch.types import Box, Face, FaceQuality
 
 
 def face(seed: int) -> Face:
     rng = np.random.default_rng(seed)
-    return Face(box=Box(10, 10, 60, 60), score=1.5, landmarks=[(20, 20)] * 5, quality=0.8,
+    return Face(box=Box(10, 10, 60, 60), score=1.5, landmarks=[(20, 20)] * 5,
+                quality=FaceQuality(face_pixels=50, sharpness=0.3, confidence=1.5),
                 embedding=rng.normal(size=128).astype(np.float32), chip_jpeg=b"")
 
 

@@ -47,17 +47,19 @@ def test_a_face_has_box_landmarks_score_quality_and_crop(lfw, analyzer) -> None:
     assert len(face.landmarks) == 3
     assert all(face.box.left - 10 <= x <= face.box.right + 10 and
                face.box.top - 10 <= y <= face.box.bottom + 10 for x, y in face.landmarks)
-    assert 0.0 < face.quality < 1.0
-    assert face.score > 0
+    assert 0.0 < face.quality.sharpness < 1.0
+    assert face.score > 0 and face.quality.confidence == round(face.score, 4)
+    # Eyes and nose base, no nose tip or mouth: a roll but no yaw or pitch.
+    assert face.quality.roll is not None and face.quality.yaw is None and face.quality.pitch is None
     crop = Image.open(io.BytesIO(face.chip_jpeg))
     assert crop.size == (256, 256)  # the face chip (vision.chips), kept for re-embedding
 
 
-def test_a_blurred_face_has_lower_quality(lfw, analyzer) -> None:
+def test_a_blurred_face_has_lower_sharpness(lfw, analyzer) -> None:
     image = Image.open(lfw_photos("Tony_Blair")[0])
-    sharp = analyzer.analyse([np.asarray(image)], mirror=False)[0][0].quality
+    sharp = analyzer.analyse([np.asarray(image)], mirror=False)[0][0].quality.sharpness
     blurred = analyzer.analyse([np.asarray(image.filter(ImageFilter.GaussianBlur(2.5)))], mirror=False)[0]
-    assert blurred and blurred[0].quality < sharp
+    assert blurred and blurred[0].quality.sharpness < sharp
 
 
 def test_a_large_photo_is_detected_downscaled_and_boxed_in_full_resolution(lfw, analyzer) -> None:

@@ -14,9 +14,9 @@ import numpy as np
 
 from facesearch.config import Settings
 from facesearch.errors import BadImage
-from facesearch.imaging import decode_for_analysis
+from facesearch.imaging import DecodedImage, decode_for_analysis
 from facesearch.ingest import WorkerPool, process_analyzer
-from facesearch.types import Box, Detection
+from facesearch.types import Box, Detection, FaceQuality
 
 BATCH = 8  # photos a worker task, as ingest's INGEST_BATCH: their faces are described together
 
@@ -37,6 +37,7 @@ class PhotoFaces:
     # Each face's centre's distance from the photo's, in photo sides (LFW's subject is central).
     offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
     detections: list[Detection] = field(default_factory=list)  # the detector's, in decoded pixels
+    qualities: list[FaceQuality] = field(default_factory=list)  # of each described face
     error: str | None = None  # the photo could not be read or decoded
 
     @property
@@ -49,13 +50,14 @@ def analyse_photos(jobs: list[PhotoJob], settings: Settings) -> list[PhotoFaces]
     """Worker task: each photo's faces, detected (unless given) and described in one batch."""
     analyzer = process_analyzer(settings)
     results: list[PhotoFaces] = []
-    described: list[tuple[PhotoFaces, np.ndarray, list[Detection], tuple[bool, ...]]] = []
+    described: list[tuple[PhotoFaces, DecodedImage, list[Detection], tuple[bool, ...]]] = []
     for job in jobs:
         try:
-            pixels = decode_for_analysis(Path(job.path).read_bytes(), settings).pixels
+            image = decode_for_analysis(Path(job.path).read_bytes(), settings)
         except (OSError, BadImage) as exc:
             results.append(PhotoFaces(error=getattr(exc, "message", None) or str(exc)))
             continue
+        pixels = image.pixels
         detections = analyzer.detect(pixels) if job.detections is None else job.detections
         result = PhotoFaces(detections=detections)
         height, width = pixels.shape[:2]
@@ -67,11 +69,12 @@ def analyse_photos(jobs: list[PhotoJob], settings: Settings) -> list[PhotoFaces]
                                             (d.box.top + d.box.bottom) / 2 / height - 0.5)
                                    for d in chosen])
         results.append(result)
-        described.append((result, pixels, chosen, job.mirrors))
+        described.append((result, image, chosen, job.mirrors))
     for mirror in (False, True):
-        wanted = [(r, px, dets) for r, px, dets, mirrors in described if mirror in mirrors]
-        faces = analyzer.describe([(px, dets) for _, px, dets in wanted], mirror) if wanted else []
-        for (result, _, _), found in zip(wanted, faces):
+        wanted = [(r, im, dets) for r, im, dets, mirrors in described if mirror in mirrors]
+        faces = analyzer.describe([(im.pixels, dets) for _, im, dets in wanted], mirror) if wanted else []
+        for (result, image, _), found in zip(wanted, faces):
+            result.qualities = [f.quality for f in image.in_original(found)]
             result.vectors[mirror] = np.array([f.embedding for f in found], dtype=np.float32).reshape(
                 len(found), analyzer.embedder.dimension)
     return results

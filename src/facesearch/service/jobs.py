@@ -142,5 +142,7 @@ class Jobs(Engine):
 def _progress(summary: IngestSummary) -> dict:
     return {"images_total": summary.images_total, "images_seen": summary.images_seen,
             "images_indexed": summary.images_indexed, "faces_indexed": summary.faces_indexed,
-            "faces_withheld": summary.faces_withheld, "already_indexed": summary.already_indexed,
+            "faces_withheld": summary.faces_withheld,
+            "faces_low_quality": dict(summary.faces_low_quality),
+            "already_indexed": summary.already_indexed,
             "images_without_faces": summary.images_without_faces, "skipped": dict(summary.skipped)}

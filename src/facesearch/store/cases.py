@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -75,6 +76,9 @@ class StoredSearch:
     probe_kept: bool
     probe_faces: list[list[int]]
     candidates: list[StoredCandidate] = field(default_factory=list)
+    probe_photos: list[str] = field(default_factory=list)  # sha256 of each; several: one person
+    # Per probe face: {"quality": FaceQuality's fields, "warnings": [...], "bound": "..."}.
+    probe_quality: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,11 @@ class CaseStore:
     # Searches and candidates -------------------------------------------------------------------
 
     def add_search(self, conn: Connection, rows: list[dict], probe_faces: list,
-                   **values: object) -> tuple[int, list[int]]:
+                   probe_photos: list[str], **values: object) -> tuple[int, list[int]]:
         """Store a search and its candidate list; returns the search's and candidates' ids."""
         search_id = conn.execute(insert(searches).values(
-            probe_faces=json.dumps(probe_faces), **values)).inserted_primary_key[0]
+            probe_faces=json.dumps(probe_faces), probe_photos=json.dumps(probe_photos),
+            **values)).inserted_primary_key[0]
         ids = [conn.execute(insert(candidates).values(search_id=search_id, **row))
                .inserted_primary_key[0] for row in rows]
         return search_id, ids
@@ -162,7 +167,9 @@ class CaseStore:
             found = [StoredSearch(id=r["id"], case_id=r["case_id"], actor=r["actor"],
                                   user_id=r["user_id"], at=r["at"], probe_sha256=r["probe_sha256"],
                                   probe_kept=r["probe_path"] is not None,
-                                  probe_faces=json.loads(r["probe_faces"]))
+                                  probe_faces=json.loads(r["probe_faces"]),
+                                  probe_photos=json.loads(r["probe_photos"]),
+                                  probe_quality=json.loads(r["probe_quality"]))
                      for r in conn.execute(query).mappings()]
             by_id = {s.id: s for s in found}
             if not by_id:
@@ -204,13 +211,15 @@ class CaseStore:
             return conn.execute(query).scalar_one() > 0
 
     def old_probe_paths(self, conn: Connection, cutoff: str) -> list[str]:
-        """Kept probe files of searches before cutoff; forgotten by the database as returned."""
-        rows = conn.execute(select(searches.c.id, searches.c.probe_path).where(
+        """Kept probe files of searches before cutoff; forgotten by the database as returned.
+        A multi-photo search keeps each photo beside the first (probe_path), under its sha256."""
+        rows = conn.execute(select(searches.c.id, searches.c.probe_path, searches.c.probe_photos).where(
             searches.c.at < cutoff, searches.c.probe_path.is_not(None))).all()
         if rows:
             conn.execute(update(searches).where(searches.c.id.in_([r[0] for r in rows]))
                          .values(probe_path=None))
-        return [r[1] for r in rows]
+        return [str(Path(path).parent / sha) for _, path, photos in rows
+                for sha in json.loads(photos) or [Path(path).name]]
 
     def delete_searches_before(self, conn: Connection, cutoff: str) -> int:
         """Delete searches before cutoff with their candidate lists and marks."""

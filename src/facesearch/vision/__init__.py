@@ -15,6 +15,7 @@ from facesearch.imaging import downscale, encode_jpeg
 from facesearch.types import Box, Detection, Face
 from facesearch.vision.base import Detector, Embedder
 from facesearch.vision.chips import chip_detection, face_chip
+from facesearch.vision.quality import face_quality
 
 DETECTORS = ("yunet", "hog", "cnn", "hog+cnn")
 EMBEDDERS = ("sface", "dlib-resnet", "fused")
@@ -80,21 +81,6 @@ def make_embedder(name: str, settings: Settings | None = None) -> Embedder:
                          "or give the path of a model manifest (.json)")
 
 
-def sharpness(chip: np.ndarray) -> float:
-    """Quality in [0, 1): variance of the Laplacian of the grey face chip's centre, squashed.
-
-    A relative figure, higher is sharper: blurred or upscaled faces score lower than sharp
-    ones of the same collection (LFW's compressed 250 px photos score about 0.2 to 0.3).
-    """
-    margin = chip.shape[0] // 5  # the face, without the chip's margin
-    grey = chip[margin:-margin, margin:-margin].astype(np.float32).mean(axis=2)
-    lap = (
-        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
-    )
-    variance = float(lap.var())
-    return variance / (variance + 200.0)
-
-
 class FaceAnalyzer:
     """Turns decoded images into Faces with the configured detector and embedder."""
 
@@ -103,7 +89,7 @@ class FaceAnalyzer:
         self.settings = settings
         self.detector = detector or make_detector(settings.detector, settings)
         self.embedder = embedder or make_embedder(settings.embedder, settings)
-        self._landmarker = None  # dlib's 5-point predictor, for detectors without landmarks
+        self._landmarker = None  # dlib's 5-point predictor: landmarks where a detector has none, eye lines
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
         """Faces of at least min_face_size, in full-resolution coordinates, largest first.
@@ -153,8 +139,12 @@ class FaceAnalyzer:
                 d = self._with_landmarks(pixels, d)
                 chip, geometry = face_chip(pixels, d)
                 aligned.append(self.embedder.align(pixels, d).chip)
+                # The eye line from dlib's predictor: YuNet's eye landmarks barely follow a
+                # face turned in the image's plane (a photo turned 20° moved them 2° to 13°).
+                eyes = self.landmarker.points(pixels, d.box)[:2]
                 faces.append(Face(box=d.box, score=d.score, landmarks=list(d.landmarks),
-                                  quality=sharpness(chip), embedding=np.zeros(0, np.float32),
+                                  quality=face_quality(d.box, d.score, d.landmarks, eyes, chip),
+                                  embedding=np.zeros(0, np.float32),
                                   chip_jpeg=encode_jpeg(chip), chip_geometry=geometry,
                                   embedder=self.embedder.name))
             results.append(faces)
@@ -184,12 +174,15 @@ class FaceAnalyzer:
         """The detection with landmarks: its own, or eyes and nose from dlib's predictor."""
         if detection.landmarks is not None:
             return detection
-        if self._landmarker is None:
-            from facesearch.vision.dlib_models import DlibResNetEmbedder
+        return Detection(detection.box, detection.score, self.landmarker.points(pixels, detection.box))
 
-            self._landmarker = DlibResNetEmbedder()
-        return Detection(detection.box, detection.score,
-                         self._landmarker.points(pixels, detection.box))
+    @property
+    def landmarker(self):  # noqa: ANN201 - dlib_models.FivePointLandmarker, imported lazily
+        if self._landmarker is None:
+            from facesearch.vision.dlib_models import FivePointLandmarker
+
+            self._landmarker = FivePointLandmarker()
+        return self._landmarker
 
     def _descriptors(self, chips: list[np.ndarray], mirror: bool) -> np.ndarray:
         batch = max(1, self.settings.embed_batch)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facesearch.types import Box, Detection  # noqa: E402
-from facesearch.vision.base import AlignedFace, Detector, Embedder  # noqa: E402
+from facesearch.vision.base import AlignedFace, Detector, Embedder, Model  # noqa: E402
 from facesearch.vision.registry import model_path  # noqa: E402
 
 # dlib's files come from the face_recognition_models package: no model directory needed.
@@ -71,6 +71,24 @@ class HogThenCnnDetector(Detector):
         return self.hog.detect(pixels, upsample) or self.cnn.detect(pixels, upsample)
 
 
+class FivePointLandmarker(Model):
+    """dlib's 5-point landmark predictor alone: eye corners and the base of the nose."""
+
+    def _load(self) -> "dlib.shape_predictor":
+        return dlib.shape_predictor(str(model_path("dlib-5-point", _PACKAGED)))
+
+    def points(self, pixels: np.ndarray, box: Box) -> tuple[tuple[float, float], ...]:
+        """Eye centres (image left first) and nose base in the box: landmarks for detectors
+        that give none (the first three points of the face chip's template), and the eye
+        line of every face (vision.quality's roll)."""
+        shape = self.model(pixels, dlib.rectangle(box.left, box.top, box.right - 1, box.bottom - 1))
+        p = [(float(q.x), float(q.y)) for q in shape.parts()]
+        # Points 0-1 and 2-3 are the corners of one eye each, point 4 is under the nose.
+        eyes = sorted([((p[0][0] + p[1][0]) / 2, (p[0][1] + p[1][1]) / 2),
+                       ((p[2][0] + p[3][0]) / 2, (p[2][1] + p[3][1]) / 2)])
+        return (eyes[0], eyes[1], p[4])
+
+
 class DlibResNetEmbedder(Embedder):
     """dlib's ResNet face descriptor (128-d; raw descriptors of one person lie under about 0.6),
     on chips aligned with the 5-point landmark predictor."""
@@ -83,17 +101,6 @@ class DlibResNetEmbedder(Embedder):
             dlib.shape_predictor(str(model_path("dlib-5-point", _PACKAGED))),
             dlib.face_recognition_model_v1(str(model_path("dlib-resnet", _PACKAGED))),
         )
-
-    def points(self, pixels: np.ndarray, box: Box) -> tuple[tuple[float, float], ...]:
-        """Eye centres (image left first) and nose from the 5-point predictor, for detectors
-        that give no landmarks: the first three points of the face chip's template."""
-        predictor, _ = self.model
-        shape = predictor(pixels, dlib.rectangle(box.left, box.top, box.right - 1, box.bottom - 1))
-        p = [(float(q.x), float(q.y)) for q in shape.parts()]
-        # Points 0-1 and 2-3 are the corners of one eye each, point 4 is under the nose.
-        eyes = sorted([((p[0][0] + p[1][0]) / 2, (p[0][1] + p[1][1]) / 2),
-                       ((p[2][0] + p[3][0]) / 2, (p[2][1] + p[3][1]) / 2)])
-        return (eyes[0], eyes[1], p[4])
 
     def align(self, pixels: np.ndarray, detection: Detection) -> AlignedFace:
         predictor, _ = self.model

@@ -1,5 +1,6 @@
 // The search page: pick a probe (drop or file picker), show its faces boxed, choose one,
-// search, then open the stored result. The print button of the report page.
+// search, then open the stored result; or pick several photos of one person, searched as one
+// (each photo's only face, or its largest if asked). The print button of the report page.
 "use strict";
 
 function csrfToken() {
@@ -27,7 +28,10 @@ function setUpSearch(panel) {
   const choice = panel.querySelector("#face-choice");
   const button = panel.querySelector("#search-button");
   const status = panel.querySelector("#search-status");
+  const several = panel.querySelector("#several");
+  const useLargest = panel.querySelector("#use-largest");
   let probe = null;
+  let photos = [];  // a multi-photo search's files
   let chosen = 0;
 
   function choose(number) {
@@ -59,13 +63,35 @@ function setUpSearch(panel) {
       label.innerHTML = `<input type="radio" name="face" value="${face.number}"> Face ${face.number + 1}` +
         (face.number === 0 ? " (largest)" : "");
       label.querySelector("input").addEventListener("change", () => choose(face.number));
+      if (face.quality_warnings.length) {  // a poor probe face: say which measure, plainly
+        const warning = document.createElement("span");
+        warning.className = "quality-warning";
+        warning.textContent = ` (poor probe: ${face.quality_warnings.join("; ")})`;
+        label.appendChild(warning);
+      }
       choice.appendChild(label);
     });
     choose(0);
   }
 
+  function loadSeveral(files) {
+    probe = null;
+    photos = files;
+    view.hidden = true;
+    several.hidden = false;
+    status.textContent = `${files.length} photos of one person, searched together as one probe.`;
+    button.disabled = false;
+  }
+
+  function pick(files) {
+    if (files.length > 1) loadSeveral(Array.from(files));
+    else if (files[0]) load(files[0]);
+  }
+
   async function load(file) {
     probe = file;
+    photos = [];
+    several.hidden = true;
     button.disabled = true;
     status.textContent = "Finding faces…";
     image.src = URL.createObjectURL(file);
@@ -87,23 +113,28 @@ function setUpSearch(panel) {
     }
   }
 
-  input.addEventListener("change", () => input.files[0] && load(input.files[0]));
+  input.addEventListener("change", () => pick(input.files));
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    if (event.dataTransfer.files[0]) load(event.dataTransfer.files[0]);
+    pick(event.dataTransfer.files);
   });
   drop.addEventListener("keydown", (event) => { if (event.key === "Enter") input.click(); });
 
   button.addEventListener("click", async () => {
-    if (!probe) return;
+    if (!probe && !photos.length) return;
     button.disabled = true;
     status.textContent = "Searching…";
     const form = new FormData();
-    form.append("probe", probe);
-    form.append("face", String(chosen));
+    if (photos.length) {
+      photos.forEach((photo) => form.append("probe", photo));
+      form.append("face", useLargest.checked ? "largest" : "all");
+    } else {
+      form.append("probe", probe);
+      form.append("face", String(chosen));
+    }
     form.append("top", panel.querySelector("#top").value || "10");
     try {
       const result = await postForm(`/api/v1/cases/${caseId}/searches`, form);

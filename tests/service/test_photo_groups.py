@@ -19,7 +19,8 @@ from facesearch.service.grouping import NEAR_DUPLICATE_BITS, PhotoGroup
 from tests.conftest import OPERATOR, lfw_photos
 from tests.crawl.test_crawl import write_warc
 
-# Chosen in code: people with at least two photos whose photo 0 finds their photo 1 (searched).
+# Three of the crawl test site's people (tests/crawl/site.py): photo 1 and its copies are
+# collected, photo 0 probes.
 PEOPLE = ["Aaron_Peirsol", "Abdullah_Gul", "Adam_Sandler"]
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from facesearch.config import Settings
-from facesearch.errors import Forbidden, InvalidRequest, PolicyRefused
+from facesearch.errors import Forbidden, InvalidRequest, NotFound, PolicyRefused
 from facesearch.service import FaceSearchService
 from facesearch.types import Actor
 from tests.conftest import LFW, OPERATOR, lfw_photos
 from tests.crawl.site import people as site_people
 from tests.crawl.site import photo, single_face_photos, start_site
-from tests.service.test_governance import mail_server
+from tests.service.test_governance import mail_server, rows
 
 PASSWORD = "a-long-enough-password"
 CLIENT = "203.0.113.9"
@@ -300,3 +300,25 @@ def test_nobody_approves_their_own_watch(tmp_path: Path) -> None:
         assert audited(svc, "watch.refuse")[0]["actor"] == "other-operator"
     finally:
         svc.close()
+
+
+def test_an_identity_watch_notifies_the_new_faces_of_that_identity(watching, tmp_path: Path) -> None:
+    svc, _, who, case, person, stranger = watching
+    ivy = who["ivy"]
+    ingest(svc, tmp_path / "gallery", *person[:4], *stranger[:2])
+    [(identity,)] = rows(svc, "SELECT DISTINCT faces.identity_id FROM faces JOIN images ON "
+                              "images.id = faces.image_id WHERE images.sha256 IN (?, ?, ?, ?)",
+                         *(sha(p) for p in person[:4]))
+    assert identity is not None
+    watch = svc.request_watch(ivy, case.id, "warrant 21", 30, identity_id=identity)
+    assert watch.kind == "identity" and watch.probe_photos == []
+    assert audited(svc, "watch.request")[0]["detail"]["identity_id"] == identity
+    svc.decide_watch(who["sam"], watch.id, True)
+
+    ingest(svc, tmp_path / "new", person[4], stranger[2])
+    [match] = svc.case_watches(ivy, case.id)[1][0].matches
+    assert match.image_sha256 == sha(person[4])
+    assert rows(svc, "SELECT identity_id FROM faces WHERE id = ?", match.face_id) == [(identity,)]
+    assert audited(svc, "watch.match")[0]["detail"]["face_id"] == match.face_id
+    with pytest.raises(NotFound):
+        svc.request_watch(ivy, case.id, "warrant 22", 30, identity_id=identity + 1000)

@@ -145,11 +145,13 @@ class Settings(BaseSettings):
         "target does not reach distances where a person's photos and strangers' mix.",
     )
     identity_false_match_probability: float = Field(
-        default=1e-5, gt=0, le=0.01,
+        default=2e-6, gt=0, le=0.01,
         description="Identities (clustering): two faces are close enough to be grouped when "
         "the live embedder's calibration gives their distance at most this false-match "
-        "probability per pair (1e-5: distance 1.005 for sface, 0.305 for dlib-resnet). Chosen "
-        "on `facesearch eval cluster`'s curve for BCubed precision of at least 0.97 on LFW.",
+        "probability per pair (2e-6: distance 0.9375 for sface, 0.2825 for dlib-resnet). "
+        "Chosen on `facesearch eval cluster`'s curve: the loosest with BCubed precision of "
+        "at least 0.97 on LFW. Strangers within reach of one face grow with the gallery "
+        "(this times its faces): keep that well under 1.",
     )
     identity_min_faces: int = Field(
         default=3, ge=1,

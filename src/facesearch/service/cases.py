@@ -167,9 +167,9 @@ class Cases(Grouping):
         """Ranked candidates for the chosen faces of the probe photo, nearest first, recorded
         in the case. Refused without an open case of the actor's organisation, or over the
         rate limits. photo may be several photos of one person (at most max_probe_photos,
-        max_upload_bytes together): one face each, searched as one fused face (see
-        _fused_probe; face is then "all", each photo's only face, or "largest"); it counts
-        as one search."""
+        max_upload_bytes together): one face each, searched as one probe face ranked by the
+        mean of their distances (see _fused_probe and _rank; face is then "all", each
+        photo's only face, or "largest"); it counts as one search."""
         self.authorise(actor, "search", "search")
         case = self._own_case(actor, case_id, "search")
         if case.status != "open":
@@ -192,16 +192,16 @@ class Cases(Grouping):
         with self._analysis_lock:
             if len(photos) == 1:
                 probe_sha, probe_faces = self._probe_faces(photos[0], face)
-                hashes = [probe_sha]
-            else:
-                hashes, fused = self._fused_probe(photos, face)
-                probe_sha, probe_faces = hashes[0], [fused]
+                hashes, searched = [probe_sha], probe_faces
+            else:  # one probe face, searched by every photo's; the first photo's stands for it
+                hashes, searched = self._fused_probe(photos, face)
+                probe_sha, probe_faces = hashes[0], searched[:1]
         # The cap is on the whole candidate list, which a probe with many faces would pass.
         if len(probe_faces) > self.settings.max_candidates:
             raise InvalidRequest(f"the probe has {len(probe_faces)} faces: choose one to search")
         k = min(k, self.settings.max_candidates // max(1, len(probe_faces)))
         jurisdictions = self._jurisdictions_of(case)
-        results = self._rank(probe_faces, k, jurisdictions)
+        results = self._rank(searched, k, jurisdictions, fused=len(photos) > 1)
         groups = self._result_groups(
             [(r.probe_face, c.rank, c.face_id) for r in results for c in r.candidates], jurisdictions)
         with self.store.transaction() as conn:

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ from facesearch.errors import (
     NotFound,
     PolicyRefused,
 )
-from facesearch.fusion import template
+from facesearch.fusion import fused_distances
 from facesearch.imaging import decode_for_analysis
 from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
@@ -267,14 +267,13 @@ class Engine(ServiceBase):
             return hashlib.sha256(photo).hexdigest(), [faces[which]]
         return hashlib.sha256(photo).hexdigest(), faces[:1] if which == "largest" else faces
 
-    def _fused_probe(self, photos: list[bytes], which: str | int) -> tuple[list[str], Face]:
-        """Several photos of one person as one probe face: each photo's sha256, and one face
-        whose descriptor is their faces' fused by fusion.RULE (their mean, at unit length);
-        the first photo's face stands for the probe in its box, landmarks and quality.
+    def _fused_probe(self, photos: list[bytes], which: str | int) -> tuple[list[str], list[Face]]:
+        """Several photos of one person as one probe: each photo's sha256 and its face, which
+        _rank(fused=True) ranks by fusion.RULE.
 
         Each photo gives one face. With which "all" (the default) a photo showing several
         is refused: which of them is the person only the investigator knows, and a bystander
-        fused in would pull the template away from the person without a sign in the result.
+        fused in would pull every distance towards a stranger without a sign in the result.
         With "largest" each photo's largest face is taken, as a one-photo search's "largest"
         does. A photo without a face, or unreadable, is refused by its number."""
         if which not in ("all", "largest"):
@@ -293,8 +292,7 @@ class Engine(ServiceBase):
                                      "or search each photo's largest face (face 'largest')")
             hashes.append(sha)
             faces.append(found[0])
-        first = faces[0]
-        return hashes, replace(first, embedding=template(np.stack([f.embedding for f in faces])))
+        return hashes, faces
 
     # Sources -----------------------------------------------------------------------------
 
@@ -594,21 +592,32 @@ class Engine(ServiceBase):
                                         s.false_match_ceiling)
         return CutOff(distance, probability, target, faces)
 
-    def _rank(self, probe_faces: list[Face], k: int,
-              jurisdictions: frozenset[str] = frozenset()) -> list[ProbeResult]:
+    def _rank(self, probe_faces: list[Face], k: int, jurisdictions: frozenset[str] = frozenset(),
+              fused: bool = False) -> list[ProbeResult]:
         """Ranked live, unsuppressed candidates within the search cut-off for each probe face;
         only faces from the given jurisdictions, if any are given. Faces searched is the
         whole gallery's count, also for an organisation restricted to some jurisdictions:
-        a stricter cut-off than its share alone would give, never a looser one."""
+        a stricter cut-off than its share alone would give, never a looser one.
+
+        fused: probe_faces are one face from each of several photos of one person, ranked as
+        one probe face (number 0; the first photo's box and quality stand for it) by their
+        mean distance (fusion.RULE), scored and cut off with the single photo's calibration:
+        on LFW fewer strangers come within the cut-off at a mean distance than at one
+        photo's (README, multi-photo searches), so the scores overstate strangers if anything."""
         index = self.index
         templates = self.store.suppression_templates()
         calibration = self._calibration_of_live()
         limit = self.cut_off("search")
         hidden_within = self.cut_off("suppress", limit.faces).distance
         results = []
-        for number, probe in enumerate(probe_faces):
-            live, rows = self._live_hits(index, probe.embedding, k, jurisdictions, templates,
-                                         limit.distance, hidden_within)
+        for number, photos in enumerate([probe_faces] if fused else [[f] for f in probe_faces]):
+            probe = photos[0]
+            if fused:
+                live, rows = self._fused_hits(index, np.stack([f.embedding for f in photos]), k,
+                                              jurisdictions, templates, limit.distance, hidden_within)
+            else:
+                live, rows = self._live_hits(index, probe.embedding, k, jurisdictions, templates,
+                                             limit.distance, hidden_within)
             candidates = []
             for rank, (distance, face_id) in enumerate(live, start=1):
                 row = rows[face_id]
@@ -625,9 +634,31 @@ class Engine(ServiceBase):
             results.append(ProbeResult(
                 probe_face=number, box=probe.box, quality=probe.quality, cut_off=limit,
                 candidates=candidates,
-                quality_warnings=[s.words() for s in shortfalls(probe.quality, self.settings)],
+                # Every photo of a fused probe is warned about by its number.
+                quality_warnings=[f"photo {n}: {s.words()}" if fused else s.words()
+                                  for n, face in enumerate(photos, start=1)
+                                  for s in shortfalls(face.quality, self.settings)],
                 quality_bound=accuracy_bound(probe.quality, self.live_embedder)))
         return results
+
+    def _fused_hits(self, index: AnyIndex, queries: np.ndarray, k: int,
+                    jurisdictions: frozenset[str], templates: np.ndarray, limit: float,
+                    hidden_within: float) -> tuple[list[tuple[float, int]], dict[int, dict]]:
+        """_live_hits for several photos of one person (queries: photos x dimension): up to k
+        (fused distance, face id) under limit, nearest first. A face whose mean distance is
+        under the limit is under it for at least one photo, so candidates are drawn from each
+        photo's own live hits (4k each; a face far down every photo's list yet near on average
+        can be missed) and their exact fused distances computed from the stored descriptors."""
+        found: dict[int, dict] = {}
+        for query in queries:
+            live, rows = self._live_hits(index, query, 4 * k, jurisdictions, templates, limit,
+                                         hidden_within)
+            found.update((face_id, rows[face_id]) for _, face_id in live)
+        if not found:
+            return [], found
+        ids = list(found)
+        fused = fused_distances(queries, np.stack([from_blob(found[i]["embedding"]) for i in ids]))
+        return sorted((float(d), i) for d, i in zip(fused, ids) if d < limit)[:k], found
 
     def _live_hits(self, index: AnyIndex, query: np.ndarray, k: int,
                    jurisdictions: frozenset[str], templates: np.ndarray, limit: float,

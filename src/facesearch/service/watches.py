@@ -75,7 +75,7 @@ class Watches(Engine):
         open case of the actor's organisation, for days (1 to watch_max_days) from now. It
         waits (pending) for a supervisor's approval. Audited `watch.request`."""
         self.authorise(actor, "watches.request", "watch.request")
-        case = self._own_case(actor, case_id, "watch.request")  # type: ignore[attr-defined]
+        case = self._own_case(actor, case_id, "watch.request")
         authorisation = authorisation.strip()
         if case.status != "open":
             self._refuse(actor, "watch.request", "the case is closed", case)
@@ -171,7 +171,7 @@ class Watches(Engine):
     def case_watches(self, actor: Actor, case_id: int) -> tuple[Case, list[Watch]]:
         """A case's watches, newest first, with their matches. Audited `watch.list`."""
         self.authorise(actor, "cases.read", "watch.list")
-        case = self._own_case(actor, case_id, "watch.list")  # type: ignore[attr-defined]
+        case = self._own_case(actor, case_id, "watch.list")
         self._end_lapsed(actor)
         found = self.watches.of_case(case.id)
         self._audit_alone(actor, "watch.list", {"case_id": case.id, "watches": len(found)}, case)
@@ -185,7 +185,7 @@ class Watches(Engine):
         found = self.watches.pending(actor.organisation_id or -1)
         numbers = {w.case_id: self.cases.case(w.case_id) for w in found}
         self._audit_alone(actor, "watch.pending", {"watches": len(found)})
-        return [(w, numbers[w.case_id].number) for w in found]  # type: ignore[union-attr]
+        return [(w, numbers[w.case_id].number) for w in found]
 
     def _own_watch(self, actor: Actor, watch_id: int, action: str) -> tuple[Watch, Case]:
         """The watch and its case if of the actor's organisation; another organisation's is

@@ -337,10 +337,14 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         found = ivy.post(f"/api/v1/cases/{case['id']}/searches", data={"face": "largest"}, files={
             "probe": ("p.jpg", lfw_photos(PEOPLE[SEARCHED])[0].read_bytes(), "image/jpeg")})
         assert found.status_code == 201, found.text
+        watch = ivy.post(f"/api/v1/cases/{case['id']}/watches", data={"authorisation": "a11y", "days": "7"},
+                         files={"photo": ("p.jpg", lfw_photos(PEOPLE[SEARCHED])[0].read_bytes(), "image/jpeg")})
+        assert watch.status_code == 201, watch.text  # listed on the case and the supervisor's page
     pages = {
         None: ["/login", "/opt-out", "/access"],
         "ivy": ["/cases", f"/cases/{case['id']}", f"/cases/{case['id']}/searches/{found.json()['search_id']}",
                 f"/cases/{case['id']}/report", "/account"],
+        "sam": ["/watches"],
         "ada": ["/admin/users", "/admin/sources", "/admin/policy", "/admin/crawls"],
         "aud": ["/audit", "/records"],
         "dan": ["/dpo", "/dpo/opt-outs"],

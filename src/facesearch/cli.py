@@ -155,8 +155,8 @@ def ingest(
         summary = service().ingest(actor(), paths, source, progress)
     seconds = time.monotonic() - started
     echo(f"images seen {summary.images_seen}, indexed {summary.images_indexed}, "
-              f"already indexed {summary.already_indexed}, without faces "
-              f"{summary.images_without_faces}")
+              f"already indexed {summary.already_indexed} (new places they were seen: "
+              f"{summary.sightings}), without faces {summary.images_without_faces}")
     echo(f"faces indexed {summary.faces_indexed}, withheld (suppressed) "
               f"{summary.faces_withheld}, in {seconds:.1f} s")
     for measure, count in sorted(summary.faces_low_quality.items()):

@@ -55,6 +55,20 @@ def test_search_prints_ranked_candidates_with_provenance_and_the_lead_notice(dat
                for line in lines)
 
 
+def test_search_json_groups_the_candidates_by_identity_and_photo(data: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.jpg"  # the same bytes at another place: one photo seen twice
+    copy.write_bytes(lfw_photos(PERSON)[1].read_bytes())
+    assert "(new places they were seen: 1)" in run(data, "ingest", str(copy), "--source", "press").stdout
+    result = json.loads(run(data, "search", str(lfw_photos(PERSON)[0]), "--case", "C-1", "--json",
+                            "--face", "largest").stdout)
+    ranks = [c["rank"] for c in result["faces"][0]["candidates"]]
+    assert sorted(r for g in result["identities"] for r in g["ranks"]) == ranks
+    assert sorted(rank for p in result["photos"] for _, rank in p["candidates"]) == ranks
+    [seen_twice] = [p for p in result["photos"] if len(p["sightings"]) == 2]
+    assert {s["location"] for s in seen_twice["sightings"]} == {
+        str(lfw_photos(PERSON)[1].resolve()), str(copy.resolve())}
+
+
 def test_search_json_is_machine_readable(data: Path) -> None:
     out = run(data, "search", str(lfw_photos(PERSON)[0]), "--case", "C-1", "--json",
               "--face", "largest").stdout

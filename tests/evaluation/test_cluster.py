@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.clustering import cluster
+from facesearch.calibration import load_calibration
+from facesearch.clustering import cluster, max_distance_for
 from facesearch.config import Settings
 from facesearch.evaluation.cluster import (
     bcubed,
@@ -73,7 +74,8 @@ def test_no_two_faces_of_one_real_photo_are_ever_one_identity(tmp_path: Path) ->
     # At the default distance too, and the two people are told apart.
     central = np.concatenate([np.arange(d.found) == np.argmin(d.offsets) for d in described if d.found])
     people = np.array([CROWDED.index(p.parent.name) for p in paths])
-    result = measure(cluster(photos, vectors, 1.005, 3),
+    distance = max_distance_for(load_calibration("sface"), settings.identity_false_match_probability)
+    result = measure(cluster(photos, vectors, distance, settings.identity_min_faces),
                      true_identities(photos, central, people), photos)
     assert result["images_with_merged_faces"] == 0
     assert result["bcubed_precision"] >= 0.9 and result["pairwise_recall"] >= 0.5
@@ -90,7 +92,10 @@ def test_eval_cluster_prints_the_measures_and_the_curve(tmp_path: Path) -> None:
                 "identities", "images_with_merged_faces"):
         assert key in report and all(key in row for row in report["curve"])
     assert report["images_with_merged_faces"] == 0
-    assert report["people"] == 12 and report["default"]["false_match_probability"] == 1e-5
+    assert report["people"] == 12
+    assert report["default"]["false_match_probability"] == Settings().identity_false_match_probability
+    assert [row["min_faces"] for row in report["by_min_faces"]] == [1, 2, 3, 4]
+    assert all("bcubed_precision" in row["named_faces"] for row in report["curve"])
     probabilities = [row["false_match_probability"] for row in report["curve"]]
     assert probabilities == sorted(probabilities) and len(probabilities) >= 5
     # A looser distance never groups fewer faces together.

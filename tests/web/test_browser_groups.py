@@ -127,6 +127,12 @@ def test_the_results_page_shows_the_candidates_by_identity_and_by_photo(
     expect(page.locator(target)).to_have_count(1)
     shoot(page, "results-groups")
 
+    # The case report lists the photos too, each with every place it was seen.
+    page.goto(f"{deployment.url}/cases/{case_id}/report")
+    seen_on_blog = page.locator(".report-photos li").filter(has_text=BLOG)
+    expect(seen_on_blog).to_have_count(1)
+    expect(seen_on_blog).to_contain_text(STORY)
+
 
 def test_the_groups_fit_a_phone_screen_and_are_labelled(
         browser: Browser, deployment: Deployment, archived: int) -> None:

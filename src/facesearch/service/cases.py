@@ -58,6 +58,8 @@ class CaseReport:
     searches: list[StoredSearch] = field(default_factory=list)
     notice: str = LEAD_NOTICE
     score_meaning: str = MEANING
+    # Search id -> its candidates' photos, each once with every place seen (service.grouping).
+    photos: dict[int, list[PhotoGroup]] = field(default_factory=dict)
 
 
 class Cases(Grouping):
@@ -304,6 +306,10 @@ class Cases(Grouping):
         self.authorise(actor, "cases.read", "case.report")
         case = self._own_case(actor, case_id, "case.report")
         report = CaseReport(case, actor.organisation, self.now(), self.cases.searches(case.id))
+        jurisdictions = self._jurisdictions_of(case)
+        report.photos = {s.id: self._result_groups(
+            [(c.probe_face, c.rank, c.face_id) for c in s.candidates if not c.erased_at],
+            jurisdictions).photos for s in report.searches}
         self._audit_alone(actor, "case.report", {"case_id": case.id}, case)
         return report
 

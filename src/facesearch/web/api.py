@@ -97,7 +97,9 @@ def report_json(report: CaseReport) -> dict:
     return {"case": asdict(report.case), "organisation": report.organisation,
             "generated_at": report.generated_at, "notice": report.notice,
             "score_meaning": report.score_meaning,
-            "searches": [stored_search_json(s) for s in report.searches]}
+            "searches": [stored_search_json(s) for s in report.searches],
+            "photos": {search_id: [asdict(p) for p in photos]
+                       for search_id, photos in report.photos.items()}}
 
 
 def read_upload(upload: UploadFile) -> bytes:

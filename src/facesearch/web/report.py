@@ -70,4 +70,14 @@ def report_pdf(report: CaseReport, crop_of: Callable[[int], bytes]) -> bytes:
                 pdf.cell(0, 4, _text(f"marked {m.mark} by {m.actor} at {m.at}"),
                          new_x="LMARGIN", new_y="NEXT")
             pdf.set_y(max(pdf.get_y(), top + 20))
+        for photo in report.photos.get(search.id, []):
+            pdf.set_font("Helvetica", "B", 8)
+            ranks = ", ".join(f"#{rank}" for _, rank in photo.candidates)
+            pdf.cell(0, 5, _text(f"Photo of {ranks}, seen at {len(photo.sightings)} places:"),
+                     new_x="LMARGIN", new_y="NEXT")
+            pdf.set_font("Helvetica", size=8)
+            for seen in photo.sightings:
+                pdf.set_x(14)
+                pdf.cell(0, 4, _text(f"{seen.page_url or seen.location} ({seen.source}, "
+                                     f"{seen.seen_at[:10]})")[:120], new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

@@ -93,9 +93,9 @@ def grouping_rule(photos: list[Path]) -> dict:
         for kind, make in COPIES.items():
             copy = hashes(make(image))
             if copy is not None:
-                found[kind].append(same_photo((original[0], copy[0]), (original[1], copy[1])))
+                found[kind].append(same_photo((original[0], copy[0]), [(original[1], copy[1])]))
     taken = [(a == b) for (a, x), (b, y) in combinations(originals, 2)
-             if same_photo((x[0], y[0]), (x[1], y[1]))]
+             if same_photo((x[0], y[0]), [(x[1], y[1])])]
     return {"photos": len(originals),
             "copies_found": {kind: round(float(np.mean(v)), 3) for kind, v in found.items()},
             "different_photo_pairs": len(originals) * (len(originals) - 1) // 2,

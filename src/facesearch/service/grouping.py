@@ -12,6 +12,7 @@ never a scan of the gallery.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,17 +99,18 @@ def face_window_hash(chip_jpeg: bytes, geometry: dict | None) -> str | None:
     return perceptual_hashes(np.ascontiguousarray(window))[0] if window.size else None
 
 
-def same_photo(whole: tuple[str | None, str | None], face: tuple[str | None, str | None]) -> bool:
+def same_photo(whole: tuple[str | None, str | None],
+               faces: Iterable[tuple[str | None, str | None]]) -> bool:
     """Are two images copies of one photo, by their whole-image pHashes and the face-window
-    pHashes of their candidate faces? A mirrored copy is another photo: no hash is compared
-    with a mirror image's."""
+    pHashes of pairs of their candidate faces (read only when needed: pass a generator)? A
+    mirrored copy is another photo: no hash is compared with a mirror image's."""
     if None in whole:
         return False
     apart = hash_bits_apart(*whole)
     if apart <= NEAR_DUPLICATE_BITS:
         return True
-    return (apart <= CROP_WHOLE_BITS and None not in face
-            and hash_bits_apart(*face) <= CROP_FACE_BITS)
+    return apart <= CROP_WHOLE_BITS and any(
+        None not in pair and hash_bits_apart(*pair) <= CROP_FACE_BITS for pair in faces)
 
 
 class Grouping(Identities):
@@ -161,14 +163,16 @@ class Grouping(Identities):
         return sorted(groups.values(), key=lambda g: (g.probe_face, g.best_rank))
 
     def _face_window_of(self, row: dict) -> str | None:
-        path = self.crops.path(row["crop_path"])
-        if not path.exists():  # erased meanwhile
+        try:
+            chip = self.crops.path(row["crop_path"]).read_bytes()
+        except OSError:  # erased meanwhile
             return None
-        return face_window_hash(path.read_bytes(), json.loads(row["chip_geometry"] or "null"))
+        return face_window_hash(chip, json.loads(row["chip_geometry"] or "null"))
 
 
 def _photo_groups(live: list[tuple[int, int, int]], rows: dict[int, dict],
-                  places: dict[int, list[dict]], face_window) -> list[PhotoGroup]:  # noqa: ANN001
+                  places: dict[int, list[dict]],
+                  face_window: Callable[[int], str | None]) -> list[PhotoGroup]:
     """The candidates' images, copies of one photo together (any two of a group's images are
     linked through copies), in the order of their best candidates."""
     images: dict[int, list[tuple[int, int, int]]] = {}  # image id -> its candidates
@@ -184,8 +188,8 @@ def _photo_groups(live: list[tuple[int, int, int]], rows: dict[int, dict],
 
     def copies(a: int, b: int) -> bool:
         whole = (rows[images[a][0][2]]["phash"], rows[images[b][0][2]]["phash"])
-        return any(same_photo(whole, (window(x), window(y)))
-                   for _, _, x in images[a] for _, _, y in images[b])
+        return same_photo(whole, ((window(x), window(y))
+                                  for _, _, x in images[a] for _, _, y in images[b]))
 
     parent = {image_id: image_id for image_id in order}
 

@@ -106,3 +106,18 @@ def test_a_poor_probe_is_warned_about_in_plain_words_and_a_good_one_is_not(lfw, 
         assert "found their person first in" in good.quality_bound
     finally:
         service.close()
+
+
+def test_each_poor_photo_of_a_multi_photo_probe_is_warned_about_by_its_number(lfw, tmp_path: Path) -> None:
+    service = make_service(tmp_path)
+    try:
+        service.ingest(OPERATOR, [write(tmp_path / "in", "g.jpg", Image.open(lfw_photos("Jodie_Foster")[2]))],
+                       "lfw")
+        actor = service.local_operator(OPERATOR.name)
+        case = service.open_case(actor, "Q-2", "criminal investigation")
+        photos = [FRONTAL.read_bytes(), jpeg_bytes(blurred(lfw_photos("Jodie_Foster")[0]), quality=95)]
+        face = service.search(actor, case.id, photos, face="largest").faces[0]
+        assert len(face.quality_warnings) == 1
+        assert face.quality_warnings[0].startswith("photo 2: the face is blurred: sharpness 0.0")
+    finally:
+        service.close()

@@ -180,3 +180,17 @@ def test_every_stored_image_carries_its_perceptual_hash(
         for kind in ("resized", "recompressed"):
             assert hash_bits_apart(original, hashes[url_of(person, kind)]) <= NEAR_DUPLICATE_BITS
         assert hash_bits_apart(original, hashes[url_of(person, "mirrored")]) > NEAR_DUPLICATE_BITS
+
+
+def test_an_organisation_sees_only_the_sightings_of_its_jurisdictions(
+        service: FaceSearchService, tmp_path: Path) -> None:
+    service.add_source(OPERATOR, "us-press", "legitimate_interests", "US")
+    service.add_source(OPERATOR, "fr-press", "legitimate_interests", "FR")
+    photo = lfw_photos(PEOPLE[0])[1].read_bytes()
+    for name, source in (("us.jpg", "us-press"), ("fr.jpg", "fr-press")):
+        (tmp_path / name).write_bytes(photo)
+        service.ingest(OPERATOR, [tmp_path / name], source)
+    probe = lfw_photos(PEOPLE[0])[0].read_bytes()
+    assert [s.source for s in search(service, probe).photos[0].sightings] == ["us-press", "fr-press"]
+    service.restrict_organisation(service.local_operator(OPERATOR.name), "local", ["US"])
+    assert [s.source for s in search(service, probe).photos[0].sightings] == ["us-press"]

@@ -17,6 +17,7 @@ from facesearch.clustering import cluster, max_distance_for
 from facesearch.config import Settings
 from facesearch.evaluation.cluster import (
     bcubed,
+    incremental,
     measure,
     merged_images,
     pairwise,
@@ -79,6 +80,11 @@ def test_no_two_faces_of_one_real_photo_are_ever_one_identity(tmp_path: Path) ->
                      true_identities(photos, central, people), photos)
     assert result["images_with_merged_faces"] == 0
     assert result["bcubed_precision"] >= 0.9 and result["pairwise_recall"] >= 0.5
+    # Ingest's assignment, photo batch by photo batch, keeps them apart too, even with every
+    # face within reach.
+    for batch in (1, 8):
+        assigned = incremental(photos, vectors, 2.01, 1, batch_photos=batch)
+        assert merged_images(assigned, photos) == 0 and (assigned >= 0).all()
 
 
 def test_eval_cluster_prints_the_measures_and_the_curve(tmp_path: Path) -> None:
@@ -95,6 +101,7 @@ def test_eval_cluster_prints_the_measures_and_the_curve(tmp_path: Path) -> None:
     assert report["people"] == 12
     assert report["default"]["false_match_probability"] == Settings().identity_false_match_probability
     assert [row["min_faces"] for row in report["by_min_faces"]] == [1, 2, 3, 4]
+    assert report["incremental"]["images_with_merged_faces"] == 0
     assert all("bcubed_precision" in row["named_faces"] for row in report["curve"])
     probabilities = [row["false_match_probability"] for row in report["curve"]]
     assert probabilities == sorted(probabilities) and len(probabilities) >= 5

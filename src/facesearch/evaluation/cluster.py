@@ -17,7 +17,9 @@ Measures (facesearch.clustering's unassigned faces count as identities of one fa
   person; over pairs of one person, the share put together.
   images_with_merged_faces: photos two of whose faces share an identity (must be 0).
 The curve runs the same clustering at several per-pair false-match probabilities; the chosen
-default is Settings.identity_false_match_probability.
+default is Settings.identity_false_match_probability. `incremental` scores, at the default, the
+identities that ingest's assignment would give if the photos arrived in a random order, eight a
+batch (the service's own assignment step, clustering.assign_new_face, over exact neighbours).
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.calibration import load_calibration
-from facesearch.clustering import cluster, max_distance_for
+from facesearch.clustering import (
+    NEIGHBOURS,
+    NEW_IDENTITY,
+    UNASSIGNED,
+    Neighbour,
+    assign_new_face,
+    cluster,
+    max_distance_for,
+)
 from facesearch.config import Settings
 from facesearch.errors import InvalidRequest
 from facesearch.evaluation.pipeline import PhotoJob, run_photos
@@ -166,6 +176,48 @@ def measure_both(labels: np.ndarray, truth: np.ndarray, photos: np.ndarray,
                                     "pairwise_recall")}}
 
 
+def incremental(photos: np.ndarray, vectors: np.ndarray, max_distance: float, min_faces: int,
+                batch_photos: int = 8, seed: int = 0) -> np.ndarray:
+    """Labels as ingest assigns them (service.identities): photos in a seeded random order,
+    batch_photos a batch; each face's neighbours are its NEIGHBOURS nearest among earlier
+    batches' faces (as the vector index holds them) and its own batch's faces within reach."""
+    arrival = np.random.default_rng(seed).permutation(int(photos.max(initial=-1)) + 1)
+    position = np.empty_like(arrival)
+    position[arrival] = np.arange(len(arrival))
+    batch_of = position[photos] // batch_photos
+    labels = np.full(len(photos), UNASSIGNED, np.int64)
+    images: dict[int, set[int]] = {}
+    earlier = np.zeros(len(photos), bool)
+    for batch in np.unique(batch_of):
+        members = np.flatnonzero(batch_of == batch)
+        known = np.flatnonzero(earlier)
+        for face in members:
+            near = []
+            if len(known):
+                distances = np.linalg.norm(vectors[known] - vectors[face], axis=1)
+                nearest = np.argsort(distances)[:NEIGHBOURS]
+                near = [(float(distances[n]), int(known[n])) for n in nearest]
+            near += [(float(np.linalg.norm(vectors[other] - vectors[face])), int(other))
+                     for other in members if other != face]
+            neighbours = [Neighbour(other, d, int(photos[other]),
+                                    None if labels[other] < 0 else int(labels[other]))
+                          for d, other in near if d < max_distance]
+            current = None if labels[face] < 0 else int(labels[face])
+            decision = assign_new_face(int(photos[face]), neighbours, min_faces, images.__getitem__,
+                                       current)
+            if decision.identity_id is None:
+                continue
+            identity = decision.identity_id
+            if identity == NEW_IDENTITY:
+                identity = len(images) + 1
+                images[identity] = set()
+            for member in [face] * (current is None) + decision.pulled:
+                labels[member] = identity
+                images[identity].add(int(photos[member]))
+        earlier[members] = True
+    return labels
+
+
 def run_cluster_evaluation(settings: Settings, lfw_dir: Path, output: Path,
                            log: Callable[[str], None], limit_people: int | None = None) -> dict:
     paths, people = lfw_photos(lfw_dir, limit_people)
@@ -184,6 +236,8 @@ def run_cluster_evaluation(settings: Settings, lfw_dir: Path, output: Path,
         log(f"p={probability:g} d={distance}: {curve[-1]}")
     chosen = next(row for row in curve
                   if row["false_match_probability"] == settings.identity_false_match_probability)
+    assigned = incremental(photos, vectors, chosen["max_distance"], settings.identity_min_faces)
+    log("scored ingest's incremental assignment")
     by_min_faces = [{"min_faces": faces, **measure_both(
         cluster(photos, vectors, chosen["max_distance"], faces), truth, photos, central)}
         for faces in MIN_FACES]
@@ -194,4 +248,5 @@ def run_cluster_evaluation(settings: Settings, lfw_dir: Path, output: Path,
             "min_faces": settings.identity_min_faces, **chosen,
             "default": {"false_match_probability": settings.identity_false_match_probability,
                         "max_distance": chosen["max_distance"]},
+            "incremental": measure_both(assigned, truth, photos, central),
             "curve": curve, "by_min_faces": by_min_faces}

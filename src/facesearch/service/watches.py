@@ -131,8 +131,7 @@ class Watches(Engine):
         action = "watch.approve" if approve else "watch.refuse"
         self.authorise(actor, "watches.approve", action)
         watch, case = self._own_watch(actor, watch_id, action)
-        if actor.user_id == watch.requested_by and (actor.user_id is not None
-                                                    or actor.name == watch.requested_actor):
+        if _is_requester(actor, watch):
             self._refuse(actor, action, "a watch needs another person's approval, not its "
                          "requester's", case)
         self._end_lapsed(actor)
@@ -152,9 +151,7 @@ class Watches(Engine):
         Audited `watch.stop`."""
         self.authorise(actor, "watches.stop", "watch.stop")
         watch, case = self._own_watch(actor, watch_id, "watch.stop")
-        requester = actor.user_id == watch.requested_by and (actor.user_id is not None
-                                                             or actor.name == watch.requested_actor)
-        if not (requester or allowed(actor.role, "watches.approve")):
+        if not (_is_requester(actor, watch) or allowed(actor.role, "watches.approve")):
             self._refuse(actor, "watch.stop", "only the requester or a supervisor stops a watch", case)
         reason = reason.strip()[:1000]
         if not reason:
@@ -270,18 +267,19 @@ class Watches(Engine):
         hidden = (suppressed_mask(vectors, suppressions, self.cut_off("suppress").distance)
                   if len(suppressions) else np.zeros(len(added), bool))
         rows = self.watches.batch_faces(conn, [face_id for face_id, _ in added])
+        identities = np.array([rows[face_id][1] if rows[face_id][1] is not None else -1
+                               for face_id, _ in added])
+        watched = np.array([w.identity_id if w.kind == "identity" else -2 for w in found])
+        hits = ((distances < limit.distance) | (watched[:, None] == identities[None, :])) & ~hidden
+        matched: dict[int, dict[str, tuple[float, int]]] = {}  # watch -> image -> nearest face
+        for w, f in zip(*np.nonzero(hits)):
+            face_id = added[f][0]
+            images, sha256 = matched.setdefault(int(w), {}), rows[face_id][0]
+            if sha256 not in images or distances[w, f] < images[sha256][0]:
+                images[sha256] = (float(distances[w, f]), face_id)
         mails: list[Mail] = []
-        for w, watch in enumerate(found):
-            best: dict[str, tuple[float, int]] = {}  # image sha256 -> nearest matching face
-            for f, (face_id, _) in enumerate(added):
-                sha256, identity_id = rows[face_id]
-                same_identity = watch.kind == "identity" and identity_id == watch.identity_id
-                if hidden[f] or not (distances[w, f] < limit.distance or same_identity):
-                    continue
-                if sha256 not in best or distances[w, f] < best[sha256][0]:
-                    best[sha256] = (float(distances[w, f]), face_id)
-            if best:
-                mails += self._record_matches(conn, actor, watch, best, limit)
+        for w, images in sorted(matched.items()):
+            mails += self._record_matches(conn, actor, found[w], images, limit)
         if mails:
             if self._watch_mailer is None:
                 self._watch_mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="watch-mail")
@@ -369,3 +367,10 @@ class Watches(Engine):
     def close(self) -> None:
         self.wait_for_watch_mail()
         super().close()
+
+
+def _is_requester(actor: Actor, watch: Watch) -> bool:
+    """Whether actor asked for the watch: the same user, or for the CLI (no user id) the same
+    local operator's name."""
+    return actor.user_id == watch.requested_by and (actor.user_id is not None
+                                                    or actor.name == watch.requested_actor)

@@ -322,3 +322,19 @@ def test_an_identity_watch_notifies_the_new_faces_of_that_identity(watching, tmp
     assert audited(svc, "watch.match")[0]["detail"]["face_id"] == match.face_id
     with pytest.raises(NotFound):
         svc.request_watch(ivy, case.id, "warrant 22", 30, identity_id=identity + 1000)
+
+
+def test_a_watch_by_another_face_model_is_stopped_not_left_silent(watching, tmp_path: Path) -> None:
+    """A re-embedding switches the gallery's model; a watch's probe photo was not kept, so its
+    template cannot be described again: it is stopped (the requester asks again)."""
+    svc, _, who, case, person, _ = watching
+    ivy = who["ivy"]
+    watch = svc.request_watch(ivy, case.id, "warrant 23", 30, photo=person[0].read_bytes())
+    svc.decide_watch(who["sam"], watch.id, True)
+    with svc.store.engine.begin() as conn:  # as if made before a switch from dlib's model
+        conn.exec_driver_sql("UPDATE watches SET embedder = 'dlib-resnet' WHERE id = ?", (watch.id,))
+    ingest(svc, tmp_path / "after", person[1])
+    assert matched_images(svc, ivy, case.id, watch.id) == []
+    [stop] = audited(svc, "watch.stop")
+    assert stop["detail"]["reason"].startswith("the gallery's face model changed from dlib-resnet")
+    assert svc.case_watches(ivy, case.id)[1][0].status == "stopped"

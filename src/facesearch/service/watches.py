@@ -208,7 +208,9 @@ class Watches(Engine):
         return True
 
     def _end_lapsed(self, actor: Actor, conn: Connection | None = None) -> None:
-        """Mark watches past their expiry expired (audited `watch.expire`), in conn's
+        """Mark watches past their expiry expired (audited `watch.expire`), and stop those
+        whose template is by another model than the gallery's (a re-embedding switched
+        since: the probe photo was not kept, so it cannot be described again), in conn's
         transaction or one of their own."""
         if conn is None:
             with self.store.transaction() as own:
@@ -220,6 +222,9 @@ class Watches(Engine):
                 self._audit(conn, actor, "watch.expire", {
                     "watch_id": watch.id, "case_id": watch.case_id,
                     "expires_at": watch.expires_at}, self.cases.case(watch.case_id, conn))
+        for watch in self.watches.by_other_model(conn, self.live_embedder):
+            self._stop(conn, actor, watch, self.cases.case(watch.case_id, conn),
+                       f"the gallery's face model changed from {watch.embedder}: request it again")
         return None
 
     def _case_closing(self, conn: Connection, actor: Actor, case: Case) -> None:

@@ -116,6 +116,12 @@ class WatchStore:
             watches.c.status.in_(("pending", "active")), watches.c.expires_at <= now)
             .order_by(watches.c.id)).mappings()]
 
+    def by_other_model(self, conn: Connection, embedder: str) -> list[Watch]:
+        """Pending or active watches whose template is not by embedder."""
+        return [_watch(r) for r in conn.execute(select(*_SHOWN).where(
+            watches.c.status.in_(("pending", "active")), watches.c.embedder != embedder)
+            .order_by(watches.c.id)).mappings()]
+
     def of_open_case(self, conn: Connection, case_id: int) -> list[Watch]:
         """A case's pending and active watches."""
         return [_watch(r) for r in conn.execute(select(*_SHOWN).where(

@@ -151,6 +151,7 @@ def test_a_photo_showing_two_faces_is_refused_unless_the_largest_is_asked_for(
 def test_too_many_or_too_large_probe_photos_are_refused(indexed: FaceSearchService,
                                                         tmp_path: Path) -> None:
     most = indexed.settings.max_probe_photos
+    assert indexed.policy(indexed.local_operator(OPERATOR.name))["max_probe_photos"] == most == 5
     photos = [photo.read_bytes() for name in PEOPLE[:3] for photo in lfw_photos(name)[:2]][:most + 1]
     before = len(indexed.trail.records(AuditFilter(action="search")))
     with pytest.raises(InvalidRequest, match=f"1 to {most} photos"):

@@ -136,6 +136,7 @@ class Cases(Grouping):
         s = self.settings
         return {
             "search_purposes": s.search_purposes, "max_candidates": s.max_candidates,
+            "max_probe_photos": s.max_probe_photos,
             "search_false_matches": s.search_false_matches,
             "suppress_false_matches": s.suppress_false_matches,
             "false_match_ceiling": s.false_match_ceiling,

@@ -331,8 +331,9 @@ class Engine(ServiceBase):
         """Index every face of every image under paths, as coming from a registered source.
 
         Images already indexed (same sha256) are skipped, so an interrupted run can simply
-        be started again. Faces of suppressed people are never stored. location_of names
-        where a file came from when its path is only a staging copy (an upload).
+        be started again. Faces of suppressed people are never stored, nor faces below the
+        quality minimums (counted by reason, see _searchable). location_of names where a
+        file came from when its path is only a staging copy (an upload).
 
         Faces are found outside the write lock and each batch is written under it, so that
         ingests in other processes (queue workers) analyse at the same time. queue_job

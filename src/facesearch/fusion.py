@@ -5,9 +5,9 @@ searches"): "best", the smallest distance over the probe photos; "mean", the mea
 distances; "template", the distance to the probe photos' mean descriptor scaled back to unit
 length (Amazon Rekognition's user vector). RULE is the one searches use, chosen by that
 measurement: on LFW (YuNet + SFace, 901 people) the three tie at rank-1 within two probes, and
-at the single photo's search cut-off the mean lets in the fewest strangers (3.0 a probe against
-the 10 targeted; the template 13.2, more than a single photo's calibration promises), so the
-single photo's calibration can score a mean distance without understating strangers.
+at the single photo's search cut-off the mean lets in the fewest strangers (3.0 a probe; one
+photo 7.8, 10 targeted; the template 13.2, more than a single photo's calibration promises), so
+the single photo's calibration can score a mean distance without understating strangers.
 """
 
 from __future__ import annotations

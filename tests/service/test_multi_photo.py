@@ -158,6 +158,8 @@ def test_too_many_or_too_large_probe_photos_are_refused(indexed: FaceSearchServi
         search(indexed, photos)
     with pytest.raises(InvalidRequest, match="face number"):
         search(indexed, photos[:2], face=0)
+    with pytest.raises(InvalidRequest, match="photo 3 of 3 .* is photo 1 again"):
+        search(indexed, [photos[0], photos[1], photos[0]], face="largest")
     assert len(indexed.trail.records(AuditFilter(action="search"))) == before
     small = FaceSearchService(Settings(home=tmp_path / "data", workers=1,
                                        max_upload_bytes=sum(map(len, photos[:2])) - 1))

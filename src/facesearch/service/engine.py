@@ -275,7 +275,7 @@ class Engine(ServiceBase):
         is refused: which of them is the person only the investigator knows, and a bystander
         fused in would pull every distance towards a stranger without a sign in the result.
         With "largest" each photo's largest face is taken, as a one-photo search's "largest"
-        does. A photo without a face, or unreadable, is refused by its number."""
+        does. A photo without a face, unreadable or given twice is refused by its number."""
         if which not in ("all", "largest"):
             raise InvalidRequest("a search of several photos takes each photo's only face ('all') "
                                  "or its 'largest', not a face number")
@@ -283,6 +283,8 @@ class Engine(ServiceBase):
         for number, photo in enumerate(photos, start=1):
             sha = hashlib.sha256(photo).hexdigest()
             named = f"photo {number} of {len(photos)} (sha256 {sha[:12]})"
+            if sha in hashes:  # it would count twice in the mean
+                raise InvalidRequest(f"{named} is photo {hashes.index(sha) + 1} again")
             try:
                 _, found = self._probe_faces(photo, which)
             except (NoFace, BadImage, InvalidRequest) as exc:  # say which photo

@@ -253,7 +253,7 @@ def test_a_photo_without_a_face_leaves_the_search_button_disabled(
     expect(page.locator("#search-button")).to_be_disabled()
     # Nothing was searched, so the case still holds no search.
     page.goto(f"{deployment.url}/cases/{case_id}")
-    expect(page.locator("main table tbody")).to_contain_text("No searches yet.")
+    expect(page.get_by_role("table", name="Searches")).to_contain_text("No searches yet.")
 
 
 def test_a_candidate_is_confirmed_only_by_a_second_investigator(

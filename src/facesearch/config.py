@@ -84,18 +84,19 @@ class Settings(BaseSettings):
     quality_min_face_pixels: int = Field(
         default=24, ge=0,
         description="Quality: the shortest face side, in the original photo's pixels, that is "
-        "indexed; a probe face below it is warned about. Rank-1 was 96% to 98% for faces of 24 "
-        "to 56 px and 91% below 24 (min_face_size already ignores faces under 40 px wide).")
+        "indexed; a probe face below it is warned about. Rank-1 was 95% to 97% for faces of 24 "
+        "to 56 px and 85% below 24 (min_face_size already ignores faces under 40 px wide).")
     quality_min_sharpness: float = Field(
         default=0.02, ge=0, lt=1,
         description="Quality: the lowest sharpness (0 to 1, the face chip's Laplacian variance v "
-        "as v / (v + 200)) that is indexed; a probe face below it is warned about. Rank-1 fell "
-        "from 95% or more to 84% below 0.02; no LFW subject scored under 0.07.")
+        "as v / (v + 200)) that is indexed; a probe face below it is warned about. Rank-1 was "
+        "91% from 0.02 to 0.04 and 82% below; no LFW subject scored under 0.07.")
     quality_max_yaw: float = Field(
         default=60.0, ge=0, le=90,
         description="Quality: the largest head turn (degrees, from the landmarks) that is "
-        "indexed; a probe face beyond it is warned about (near-profiles: one eye hidden). Up to "
-        "60 degrees rank-1 stayed at 93% or more. Faces without a yaw (HOG, CNN) pass.")
+        "indexed; a probe face beyond it is warned about (near-profiles: one eye hidden). Rank-1 "
+        "fell slowly with the turn: 94% to 30 degrees, 87% from 45 to 60, 85% beyond (13 "
+        "probes). Faces without a yaw (HOG, CNN) pass.")
     quality_max_pitch: float = Field(
         default=30.0, ge=0, le=90,
         description="Quality: the largest nod up or down (degrees, from the landmarks) that is "
@@ -105,9 +106,9 @@ class Settings(BaseSettings):
         default=0.0,
         description="Quality: the lowest detector confidence that is indexed (YuNet's score, "
         "0.7 to 1; HOG's and MMOD's are on other scales: set it for the detector in use). Off "
-        "by default: YuNet's own threshold (0.7) is the floor; faces of 0.8 to 0.9 were found "
-        "first 84% of the time, but nearly all were copies that size and sharpness already "
-        "judge, and 0.9 would withhold 1% of LFW subjects and most faces behind them.")
+        "by default, since its scale is the detector's: for YuNet 0.8 suits (rank-1 59% below "
+        "it, 17 probes; 78% from 0.8 to 0.9, mostly copies that size and sharpness judge; no "
+        "LFW subject under it).")
     mirror_gallery: bool = Field(
         default=False,
         description="Average the descriptors of each indexed face's chip and its mirror "

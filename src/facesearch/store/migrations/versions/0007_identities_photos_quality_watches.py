@@ -23,7 +23,10 @@ def upgrade() -> None:
         sa.Column('created_at', sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint('id'),
     )
-    with op.batch_alter_table('faces', schema=None) as batch_op:
+    # Adding a foreign key rebuilds SQLite's table: it must keep AUTOINCREMENT, so that a
+    # deleted face's id is never given to another face (the erasure log relies on it).
+    with op.batch_alter_table('faces', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.add_column(sa.Column('face_pixels', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('sharpness', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('yaw', sa.Float(), nullable=True))
@@ -116,7 +119,8 @@ def downgrade() -> None:
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.drop_index('ix_images_phash')
         batch_op.drop_column('phash')
-    with op.batch_alter_table('faces', schema=None) as batch_op:
+    with op.batch_alter_table('faces', schema=None,
+                              table_kwargs={'sqlite_autoincrement': True}) as batch_op:
         batch_op.drop_constraint('fk_faces_identity_id', type_='foreignkey')
         batch_op.drop_index('ix_faces_identity_id')
         for column in ('identity_id', 'roll', 'pitch', 'yaw', 'sharpness', 'face_pixels'):

@@ -521,9 +521,11 @@ class Engine(ServiceBase):
             withheld = np.zeros(len(faces), bool)
         kept = [f for f, w in zip(faces, withheld) if not w]
         summary.faces_withheld += int(withheld.sum())
-        if faces and not kept:
-            return []  # only suppressed people: not even the image's location is kept
         kept = self._searchable(kept, summary)
+        if withheld.any() and not kept:
+            # A suppressed person and nobody else searchable: not even the image's location
+            # is kept (an image whose faces are only too poor to search is recorded).
+            return []
         crop_paths = [self.crops.relative_path(result.sha256, i) for i in range(len(kept))]
         for face, crop in zip(kept, crop_paths):
             self.crops.write(crop, face.chip_jpeg)

@@ -58,6 +58,8 @@ identities = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("created_at", String(32), nullable=False),
+    # Never reuse an erased identity's number: watches and reviews refer to identities by it.
+    sqlite_autoincrement=True,
 )
 
 faces = Table(

@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('created_at', sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint('id'),
+        sqlite_autoincrement=True,
     )
     # Adding a foreign key rebuilds SQLite's table: it must keep AUTOINCREMENT, so that a
     # deleted face's id is never given to another face (the erasure log relies on it).

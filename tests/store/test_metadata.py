@@ -115,6 +115,19 @@ def test_suppression_templates_persist_with_their_embedder_and_chip(store: Metad
     assert store.suppressions_to_reembed("sface") == []
 
 
+def test_identity_numbers_are_never_reused_after_the_newest_identity_is_deleted(
+        store: MetadataStore) -> None:
+    # Watches and reviews refer to identities by number: a reused one would point at a stranger.
+    from facesearch.store.identities import IdentityStore, delete_empty_identities
+
+    identities = IdentityStore(store.engine)
+    with store.transaction() as conn:
+        first = identities.create(conn, "2026-01-01T00:00:00+00:00")
+        assert delete_empty_identities(conn, [first]) == 1
+    with store.transaction() as conn:
+        assert identities.create(conn, "2026-01-02T00:00:00+00:00") > first
+
+
 def test_face_ids_are_never_reused_after_the_newest_face_is_deleted(store: MetadataStore) -> None:
     source = store.add_source("s", "public_task", "US", "", 1095)
     first = add(store, "a" * 64, source.id, 1)

@@ -121,3 +121,23 @@ def test_each_poor_photo_of_a_multi_photo_probe_is_warned_about_by_its_number(lf
         assert face.quality_warnings[0].startswith("photo 2: the face is blurred: sharpness 0.0")
     finally:
         service.close()
+
+
+def test_a_suppressed_person_beside_only_a_face_too_poor_to_search_leaves_no_image(
+        lfw, tmp_path: Path) -> None:
+    # Withheld for the suppression and for quality, nothing searchable remains: the image (its
+    # location and page) must not be kept, as when the suppressed person stands alone.
+    service = make_service(tmp_path, quality_min_face_pixels=60)
+    try:
+        service.suppress(OPERATOR, Path(FRONTAL).read_bytes(), "opted out")
+        person, bystander = Image.open(FRONTAL), half_size(lfw_photos("Ian_Thorpe")[0])  # 45 px
+        both = Image.new("RGB", (person.width + bystander.width, person.height))
+        both.paste(person, (0, 0))
+        both.paste(bystander, (person.width, 0))
+        summary = service.ingest(OPERATOR, [write(tmp_path / "in", "both.jpg", both)], "lfw")
+        assert summary.faces_withheld == 1 and summary.faces_low_quality == {"face_pixels": 1}
+        assert summary.images_indexed == 0
+        with service.store.engine.connect() as conn:
+            assert conn.execute(select(images.c.id)).all() == []
+    finally:
+        service.close()

@@ -338,3 +338,97 @@ def test_a_watch_by_another_face_model_is_stopped_not_left_silent(watching, tmp_
     [stop] = audited(svc, "watch.stop")
     assert stop["detail"]["reason"].startswith("the gallery's face model changed from dlib-resnet")
     assert svc.case_watches(ivy, case.id)[1][0].status == "stopped"
+
+
+def test_a_watch_sees_only_its_organisations_jurisdictions(watching, tmp_path: Path) -> None:
+    """Org may see US faces only: a photo of the watched person from an FR source is not
+    notified, and an identity seen only in FR is refused like a missing one."""
+    svc, _, who, case, person, _ = watching
+    ivy = who["ivy"]
+    svc.add_source(OPERATOR, "french", "legitimate_interests", "FR")
+    svc.restrict_organisation(OPERATOR, "Org", ["US"])
+    watch = svc.request_watch(ivy, case.id, "warrant 24", 30, photo=person[0].read_bytes())
+    svc.decide_watch(who["sam"], watch.id, True)
+    svc.ingest(OPERATOR, [copy_to(tmp_path / "fr", person[1], person[2])], "french")
+    assert matched_images(svc, ivy, case.id, watch.id) == []
+    assert audited(svc, "watch.match") == [] and svc.take_notifications(ivy) == []
+    ingest(svc, tmp_path / "us", person[3])
+    assert matched_images(svc, ivy, case.id, watch.id) == [sha(person[3])]
+
+    [(french,)] = rows(svc, "SELECT DISTINCT faces.identity_id FROM faces JOIN images ON "
+                            "images.id = faces.image_id WHERE images.sha256 = ?", sha(person[1]))
+    [(american,)] = rows(svc, "SELECT faces.identity_id FROM faces JOIN images ON "
+                              "images.id = faces.image_id WHERE images.sha256 = ?", sha(person[3]))
+    if french != american:  # an identity of FR faces only: Org cannot watch it
+        with pytest.raises(NotFound):
+            svc.request_watch(ivy, case.id, "warrant 25", 30, identity_id=french)
+    svc.restrict_organisation(OPERATOR, "Org", ["BE"])  # now none of its faces is Org's
+    with pytest.raises(NotFound):
+        svc.request_watch(ivy, case.id, "warrant 26", 30, identity_id=american)
+
+
+def test_erasing_a_matched_face_blanks_its_watch_match_and_retention_deletes_matches(
+        watching, tmp_path: Path) -> None:
+    svc, clock, who, case, person, _ = watching
+    ivy = who["ivy"]
+    watch = svc.request_watch(ivy, case.id, "warrant 27", 30, photo=person[0].read_bytes())
+    svc.decide_watch(who["sam"], watch.id, True)
+    ingest(svc, tmp_path / "new", person[1])
+    [match] = svc.case_watches(ivy, case.id)[1][0].matches
+    face_id = match.face_id
+    assert match.image_sha256 == sha(person[1])
+
+    svc.suppress(OPERATOR, person[2].read_bytes(), "court order 5")
+    assert rows(svc, "SELECT id FROM faces WHERE id = ?", face_id) == []
+    [erased] = svc.case_watches(ivy, case.id)[1][0].matches
+    assert (erased.id, erased.image_sha256, erased.face_id, erased.distance) == (
+        match.id, f"erased:{match.id}", 0, 0.0)
+    notices = [m for (m,) in rows(svc, "SELECT message FROM notifications")]
+    assert notices and not [m for m in notices if f"face {face_id}" in m or sha(person[1]) in m
+                            or f"{match.distance:.3f}" in m]
+
+    clock.now += timedelta(days=svc.settings.candidate_retention_days + 1)
+    assert svc.run_retention(OPERATOR).watch_matches == 1
+    assert rows(svc, "SELECT COUNT(*) FROM watch_matches") == [(0,)]
+
+
+def test_an_identity_watch_notifies_only_within_the_cut_off_of_its_template(
+        watching, tmp_path: Path) -> None:
+    """A face assigned to the watched identity but far from the watch's template (here the
+    template is a stranger's) is no match: membership chains at the grouping distance."""
+    svc, _, who, case, person, stranger = watching
+    ivy = who["ivy"]
+    ingest(svc, tmp_path / "gallery", *person[:4], stranger[0])
+    [(identity,)] = rows(svc, "SELECT DISTINCT faces.identity_id FROM faces JOIN images ON "
+                              "images.id = faces.image_id WHERE images.sha256 IN (?, ?, ?, ?)",
+                         *(sha(p) for p in person[:4]))
+    watch = svc.request_watch(ivy, case.id, "warrant 28", 30, identity_id=identity)
+    svc.decide_watch(who["sam"], watch.id, True)
+    with svc.store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE watches SET template = (SELECT faces.embedding FROM faces JOIN images ON "
+            "images.id = faces.image_id WHERE images.sha256 = ?) WHERE id = ?",
+            (sha(stranger[0]), watch.id))
+    ingest(svc, tmp_path / "new", person[4])
+    assert rows(svc, "SELECT faces.identity_id FROM faces JOIN images ON images.id = "
+                     "faces.image_id WHERE images.sha256 = ?", sha(person[4])) == [(identity,)]
+    assert matched_images(svc, ivy, case.id, watch.id) == []
+
+
+def test_a_watch_stopped_after_a_batch_read_it_records_no_match(watching, tmp_path: Path) -> None:
+    """As on PostgreSQL when a stop commits while a batch runs: the batch loaded the watch as
+    active, but the match is written only while the watch's row still says active."""
+    svc, _, who, case, person, _ = watching
+    ivy = who["ivy"]
+    watch = svc.request_watch(ivy, case.id, "warrant 29", 30, photo=person[0].read_bytes())
+    active = svc.decide_watch(who["sam"], watch.id, True)
+    ingest(svc, tmp_path / "new", person[1])
+    [(face_id,)] = rows(svc, "SELECT faces.id FROM faces JOIN images ON images.id = "
+                             "faces.image_id WHERE images.sha256 = ?", sha(person[1]))
+    svc.take_notifications(ivy)
+    svc.stop_watch(ivy, watch.id, "arrested")
+    with svc.store.transaction() as conn:
+        assert svc._record_matches(conn, OPERATOR, active, {"f" * 64: (0.5, face_id)},
+                                   svc.cut_off("watch")) == []
+    assert matched_images(svc, ivy, case.id, watch.id) == [sha(person[1])]
+    assert svc.take_notifications(ivy) == []

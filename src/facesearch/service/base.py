@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import smtplib
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
 
 from sqlalchemy.engine import Connection
 
@@ -28,6 +31,7 @@ from facesearch.store.watches import WatchStore
 from facesearch.types import Actor
 
 Clock = Callable[[], datetime]
+SMTP_TIMEOUT = 10  # seconds
 REFUSAL_WINDOW = timedelta(hours=1)  # one audit record per client, action and window
 
 
@@ -120,6 +124,22 @@ class ServiceBase:
     def _audit_alone(self, actor: Actor, action: str, detail: dict, case: Case | None = None) -> None:
         with self.store.transaction() as conn:
             self._audit(conn, actor, action, detail, case)
+
+    def _send_mail(self, message: EmailMessage) -> dict[str, object]:
+        """Send message through the configured mail server (FACESEARCH_SMTP_*); the outcome
+        to audit: {"sent": True}, or {"sent": False, "error": the error's name only (its text
+        may hold the address)}."""
+        s = self.settings
+        try:
+            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=SMTP_TIMEOUT) as smtp:
+                if s.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if s.smtp_username:
+                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+                smtp.send_message(message)
+        except OSError as exc:  # smtplib's and ssl's errors are OSErrors
+            return {"sent": False, "error": type(exc).__name__}
+        return {"sent": True}
 
     def authorise(self, actor: Actor, permission: str, action: str) -> None:
         """Raise Forbidden, after auditing the refusal, unless actor's role holds permission."""

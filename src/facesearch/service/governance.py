@@ -18,8 +18,12 @@ from facesearch.types import Actor
 class RetentionReport:
     images: int = 0  # past their source's retention
     faces: int = 0
+    # Other places images were seen, past the retention of the source that saw them there
+    # (the image itself kept by its own source's).
+    sightings: int = 0
     probes: int = 0  # kept probe photos past probe retention
     searches: int = 0  # searches and their candidate lists past candidate retention
+    watch_matches: int = 0  # case watches' matches past candidate retention
     audit_records: int = 0
     sessions: int = 0  # expired web sessions
     request_contacts: int = 0  # contacts (and unused templates) of access requests answered long ago
@@ -30,7 +34,8 @@ class RetentionReport:
 class Governance(Engine):
     def run_retention(self, actor: Actor) -> RetentionReport:
         """Destroy exactly what is past its date, by the service's clock: images (with faces,
-        vectors and crops) past their source's retention, kept probes, searches with their
+        vectors and crops) past their source's retention, sightings past the retention of the
+        source that saw them, kept probes, searches with their
         candidate lists, audit records (the chain is anchored past them), expired sessions, and
         the contact details of access requests answered over access_report_hours ago (long
         enough to send the link or the refusal; the link has expired by then), with the
@@ -48,10 +53,13 @@ class Governance(Engine):
             expired = self.store.expired_images(now)
             with self.store.transaction() as conn:
                 report.images, report.faces = self.store.delete_images_where(conn, image_ids=expired)
+                report.sightings = self.store.delete_expired_sightings(conn, now)
                 for path in self.cases.old_probe_paths(conn, cut(days=s.probe_retention_days)):
                     Path(path).unlink(missing_ok=True)
                     report.probes += 1
                 report.searches = self.cases.delete_searches_before(conn, cut(days=s.candidate_retention_days))
+                report.watch_matches = self.watches.delete_matches_before(
+                    conn, cut(days=s.candidate_retention_days))
                 report.sessions = self.accounts.end_expired_sessions(conn, self.now())
                 report.request_contacts = self.requests.forget_contacts(conn, cut(hours=s.access_report_hours))
                 report.public_counters, report.public_refusals = self.requests.forget_clients(

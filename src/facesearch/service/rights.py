@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import smtplib
-import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 import numpy as np
+from sqlalchemy.engine import Connection
 
 from facesearch.calibration import band
 from facesearch.config import Settings
@@ -52,6 +51,7 @@ from facesearch.policy.dates import add_months
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
+from facesearch.service.grouping import Sighting
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
 from facesearch.types import Actor, CutOff, Face
@@ -99,7 +99,6 @@ class OptOutView:
 
 # An address that can only be one mailbox: no display name, comma, quote or line break.
 EMAIL = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(\.[\w-]{1,63})+")
-SMTP_TIMEOUT = 10  # seconds: the person waits for the receipt page meanwhile
 RECEIPT_MAIL = """Your request to be removed from facesearch is done.
 
 Request: {request_id}
@@ -117,6 +116,11 @@ question. We have not kept this address.
 # recompressed copy up to 0.34); a perceptual hash can: on LFW, resized and recompressed copies
 # lie within 10 bits of 64, other photos of the same person 12 or more (mostly 16 or more).
 SAME_PHOTO_BITS = 10  # perceptual-hash bits within which a second photo is the first again
+# The most faces of one identity listed for the officer, nearest the person's template first.
+# An identity this large is a chain of look-alikes or someone photographed very often; past a
+# few hundred faces the officer can no longer tell them apart one by one, and each review
+# stays a bounded read whatever the identity's size. The faces beyond remain (never erased).
+IDENTITY_REVIEW_FACES = 200
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
 
@@ -192,6 +196,8 @@ class ReportedImage:
     collected_at: str
     purge_date: str  # when retention destroys it
     returned_by_searches: list[dict] = field(default_factory=list)  # case, organisation, date
+    # Every place the photo was seen, the above first (the person may want each page told).
+    sightings: list[Sighting] = field(default_factory=list)
 
 
 @dataclass
@@ -236,10 +242,11 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def _review_identities(found: SubjectRequest) -> list[int]:
-    """The identities whose other faces a request's review covers (its review_identities:
-    JSON {"identities": [...], and for an access request "disclosed_faces": [...]})."""
-    return list(json.loads(found.review_identities or "{}").get("identities", []))
+def _identity_review_faces(found: SubjectRequest) -> list[int]:
+    """The faces of its identities that an opt-out's confirmation put in the officer's review
+    (its review_identities: JSON {"identities": [...], "faces": [...]}; an access request's
+    holds "identities" and "disclosed_faces")."""
+    return list(json.loads(found.review_identities or "{}").get("faces", []))
 
 
 class Rights(Engine):
@@ -321,17 +328,24 @@ class Rights(Engine):
                     # Captured before the erasure: their other faces await the officer.
                     identities = sorted(self.identities.of_faces(conn, ids))
                     removed = self.store.delete_faces(ids, conn)
-                    same_identity = self.identities.faces_of(identities, conn)
-                    in_review = len({face_id for face_id, _ in near} | set(same_identity))
+                    # Those faces as they are now, kept by id: a face that joins one of the
+                    # identities later (a stranger, perhaps) never enters this review.
+                    same_identity = [face_id for face_id, _ in
+                                     self._identity_faces_nearest(identities, template, conn)]
+                    near_ids = [face_id for face_id, _ in near]
+                    in_review = len(set(near_ids) | set(same_identity))
                     self.requests.update(conn, found.id, images_found=images, faces_removed=removed,
                                          decided_by="requester", decided_at=now,
-                                         review_identities=json.dumps({"identities": identities}),
+                                         review_identities=json.dumps(
+                                             {"identities": identities, "faces": same_identity}),
                                          **({"status": "review"} if in_review else {}))
                     self._audit(conn, actor, "optout.confirm", {
                         "request": found.public_id, "faces": removed, "images": images,
                         "in_review": in_review, "identities": len(identities),
-                        "cut_off": asdict(strict)})
-        receipt = Receipt(found.public_id, images, removed, now[:10], in_review)
+                        "identity_faces": len(same_identity), "cut_off": asdict(strict)})
+        # The requester is told only of faces near their own photo: an identity's other faces
+        # may be strangers', and their number is not the requester's to know.
+        receipt = Receipt(found.public_id, images, removed, now[:10], len(near_ids))
         if address:
             receipt.mailed = self._mail_receipt(actor, address, receipt)
         return receipt
@@ -346,17 +360,7 @@ class Rights(Engine):
         message["Subject"] = f"facesearch opt-out receipt {receipt.request_id}"
         message["Date"] = format_datetime(self.clock())
         message.set_content(RECEIPT_MAIL.format(**asdict(receipt)))
-        try:
-            with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=SMTP_TIMEOUT) as smtp:
-                if s.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if s.smtp_username:
-                    smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
-                smtp.send_message(message)
-            outcome: dict[str, object] = {"sent": True}
-        except OSError as exc:  # smtplib's and ssl's errors are OSErrors
-            # The error's name only: its text may hold the address.
-            outcome = {"sent": False, "error": type(exc).__name__}
+        outcome = self._send_mail(message)
         self._audit_alone(actor, "optout.receipt", {"request": receipt.request_id, **outcome})
         return bool(outcome["sent"])
 
@@ -477,9 +481,10 @@ class Rights(Engine):
         strict = self._faces_of(template)
         with self.store.transaction() as conn:
             identities = sorted(self.identities.of_faces(conn, strict))
+            members = self._identity_faces_nearest(identities, template, conn)
         within = set(strict)
-        return [entry for entry in self._with_identity_faces([], identities, template)
-                if entry[0] not in within], identities
+        return [(face_id, distance, True) for face_id, distance in members
+                if face_id not in within], identities
 
     def _check_template_model(self, found: SubjectRequest) -> None:
         if found.template_embedder != self.live_embedder:
@@ -597,6 +602,9 @@ class Rights(Engine):
                 (datetime.fromisoformat(row["collected_at"]) + timedelta(days=row["retention_days"])
                  ).isoformat(timespec="seconds")))
             image.returned_by_searches += by_face.get(row["id"], [])
+        for image_id, seen in self.store.sightings_of(list(reported)).items():
+            reported[image_id].sightings = [
+                Sighting(s["location"], s["page_url"], s["source"], s["seen_at"]) for s in seen]
         return list(reported.values())
 
     # The officer's review of opt-outs ---------------------------------------------------------
@@ -665,7 +673,7 @@ class Rights(Engine):
         row = self.store.candidate_rows([face_id]).get(face_id) if template is not None else None
         listed = row is not None and (
             np.linalg.norm(from_blob(row["embedding"]) - template) < self.cut_off("search").distance
-            or face_id in self.identities.faces_of(_review_identities(found)))
+            or face_id in _identity_review_faces(found))
         if not listed:
             self._audit_alone(actor, "optout.review.crop.refused", {
                 "reason": "no such face in an open review", "request_id": request_id,
@@ -717,17 +725,31 @@ class Rights(Engine):
                         ) -> tuple[list[tuple[int, float, bool]], CutOff, CutOff]:
         """The faces an opt-out's review lists now, nearest the person's template first, as
         (face id, distance, listed for its identity): every face within the search cut-off,
-        and every other face of the identities its confirmation erased faces of; with the
-        strict and search cut-offs."""
+        and the faces its confirmation captured of the identities it erased faces of (those
+        erased since drop out); with the strict and search cut-offs."""
         within, near, strict, review = self._faces_near(template)
-        return self._with_identity_faces(within + near, _review_identities(found),
+        return self._with_identity_faces(within + near, _identity_review_faces(found),
                                          template), strict, review
 
-    def _with_identity_faces(self, listed: list[tuple[int, float]], identities: list[int],
+    def _identity_faces_nearest(self, identities: list[int], template: np.ndarray,
+                                conn: Connection) -> list[tuple[int, float]]:
+        """(face id, distance to the template) of the faces of identities, nearest first, at
+        most IDENTITY_REVIEW_FACES of each identity."""
+        face_ids, identity_ids, vectors = self.identities.member_vectors(identities, conn)
+        if not len(face_ids):
+            return []
+        distances = np.linalg.norm(vectors - template, axis=1)
+        order = np.lexsort((distances, identity_ids))  # by identity, nearest first in each
+        first = np.searchsorted(identity_ids[order], identity_ids[order], side="left")
+        kept = order[np.arange(len(order)) - first < IDENTITY_REVIEW_FACES]
+        kept = kept[np.argsort(distances[kept], kind="stable")]
+        return list(zip(face_ids[kept].tolist(), distances[kept].astype(float).tolist()))
+
+    def _with_identity_faces(self, listed: list[tuple[int, float]], members: list[int],
                              template: np.ndarray) -> list[tuple[int, float, bool]]:
-        """listed (face id, distance), with every face of identities added, each marked
-        whether it is in one of them; nearest the template first."""
-        members = set(self.identities.faces_of(identities))
+        """listed (face id, distance), with the faces members added, each marked whether it
+        is one of them; nearest the template first."""
+        members = set(members)
         distances = dict(listed)
         ids, vectors = self.store.vectors_of(np.array(sorted(members - set(distances)), np.int64))
         distances.update(zip(ids.tolist(), np.linalg.norm(vectors - template, axis=1).tolist()))

@@ -5,9 +5,12 @@ reference, for a probe photo (its largest face's descriptor is kept, never the p
 identity (the mean of its faces' descriptors when asked), for at most watch_max_days. A
 supervisor of the organisation, not the requester, approves or refuses. An active watch is
 checked in the transaction of every batch of new faces (ingest, queue workers, crawl, WARC):
-each new image with a face within the watch cut-off (or, for an identity watch, a face the
-batch assigned to that identity) is one match, notified once per image (sha256) in the app
-and, where mail is configured and the requester's username is an address, by email.
+each new image, of a jurisdiction the case's organisation may see, with a face within the
+watch cut-off of the template is one match (for an identity watch too: the identity a face
+was assigned to, which chains at the looser grouping distance, never notifies alone),
+notified once per image (sha256) in the app and, where mail is configured and the
+requester's username is an address, by email. The notice names the match, never the face
+or its distance; erasing the face blanks the match's image and face (metadata.delete_faces).
 
 A watch meets every face collected while it runs, so its cut-off is set by the false
 notifications it may raise over that whole stream: Engine.cut_off("watch") allows
@@ -21,8 +24,6 @@ matches again, and a face a suppression hides is never notified.
 from __future__ import annotations
 
 import hashlib
-import smtplib
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -40,7 +41,6 @@ from facesearch.store.cases import Case
 from facesearch.store.watches import Watch
 from facesearch.types import Actor, CutOff, Face
 
-SMTP_TIMEOUT = 10  # seconds; mail goes from a thread of its own, after the batch commits
 MATCH_MAIL = """A case watch has a new match.
 
 Watch: {watch_id}
@@ -92,7 +92,11 @@ class Watches(Engine):
             template, embedder, kind = face.embedding, face.embedder, "probe"
             photos = [hashlib.sha256(photo).hexdigest()]
         else:
-            descriptors = self.watches.identity_descriptors(identity_id)
+            # Only the faces the organisation may see describe the person: an identity with
+            # none in its jurisdictions is refused like a missing one.
+            organisation = self.accounts.organisation_by_id(case.organisation_id)
+            descriptors = self.watches.identity_descriptors(
+                identity_id, organisation.jurisdiction_set if organisation else frozenset())
             if not len(descriptors):
                 raise NotFound(f"identity {identity_id} has no faces")
             mean = descriptors.mean(axis=0)
@@ -252,9 +256,9 @@ class Watches(Engine):
     def _batch_committing(self, conn: Connection, actor: Actor,
                           added: list[tuple[int, np.ndarray]]) -> None:
         """Check the batch's new faces against every active, unexpired watch: one matrix
-        product of (watches x new faces). Identities are assigned before this runs (the
-        Identities mixin comes first), so an identity watch also meets the faces its
-        identity gained in this batch."""
+        product of (watches x new faces). A face matches a watch within the watch cut-off of
+        its template, in an image of a jurisdiction the watch's organisation may see, unless a
+        suppression hides it."""
         super()._batch_committing(conn, actor, added)
         self._end_lapsed(actor, conn)
         if not added:
@@ -272,10 +276,11 @@ class Watches(Engine):
         hidden = (suppressed_mask(vectors, suppressions, self.cut_off("suppress").distance)
                   if len(suppressions) else np.zeros(len(added), bool))
         rows = self.watches.batch_faces(conn, [face_id for face_id, _ in added])
-        identities = np.array([rows[face_id][1] if rows[face_id][1] is not None else -1
-                               for face_id, _ in added])
-        watched = np.array([w.identity_id if w.kind == "identity" else -2 for w in found])
-        hits = ((distances < limit.distance) | (watched[:, None] == identities[None, :])) & ~hidden
+        allowed_in = self.watches.organisation_jurisdictions(conn, {w.organisation_id for w in found})
+        seen = [allowed_in.get(w.organisation_id, frozenset()) for w in found]
+        visible = np.array([[not codes or rows[face_id][1] in codes for face_id, _ in added]
+                            for codes in seen])
+        hits = (distances < limit.distance) & visible & ~hidden
         matched: dict[int, dict[str, tuple[float, int]]] = {}  # watch -> image -> nearest face
         for w, f in zip(*np.nonzero(hits)):
             face_id = added[f][0]
@@ -304,11 +309,11 @@ class Watches(Engine):
                                               face_id=face_id, distance=round(distance, 4), at=now)
             if match_id is None:
                 continue  # this image (the same bytes) matched this watch before
-            if watch.requested_by is not None:
+            if watch.requested_by is not None:  # naming the match: erasing its face erases all
                 self.watches.notify(conn, watch.requested_by,
                                     f"Watch {watch.id} in case {case.number}: a new image "
-                                    f"matches (face {face_id}, distance {distance:.3f}); see "
-                                    "the case. An investigative lead, not an identification.", now)
+                                    f"matches (match {match_id}); see the case. An "
+                                    "investigative lead, not an identification.", now)
             self._audit(conn, actor, "watch.match", {
                 "watch_id": watch.id, "case_id": case.id, "face_id": face_id,
                 "image_sha256": sha256, "distance": round(distance, 4),
@@ -348,17 +353,9 @@ class Watches(Engine):
             message["Date"] = format_datetime(self.clock())
             message.set_content(MATCH_MAIL.format(watch_id=mail.watch_id, case=mail.case,
                                                   at=mail.at))
-            try:
-                with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=SMTP_TIMEOUT) as smtp:
-                    if s.smtp_starttls:
-                        smtp.starttls(context=ssl.create_default_context())
-                    if s.smtp_username:
-                        smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
-                    smtp.send_message(message)
-                outcome: dict[str, object] = {"sent": True}
+            outcome = self._send_mail(message)
+            if outcome["sent"]:
                 self.watches.mark_emailed(mail.match_id)
-            except OSError as exc:  # smtplib's and ssl's errors are OSErrors
-                outcome = {"sent": False, "error": type(exc).__name__}
             self._audit_alone(actor, "watch.mail", {"watch_id": mail.watch_id,
                                                     "match_id": mail.match_id, **outcome})
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy import String, cast, create_engine, delete, event, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -32,6 +32,7 @@ from facesearch.store.schema import (
     sources,
     suppression_descriptors,
     suppressions,
+    watch_matches,
 )
 from facesearch.types import Box, Face
 
@@ -345,6 +346,7 @@ class MetadataStore:
                 {"face_id": r[0], "crop_path": r[1]} for r in rows])
             conn.execute(insert(erasure_log), [{"face_id": r[0]} for r in rows])
             self._erase_from_candidate_lists(conn, [r[0] for r in rows])
+            _erase_from_watch_matches(conn, [r[0] for r in rows])
             conn.execute(delete(faces).where(faces.c.id.in_(chunk)))
             touched = {r[2] for r in rows}
             conn.execute(delete(images).where(
@@ -393,7 +395,10 @@ class MetadataStore:
         if image_sha256 is not None:
             query = query.where(images.c.sha256 == image_sha256)
         if image_location is not None:
-            query = query.where(images.c.location == image_location)
+            # The place it was collected from, or any other place it was seen: asked to remove
+            # "the photo at X", the photo goes, not only the record of X.
+            query = query.where(or_(images.c.location == image_location, select(sightings.c.id).where(
+                sightings.c.image_id == images.c.id, sightings.c.location == image_location).exists()))
         if source is not None:
             query = query.join(sources, images.c.source_id == sources.c.id).where(
                 sources.c.name == source)
@@ -412,6 +417,24 @@ class MetadataStore:
 
     def delete_source(self, conn: Connection, name: str) -> None:
         conn.execute(delete(sources).where(sources.c.name == name))
+
+    def delete_sightings_by(self, conn: Connection, *, source: str | None = None,
+                            jurisdiction: str | None = None) -> int:
+        """Delete the sightings recorded by a source, or by the sources of a jurisdiction (of
+        images still stored: other sources'); returns how many."""
+        chosen = select(sources.c.id).where(
+            sources.c.name == source if source is not None else sources.c.jurisdiction == jurisdiction)
+        return conn.execute(delete(sightings).where(sightings.c.source_id.in_(chosen))).rowcount
+
+    def delete_expired_sightings(self, conn: Connection, now: datetime) -> int:
+        """Delete sightings seen longer ago than their own source's retention period (an image
+        seen by a short-lived source outlives that sighting when another source collected it)."""
+        deleted = 0
+        for source_id, days in conn.execute(select(sources.c.id, sources.c.retention_days)).all():
+            cutoff = (now - timedelta(days=days)).isoformat(timespec="seconds")
+            deleted += conn.execute(delete(sightings).where(
+                sightings.c.source_id == source_id, sightings.c.seen_at < cutoff)).rowcount
+        return deleted
 
     def pending_erasures(self) -> list[tuple[int, str]]:
         with self.engine.connect() as conn:
@@ -573,3 +596,12 @@ class MetadataStore:
 
 def box_of(row: dict) -> Box:
     return Box(row["box_left"], row["box_top"], row["box_right"], row["box_bottom"])
+
+
+def _erase_from_watch_matches(conn: Connection, face_ids: list[int]) -> None:
+    """Blank erased faces' watch matches: the row stays (the case shows that its watch
+    matched, and when) but no longer names the image, the face or its distance. The image
+    becomes 'erased:<match id>', unique per match as (watch, image) must be."""
+    conn.execute(update(watch_matches).where(watch_matches.c.face_id.in_(face_ids)).values(
+        image_sha256=literal("erased:", String).concat(cast(watch_matches.c.id, String)),
+        face_id=0, distance=0.0))

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from facesearch.store.metadata import from_blob
@@ -145,30 +145,51 @@ class WatchStore:
                                   .where(suppressions.c.embedder == embedder)).scalars())
         return np.stack([from_blob(b) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
 
-    def batch_faces(self, conn: Connection, face_ids: list[int]) -> dict[int, tuple[str, int | None]]:
-        """Each new face's image sha256 and identity, read in the batch's transaction."""
-        rows = conn.execute(select(faces.c.id, images.c.sha256, faces.c.identity_id)
+    def batch_faces(self, conn: Connection, face_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """Each new face's image sha256 and jurisdiction, read in the batch's transaction."""
+        rows = conn.execute(select(faces.c.id, images.c.sha256, images.c.jurisdiction)
                             .join(images, faces.c.image_id == images.c.id)
                             .where(faces.c.id.in_(face_ids))).all()
-        return {face_id: (sha256, identity_id) for face_id, sha256, identity_id in rows}
+        return {face_id: (sha256, jurisdiction) for face_id, sha256, jurisdiction in rows}
 
-    def identity_descriptors(self, identity_id: int) -> np.ndarray:
-        """The descriptors of an identity's faces (none: an empty array)."""
+    def organisation_jurisdictions(self, conn: Connection,
+                                   organisation_ids: set[int]) -> dict[int, frozenset[str]]:
+        """The jurisdictions each organisation may see (empty: all)."""
+        rows = conn.execute(select(organisations.c.id, organisations.c.jurisdictions)
+                            .where(organisations.c.id.in_(organisation_ids))).all()
+        return {i: frozenset(code for code in codes.split(",") if code) for i, codes in rows}
+
+    def identity_descriptors(self, identity_id: int, jurisdictions: frozenset[str]) -> np.ndarray:
+        """The descriptors of an identity's faces in images of these jurisdictions (empty:
+        all); none, an empty array."""
+        query = (select(faces.c.embedding).join(images, faces.c.image_id == images.c.id)
+                 .where(faces.c.identity_id == identity_id))
+        if jurisdictions:
+            query = query.where(images.c.jurisdiction.in_(jurisdictions))
         with self.engine.connect() as conn:
-            blobs = list(conn.execute(select(faces.c.embedding)
-                                      .where(faces.c.identity_id == identity_id)).scalars())
+            blobs = list(conn.execute(query).scalars())
         return np.stack([from_blob(b) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
 
     def add_match(self, conn: Connection, **values: object) -> int | None:
-        """Record a match unless the watch has matched this image (its sha256) before; the
-        match's id, or None. Batches are written one at a time (the writer lock), so the
+        """Record a match if the watch is still active and has not matched this image (its
+        sha256) before; the match's id, or None. The watch's row is locked (PostgreSQL): a
+        stop committed after the batch read its watches is seen here, and a stop meanwhile
+        waits for the batch. Batches are written one at a time (the writer lock), so the
         check and the insert cannot interleave with another batch's."""
+        status = conn.execute(select(watches.c.status).where(watches.c.id == values["watch_id"])
+                              .with_for_update()).scalar()
+        if status != "active":
+            return None
         seen = conn.execute(select(watch_matches.c.id).where(
             watch_matches.c.watch_id == values["watch_id"],
             watch_matches.c.image_sha256 == values["image_sha256"])).first()
         if seen is not None:
             return None
         return conn.execute(insert(watch_matches).values(emailed=False, **values)).inserted_primary_key[0]
+
+    def delete_matches_before(self, conn: Connection, cut: str) -> int:
+        """Delete matches recorded before cut (retention, like candidate lists); how many."""
+        return conn.execute(delete(watch_matches).where(watch_matches.c.at < cut)).rowcount
 
     def notify(self, conn: Connection, user_id: int, message: str, now: str) -> None:
         conn.execute(insert(notifications).values(user_id=user_id, message=message, created_at=now))

@@ -177,6 +177,25 @@ def test_retention_removes_exactly_the_expired_records_and_nothing_else(
     assert audited(svc, "retention")[-1]["detail"] == RetentionReport(audit_records=len(old)).__dict__
 
 
+def test_a_sighting_by_a_short_lived_source_expires_by_that_source_not_the_images(
+        svc: FaceSearchService, clock: Clock, tmp_path: Path) -> None:
+    svc.add_source(OPERATOR, "files", "public_task", "US")  # three years
+    svc.add_source(OPERATOR, "web", "public_task", "US", retention_days=30)
+    local = tmp_path / "a.jpg"
+    local.write_bytes(lfw_photos(NEAR[0])[1].read_bytes())
+    svc.ingest(OPERATOR, [local], "files")
+    clock.advance(days=5)
+    assert svc.ingest(OPERATOR, [local], "web", location_of=lambda _: "https://web.example/a.jpg"
+                      ).sightings == 1
+    clock.advance(days=30)  # the sighting is exactly 30 days old
+    assert svc.run_retention(OPERATOR) == RetentionReport()
+    clock.advance(seconds=1)
+    assert svc.run_retention(OPERATOR) == RetentionReport(sightings=1)
+    assert audited(svc, "retention")[-1]["detail"]["sightings"] == 1
+    assert rows(svc, "SELECT location FROM sightings") == [(str(local.resolve()),)]
+    assert len(faces_of(svc, "US")) == 1  # the image stays, by its own source's retention
+
+
 # Purge, erasure propagation, opt-out ----------------------------------------------------------
 
 def test_a_purge_leaves_no_face_crop_or_vector_of_the_jurisdiction(svc: FaceSearchService) -> None:
@@ -193,7 +212,7 @@ def test_a_purge_leaves_no_face_crop_or_vector_of_the_jurisdiction(svc: FaceSear
     assert all(c.jurisdiction != "FR" for f in found.faces for c in f.candidates)
     [record] = audited(svc, "purge")
     assert record["actor"] == OPERATOR.name
-    assert record["detail"] == {"jurisdiction": "FR", "images": 4, "faces": 4}
+    assert record["detail"] == {"jurisdiction": "FR", "images": 4, "faces": 4, "sightings": 0}
     assert svc.verify_audit(OPERATOR).intact
 
 
@@ -217,8 +236,8 @@ def test_purge_excluded_purges_every_excluded_jurisdiction_from_the_command_line
     assert not any(svc.crops.path(crop).exists() for _, crop in fr)
     assert saved_index_ids(svc.settings) == {face_id for face_id, _ in us}
     assert [r["detail"] for r in audited(svc, "purge")] == [
-        {"jurisdiction": "FR", "images": 4, "faces": 4},
-        {"jurisdiction": "DE", "images": 0, "faces": 0}]
+        {"jurisdiction": "FR", "images": 4, "faces": 4, "sightings": 0},
+        {"jurisdiction": "DE", "images": 0, "faces": 0, "sightings": 0}]
     assert svc.verify_audit(OPERATOR).intact
 
 

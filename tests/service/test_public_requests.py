@@ -2,7 +2,8 @@
 the daily allowance but are bounded per hour, a flood of refusals adds a bounded number of audit
 records, an opt-out hides at once and erases only on a second photo, the officer can reverse an
 unconfirmed one, only the face used is analysed, a full public queue is refused at once while an
-investigator's search goes on, and an access link is spent by its POST, not by opening it."""
+investigator's search goes on, an access link is spent by its POST, not by opening it, and the
+report lists every place each photo was seen."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PIL import Image
 from facesearch.config import Settings
 from facesearch.errors import Busy, Forbidden, InvalidRequest, NoFace, NotFound, RateLimited
 from facesearch.service import FaceSearchService, RetentionReport
+from facesearch.service.grouping import Sighting
 from facesearch.web.app import create_app
 from tests.conftest import OPERATOR, jpeg_bytes, lfw_photos, noise_image
 from tests.service.test_accounts_and_cases import PASSWORD, Clock
@@ -335,3 +337,29 @@ def test_opening_an_access_link_spends_nothing_and_an_expired_one_loses_its_temp
             svc.access_report("10.6.6.2", unopened)
     finally:
         svc.close()
+
+
+def test_the_access_report_lists_every_place_each_photo_was_seen(
+        svc: FaceSearchService, clock: Clock) -> None:
+    dan = officer_of(svc, gallery(svc))
+    svc.add_source(OPERATOR, "web", "legitimate_interests", "FR")
+    collected = lfw_photos(NEAR[0])[1]
+    clock.advance(days=1)
+    svc.ingest(OPERATOR, [collected], "web", location_of=lambda _: "https://web.example/a.jpg")
+    for client in ("10.6.6.1", "10.6.6.2"):
+        svc.request_access(client, photo(NEAR[0], 0), "me@example.org")
+    links = [svc.decide_access_request(dan, r.id, True) for r in svc.access_requests(dan)]
+
+    report = svc.access_report("10.6.6.1", links[0])
+    seen = {Path(i.location).name: i for i in report.images}
+    assert len(seen) == 2
+    first = seen[collected.name]
+    assert first.sightings == [
+        Sighting(str(collected.resolve()), "", "short", first.collected_at),
+        Sighting("https://web.example/a.jpg", "", "web", clock.now.isoformat(timespec="seconds"))]
+    [other] = [i for name, i in seen.items() if name != collected.name]
+    assert [s.location for s in other.sightings] == [other.location]
+
+    page = TestClient(create_app(svc), client=("10.6.6.2", 5000)).post(f"/access/report/{links[1]}")
+    assert page.status_code == 200, page.text
+    assert page.text.count("also seen") == 1 and "(web): https://web.example/a.jpg" in page.text

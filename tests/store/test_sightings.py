@@ -1,9 +1,12 @@
 """Sightings, every place an image was seen, on SQLite and (when given) PostgreSQL: recorded
-once per place, and erased with their image by the database's cascade."""
+once per place, erased with their image by the database's cascade, with the source or the
+jurisdiction that saw them, and past their own source's retention."""
 
 from __future__ import annotations
 
 import pytest
+from datetime import datetime, timedelta
+
 from sqlalchemy import func, select
 
 from facesearch.store.metadata import MetadataStore
@@ -68,3 +71,51 @@ def test_erasing_an_image_erases_every_sighting_of_it(store: MetadataStore) -> N
         store.delete_faces(last_face, conn)
     assert sighting_rows(store) == 2
     assert len(places(store, kept)) == 2
+
+
+def test_a_source_and_a_jurisdiction_take_their_sightings_of_other_sources_images(
+        store: MetadataStore) -> None:
+    files = store.add_source("files", "public_task", "US", "", 1095)
+    web = store.add_source("web", "public_task", "FR", "", 1095)
+    press = store.add_source("press", "public_task", "FR", "", 1095)
+    sha = "a" * 64
+    add(store, sha, files.id, 1)
+    with store.transaction() as conn:
+        store.add_sighting(conn, sha, "https://web.example/a.jpg", None, web.id, SEEN)
+        store.add_sighting(conn, sha, "https://press.example/a.jpg", None, press.id, SEEN)
+    with store.transaction() as conn:
+        assert store.delete_sightings_by(conn, source="web") == 1
+        store.delete_source(conn, "web")  # nothing refers to it any more
+    assert [p[2] for p in places(store, sha)] == ["files", "press"]
+    with store.transaction() as conn:
+        assert store.delete_sightings_by(conn, jurisdiction="FR") == 1
+        assert store.delete_sightings_by(conn, jurisdiction="US") == 1  # its first place too
+    assert sighting_rows(store) == 0 and store.counts()["images"] == 1
+
+
+def test_a_sighting_expires_by_its_own_sources_retention(store: MetadataStore) -> None:
+    files = store.add_source("files", "public_task", "US", "", 1095)
+    web = store.add_source("web", "public_task", "US", "", 30)
+    sha = "a" * 64
+    add(store, sha, files.id, 1)
+    with store.transaction() as conn:
+        store.add_sighting(conn, sha, "https://web.example/a.jpg", None, web.id, SEEN)
+    seen = datetime.fromisoformat(SEEN)
+    with store.transaction() as conn:
+        assert store.delete_expired_sightings(conn, seen + timedelta(days=30)) == 0
+        assert store.delete_expired_sightings(conn, seen + timedelta(days=30, seconds=1)) == 1
+    # The place it was collected from stays: its source keeps it three years.
+    assert places(store, sha) == [(f"/photos/{sha}.jpg", "", "files")]
+
+
+def test_an_image_is_deleted_by_any_place_it_was_seen(store: MetadataStore) -> None:
+    source = store.add_source("s", "public_task", "US", "", 1095)
+    kept, erased = "a" * 64, "b" * 64
+    add(store, kept, source.id, 1)
+    add(store, erased, source.id, 1)
+    with store.transaction() as conn:
+        store.add_sighting(conn, erased, "https://copy.example/b.jpg", None, source.id, SEEN)
+    with store.transaction() as conn:
+        assert store.delete_images_where(conn, image_location="https://nowhere.example/") == (0, 0)
+        assert store.delete_images_where(conn, image_location="https://copy.example/b.jpg") == (1, 1)
+    assert store.known_hashes([kept, erased]) == {kept}

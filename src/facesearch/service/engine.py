@@ -90,6 +90,9 @@ class DeletionReport:
     # A suppression's look-alikes, beyond its strict cut-off but within the search cut-off:
     # left as they are (they may be strangers), for a person to check.
     look_alikes: int = 0
+    # Places a deleted source (or a purged jurisdiction's) saw images that other sources
+    # collected: those images stay, seen there no more.
+    sightings: int = 0
 
 
 class Engine(ServiceBase):
@@ -695,7 +698,8 @@ class Engine(ServiceBase):
 
     def delete(self, actor: Actor, *, image: str | None = None, face_id: int | None = None,
                source: str | None = None) -> DeletionReport:
-        """Delete one image (by sha256 or location), one face, or everything from a source.
+        """Delete one image (by sha256, or a path or URL it was seen at), one face, or
+        everything from a source (with the places it saw other sources' images).
 
         Vectors, crops and metadata all go; a later search cannot return them."""
         self.authorise(actor, "delete", "delete")
@@ -710,29 +714,33 @@ class Engine(ServiceBase):
                     if self.store.source(source) is None:
                         raise NotFound(f"source {source!r} is not registered")
                     report = DeletionReport(*self.store.delete_images_where(conn, source=source))
+                    report.sightings = self.store.delete_sightings_by(conn, source=source)
                     self.store.delete_source(conn, source)
                 else:
                     assert image is not None
                     by_hash = len(image) == 64 and all(c in "0123456789abcdef" for c in image)
+                    location = image if "://" in image else str(Path(image).resolve())
                     report = DeletionReport(*self.store.delete_images_where(
-                        conn, **({"image_sha256": image} if by_hash else
-                                 {"image_location": str(Path(image).resolve())})))
+                        conn, **({"image_sha256": image} if by_hash else {"image_location": location})))
                 if source is None and report.faces == 0 and report.images == 0:
                     raise NotFound("nothing matched: no such image or face")
                 self._audit(conn, actor, "delete", {
                     "image": image, "face_id": face_id, "source": source,
-                    "images": report.images, "faces": report.faces})
+                    "images": report.images, "faces": report.faces, "sightings": report.sightings})
         return report
 
     def purge_jurisdiction(self, actor: Actor, jurisdiction: str) -> DeletionReport:
-        """Delete every image, face, vector and crop collected under a jurisdiction."""
+        """Delete every image, face, vector and crop collected under a jurisdiction, and every
+        place its sources saw another jurisdiction's image."""
         self.authorise(actor, "delete", "purge")
         code = normalise_jurisdiction(jurisdiction)
         with self._writer():
             with self.store.transaction() as conn:
                 report = DeletionReport(*self.store.delete_images_where(conn, jurisdiction=code))
+                report.sightings = self.store.delete_sightings_by(conn, jurisdiction=code)
                 self._audit(conn, actor, "purge", {
-                    "jurisdiction": code, "images": report.images, "faces": report.faces})
+                    "jurisdiction": code, "images": report.images, "faces": report.faces,
+                    "sightings": report.sightings})
         return report
 
     def suppress(self, actor: Actor, photo: bytes, reason: str) -> DeletionReport:

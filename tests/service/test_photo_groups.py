@@ -1,7 +1,8 @@
 """Search results grouped by photo and by identity, on real LFW photos: copies of one photo
 (resized, recompressed, cropped) are one photo with every place it was seen; a mirrored copy
 is another photo; the same bytes seen at a second place are one image with two sightings,
-erased together."""
+erased together; deleting the source, or purging the jurisdiction, that saw an image another
+source collected takes only that sighting; naming any place an image was seen deletes it."""
 
 from __future__ import annotations
 
@@ -194,3 +195,44 @@ def test_an_organisation_sees_only_the_sightings_of_its_jurisdictions(
     assert [s.source for s in search(service, probe).photos[0].sightings] == ["us-press", "fr-press"]
     service.restrict_organisation(service.local_operator(OPERATOR.name), "local", ["US"])
     assert [s.source for s in search(service, probe).photos[0].sightings] == ["us-press"]
+
+
+def test_a_deleted_source_or_purged_jurisdiction_takes_its_sightings_of_another_sources_image(
+        service: FaceSearchService, tmp_path: Path) -> None:
+    service.add_source(OPERATOR, "files", "legitimate_interests", "US")
+    service.add_source(OPERATOR, "web", "legitimate_interests", "FR")
+    local = tmp_path / "a.jpg"
+    local.write_bytes(lfw_photos(PEOPLE[0])[1].read_bytes())
+    service.ingest(OPERATOR, [local], "files")
+    web_url = "https://web.example/a.jpg"
+
+    def seen_on_the_web() -> int:
+        return service.ingest(OPERATOR, [local], "web", location_of=lambda _: web_url).sightings
+
+    def places() -> list[tuple[str, str]]:
+        with sqlite3.connect(service.settings.home / "metadata.sqlite3") as db:
+            return db.execute("SELECT location, sources.name FROM sightings JOIN sources"
+                              " ON sources.id = sightings.source_id ORDER BY sightings.id").fetchall()
+
+    def last_audited(action: str) -> dict:
+        return [r["detail"] for r in service.trail.records() if r["action"] == action][-1]
+
+    collected = [(str(local.resolve()), "files")]
+    assert seen_on_the_web() == 1
+    report = service.delete(OPERATOR, source="web")  # was refused by the sighting's foreign key
+    assert (report.images, report.faces, report.sightings) == (0, 0, 1)
+    assert last_audited("delete")["sightings"] == 1
+    assert places() == collected and service.store.source("web") is None
+
+    service.add_source(OPERATOR, "web", "legitimate_interests", "FR")
+    assert seen_on_the_web() == 1
+    report = service.purge_jurisdiction(OPERATOR, "FR")
+    assert (report.images, report.faces, report.sightings) == (0, 0, 1)
+    assert last_audited("purge")["sightings"] == 1
+    assert places() == collected
+
+    # Asked to remove "the photo at" a place it was only seen at later, the photo goes.
+    assert seen_on_the_web() == 1
+    report = service.delete(OPERATOR, image=web_url)
+    assert (report.images, report.faces) == (1, 1)
+    assert places() == [] and service.store.counts()["images"] == 0

@@ -432,3 +432,24 @@ def test_a_watch_stopped_after_a_batch_read_it_records_no_match(watching, tmp_pa
                                    svc.cut_off("watch")) == []
     assert matched_images(svc, ivy, case.id, watch.id) == [sha(person[1])]
     assert svc.take_notifications(ivy) == []
+
+
+def test_reversing_an_unconfirmed_opt_out_resumes_the_watches_it_stopped(
+        watching, tmp_path: Path) -> None:
+    svc, _, who, case, person, _ = watching
+    ivy = who["ivy"]
+    watch = svc.request_watch(ivy, case.id, "warrant 30", 30, photo=person[0].read_bytes())
+    svc.decide_watch(who["sam"], watch.id, True)
+    pending = svc.opt_out(CLIENT, person[1].read_bytes())
+    [stopped] = svc.take_notifications(ivy)
+    assert f"Watch {watch.id} in case W-2 was stopped" in stopped.message
+
+    [request] = [o for o in svc.opt_outs(OPERATOR) if o.public_id == pending.request_id]
+    svc.reinstate_opt_out(OPERATOR, request.id, "someone else's photo")
+    [resumed] = audited(svc, "watch.resume")
+    assert resumed["detail"] == {"watch_id": watch.id, "case_id": case.id, "status": "active",
+                                 "reason": f"opt-out {pending.request_id}"}
+    [told] = svc.take_notifications(ivy)
+    assert f"Watch {watch.id} in case W-2 resumed (active)" in told.message
+    ingest(svc, tmp_path / "after", person[2])
+    assert matched_images(svc, ivy, case.id, watch.id) == [sha(person[2])]

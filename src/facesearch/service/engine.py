@@ -443,6 +443,11 @@ class Engine(ServiceBase):
         """Runs in the transaction that closes a case: what lives in a case and follows the
         gallery (case watches) ends with it. Mixins extend it and call super()."""
 
+    def _suppression_dropped(self, conn: Connection, actor: Actor, reason: str) -> None:
+        """Runs in the transaction that drops the suppressions of this reason (an opt-out
+        reinstated): what they stopped (case watches) may resume. Mixins extend it and call
+        super()."""
+
     def _collecting_source(self, actor: Actor, name: str, action: str) -> Source:
         """The registered source images are collected for, if policy lets it collect now:
         a lawful basis, and a jurisdiction not excluded. Refusals are audited."""

@@ -636,6 +636,7 @@ class Rights(Engine):
                 photo_hash=None)
             if changed:
                 dropped = self.requests.drop_suppression(conn, f"opt-out {found.public_id}")
+                self._suppression_dropped(conn, actor, f"opt-out {found.public_id}")
                 self._audit(conn, actor, "optout.reinstate", {"request": found.public_id,
                                                               "reason": reason,
                                                               "suppressions": dropped})

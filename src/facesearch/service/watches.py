@@ -247,9 +247,40 @@ class Watches(Engine):
         strict = self.cut_off("suppress")
         covered = suppressed_mask(templates, face.embedding[None, :], strict.distance)
         for watch, hit in zip(found, covered):
-            if hit:
-                self._stop(conn, actor, watch, self.cases.case(watch.case_id, conn),
-                           f"suppression: {reason}")
+            case = self.cases.case(watch.case_id, conn)
+            if hit and self._stop(conn, actor, watch, case, f"suppression: {reason}") \
+                    and watch.requested_by is not None and case is not None:
+                self.watches.notify(conn, watch.requested_by,
+                                    f"Watch {watch.id} in case {case.number} was stopped: its "
+                                    "person opted out or was suppressed.", self.now())
+
+    def _suppression_dropped(self, conn: Connection, actor: Actor, reason: str) -> None:
+        """Resume, in the same transaction, the watches that suppression stopped (an opt-out
+        reinstated) where nothing else ends them: unexpired, by the gallery's model, in an
+        open case, and not covered by another suppression. Each goes back to active if it
+        had been approved, else to pending; its requester is told. Audited `watch.resume`."""
+        super()._suppression_dropped(conn, actor, reason)
+        now = self.now()
+        suppressions = self.watches.suppression_templates(self.live_embedder, conn)
+        strict = self.cut_off("suppress").distance
+        for watch in self.watches.stopped_for(conn, f"suppression: {reason}"):
+            case = self.cases.case(watch.case_id, conn)
+            if (case is None or case.status != "open" or watch.expires_at <= now
+                    or watch.embedder != self.live_embedder):
+                continue
+            if len(suppressions) and suppressed_mask(self.watches.template(conn, watch.id)[None, :],
+                                                     suppressions, strict)[0]:
+                continue
+            status = "active" if watch.approved_at else "pending"
+            if not self.watches.change(conn, watch.id, ("stopped",), status=status,
+                                       stopped_at=None, stopped_reason=None):
+                continue
+            self._audit(conn, actor, "watch.resume", {"watch_id": watch.id, "case_id": case.id,
+                                                      "status": status, "reason": reason}, case)
+            if watch.requested_by is not None:
+                self.watches.notify(conn, watch.requested_by,
+                                    f"Watch {watch.id} in case {case.number} resumed ({status}): "
+                                    "the opt-out that stopped it was reversed.", now)
 
     # Checking every batch ----------------------------------------------------------------------
 

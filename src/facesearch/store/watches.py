@@ -122,6 +122,16 @@ class WatchStore:
             watches.c.status.in_(("pending", "active")), watches.c.embedder != embedder)
             .order_by(watches.c.id)).mappings()]
 
+    def stopped_for(self, conn: Connection, reason: str) -> list[Watch]:
+        """Watches stopped for exactly this reason."""
+        return [_watch(r) for r in conn.execute(select(*_SHOWN).where(
+            watches.c.status == "stopped", watches.c.stopped_reason == reason)
+            .order_by(watches.c.id)).mappings()]
+
+    def template(self, conn: Connection, watch_id: int) -> np.ndarray:
+        return from_blob(conn.execute(select(watches.c.template)
+                                      .where(watches.c.id == watch_id)).scalar_one())
+
     def of_open_case(self, conn: Connection, case_id: int) -> list[Watch]:
         """A case's pending and active watches."""
         return [_watch(r) for r in conn.execute(select(*_SHOWN).where(

@@ -15,13 +15,14 @@ distance by its calibration (max_distance_for). min_faces guards against chainin
 close pair of strangers cannot start an identity unless each has other faces near it.
 
 Two entry points: cluster, a full clustering of a gallery (neighbours by FAISS, a chunk of
-queries at a time: memory grows with faces x NEIGHBOURS, never faces^2), and assign_new_face,
-the incremental step of ingest, given a new face's neighbours.
+queries at a time: memory grows with faces x NEIGHBOURS, never faces^2), and assign_batch,
+the incremental step of ingest for one batch of new faces (assign_new_face for each), which
+the service runs on its database and the evaluation on arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import faiss
@@ -181,28 +182,54 @@ NEW_IDENTITY = 0  # identity ids start at 1
 
 
 def assign_new_face(image_id: int, neighbours: list[Neighbour], min_faces: int,
-                    images_of: Callable[[int], set[int]], current: int | None = None) -> Assignment:
+                    holds: Callable[[int, int], bool], current: int | None = None) -> Assignment:
     """The incremental step: a new face (of image_id, already in identity current if an earlier
     face of its batch pulled it in) joins the identity of its nearest neighbour that has one and
     holds no face of its image; a core (min_faces within reach, itself included) with none
     starts a new identity, and a core brings in its unassigned neighbours, each of an image the
     identity does not hold yet. Identities are never merged here (`facesearch identities
     recluster` does): two people wrongly joined would be hard to undo, two identities of one
-    person are only a shorter list. images_of(identity): the image ids its faces are of."""
+    person are only a shorter list. holds(identity, image): whether a face of that image is in
+    that identity (asked per candidate join, so an identity's size costs nothing)."""
     neighbours = sorted((n for n in neighbours if n.image_id != image_id), key=lambda n: n.distance)
     core = len(neighbours) + 1 >= min_faces
     chosen = current
     if chosen is None:
         chosen = next((n.identity_id for n in neighbours if n.identity_id is not None
-                       and image_id not in images_of(n.identity_id)), None)
+                       and not holds(n.identity_id, image_id)), None)
     if chosen is None and not core:
         return Assignment(None)
     if not core:
         return Assignment(chosen)
-    taken = ({image_id} | images_of(chosen)) if chosen is not None else {image_id}
+    taken = {image_id}
     pulled = []
     for n in neighbours:
-        if n.identity_id is None and n.image_id not in taken:
+        if (n.identity_id is None and n.image_id not in taken
+                and (chosen is None or not holds(chosen, n.image_id))):
             pulled.append(n.face_id)
             taken.add(n.image_id)
     return Assignment(NEW_IDENTITY if chosen is None else chosen, pulled)
+
+
+def assign_batch(batch: Sequence[int], neighbours_of: Callable[[int], list[tuple[int, float]]],
+                 image_of: Callable[[int], int], identity_of: dict[int, int | None],
+                 min_faces: int, holds: Callable[[int, int], bool], create: Callable[[], int],
+                 join: Callable[[list[int], int], None]) -> None:
+    """Ingest's step for one batch of new faces, in batch order: each face decided by
+    assign_new_face from its neighbours (neighbours_of: (face, distance) within reach, of the
+    gallery before the batch and of the batch), read with their identities as the batch's
+    earlier decisions left them. identity_of (face -> identity, None or absent: none) is
+    updated; create makes a new identity and returns its id; join puts faces in an identity,
+    after which holds must count their images."""
+    for face in batch:
+        current = identity_of.get(face)
+        neighbours = [Neighbour(other, distance, image_of(other), identity_of.get(other))
+                      for other, distance in neighbours_of(face)]
+        decision = assign_new_face(image_of(face), neighbours, min_faces, holds, current)
+        if decision.identity_id is None:
+            continue
+        identity = create() if decision.identity_id == NEW_IDENTITY else decision.identity_id
+        joining = [face] * (current is None) + decision.pulled
+        join(joining, identity)
+        for member in joining:
+            identity_of[member] = identity

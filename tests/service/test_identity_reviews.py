@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from facesearch.config import Settings
-from facesearch.errors import InvalidRequest
+from facesearch.errors import InvalidRequest, NotFound
 from facesearch.service import FaceSearchService
 from facesearch.store.metadata import from_blob
 from facesearch.web.app import create_app
-from tests.conftest import jpeg_bytes, lfw_photos
+from tests.conftest import OPERATOR, jpeg_bytes, lfw_photos
 from tests.service.test_accounts_and_cases import Clock, people
 from tests.service.test_governance import audited, rows
-from tests.service.test_identities import ingest_people
+from tests.service.test_identities import face_table, identities_by_person, ingest_people
 from tests.service.test_public_requests import officer_of
 
 PERSON = "Ann_Veneman"  # ingest_people indexes every photo of hers, and two pasted side by side
@@ -56,6 +56,15 @@ def stored_faces(svc: FaceSearchService) -> dict[int, np.ndarray]:
 def test_an_opt_out_sends_the_rest_of_the_persons_identity_to_the_officer(svc) -> None:
     officer = officer_of(svc, people(svc))
     before = stored_faces(svc)
+    # A stranger far from her whom clustering put in her identity (a chain of look-alikes).
+    table = face_table(svc)
+    her_identity = identities_by_person(table)[PERSON].most_common(1)[0][0]
+    centre = np.mean([before[face] for face, _, identity, _ in table if identity == her_identity],
+                     axis=0)
+    stranger = max((face for face, _, _, person in table if person != PERSON),
+                   key=lambda face: np.linalg.norm(before[face] - centre))
+    with svc.store.transaction() as conn:
+        svc.identities.assign(conn, [stranger], her_identity)
     pending = svc.opt_out("203.0.113.5", selfie())
     receipt = svc.confirm_opt_out("203.0.113.5", pending.confirm_token,
                                   lfw_photos(PERSON)[1].read_bytes())
@@ -75,7 +84,11 @@ def test_an_opt_out_sends_the_rest_of_the_persons_identity_to_the_officer(svc) -
     review = next(r for r in svc.opt_out_reviews(officer) if r.public_id == receipt.request_id)
     listed = {f.face_id: f for f in review.faces}
     assert rest <= set(listed) and all(listed[i].same_identity for i in rest)
-    assert receipt.faces_in_review == len(listed)
+    # The receipt counts only the faces near her photo, never her identity's other faces,
+    # which may be strangers'.
+    near = [f for f in review.faces if f.distance < review.review.distance]
+    assert listed[stranger].distance >= review.review.distance
+    assert receipt.faces_in_review == len(near) < len(listed)
     # The officer sees the crop of a face listed for its identity alone.
     far = max(rest, key=lambda i: np.linalg.norm(after[i] - template))
     assert svc.opt_out_review_crop(officer, review.request_id, far)[:2] == b"\xff\xd8"
@@ -89,6 +102,48 @@ def test_an_opt_out_sends_the_rest_of_the_persons_identity_to_the_officer(svc) -
     svc.decide_opt_out_review(officer, review.request_id, sorted(hers), sorted(dismissed))
     remaining = stored_faces(svc)
     assert not hers & set(remaining) and dismissed <= set(remaining)
+
+
+def test_an_opt_out_review_never_lists_a_face_that_joined_her_identity_after_confirmation(
+        svc) -> None:
+    officer = officer_of(svc, people(svc))
+    pending = svc.opt_out("203.0.113.5", selfie())
+    receipt = svc.confirm_opt_out("203.0.113.5", pending.confirm_token,
+                                  lfw_photos(PERSON)[1].read_bytes())
+    request_id = next(r.id for r in svc.opt_outs(officer) if r.public_id == receipt.request_id)
+    identities = json.loads(svc.requests.get(request_id=request_id).review_identities)["identities"]
+    captured = identity_faces(svc, identities)
+
+    def listed() -> set[int]:
+        return {f.face_id for r in svc.opt_out_reviews(officer) if r.request_id == request_id
+                for f in r.faces}
+
+    assert captured and captured <= listed()
+    # A stranger's face, far from her, that clustering puts in her identity afterwards (a
+    # look-alike's chain): neither listed nor shown to the officer as hers.
+    template = from_blob(svc.requests.suppression_of(f"opt-out {receipt.request_id}"))
+    stored = stored_faces(svc)
+    stranger = max(set(stored) - captured, key=lambda i: np.linalg.norm(stored[i] - template))
+    assert stranger not in listed()
+    with svc.store.transaction() as conn:
+        svc.identities.assign(conn, [stranger], identities[0])
+    assert stranger not in listed()
+    with pytest.raises(NotFound):
+        svc.opt_out_review_crop(officer, request_id, stranger)
+    # Her identities erased whole (their numbers go), then strangers make a new identity:
+    # it never gets one of those numbers, and none of its faces enters her review.
+    for face_id in identity_faces(svc, identities):
+        svc.delete(OPERATOR, face_id=face_id)
+    assert not rows(svc, f"SELECT id FROM identities WHERE id IN ({','.join('?' * len(identities))})",
+                    *identities)
+    before = set(stored_faces(svc))
+    svc.ingest(OPERATOR, lfw_photos("Alvaro_Uribe")[:8], "lfw")
+    newcomers = set(stored_faces(svc)) - before
+    made = {identity for (identity,) in rows(
+        svc, f"SELECT DISTINCT identity_id FROM faces WHERE id IN ({','.join('?' * len(newcomers))})",
+        *newcomers)} - {None}
+    assert made and not made & set(identities)
+    assert not listed() & (newcomers | captured)
 
 
 def test_an_access_report_discloses_identity_faces_only_as_the_officer_chose(svc) -> None:

@@ -236,3 +236,46 @@ def test_a_deleted_source_or_purged_jurisdiction_takes_its_sightings_of_another_
     report = service.delete(OPERATOR, image=web_url)
     assert (report.images, report.faces) == (1, 1)
     assert places() == [] and service.store.counts()["images"] == 0
+
+
+def test_identity_counts_are_of_the_organisations_jurisdictions_only(
+        service: FaceSearchService, tmp_path: Path) -> None:
+    """A US-only organisation is never told how much of a person lies in France: an identity's
+    faces, images and pages, and a lone face's pages, count only what it may search."""
+    service.add_source(OPERATOR, "us-press", "legitimate_interests", "US")
+    service.add_source(OPERATOR, "fr-press", "legitimate_interests", "FR")
+    person, lone = "Abdullah_Gul", PEOPLE[2]
+    photos = lfw_photos(person)
+    where: dict[Path, str] = {}
+
+    def placed(name: str, data: bytes, url: str) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        where[path.resolve()] = url
+        return path
+
+    us = [placed(f"us{n}.jpg", p.read_bytes(), f"https://us.example/{n}") for n, p in
+          enumerate(photos[1:4])]
+    fr = [placed(f"fr{n}.jpg", p.read_bytes(), f"https://fr.example/{n}") for n, p in
+          enumerate(photos[4:12])]
+    alone = lfw_photos(lone)[1].read_bytes()
+    us.append(placed("lone-us.jpg", alone, "https://us.example/lone"))
+    fr.append(placed("lone-fr.jpg", alone, "https://fr.example/lone"))  # the same image, seen again
+    # Each of his US photos also seen on a French page.
+    fr += [placed(f"again{n}.jpg", p.read_bytes(), f"https://fr.example/again{n}") for n, p in
+           enumerate(photos[1:4])]
+    service.ingest(OPERATOR, us, "us-press", location_of=lambda p: where[p.resolve()])
+    service.ingest(OPERATOR, fr, "fr-press", location_of=lambda p: where[p.resolve()])
+
+    def identity_of(probe: Path):  # noqa: ANN202 - the best candidate's IdentityGroup
+        return min(search(service, probe.read_bytes()).identities, key=lambda g: g.best_rank)
+
+    everywhere = identity_of(photos[0])
+    assert everywhere.identity_id is not None and everywhere.faces == 11 and everywhere.pages == 14
+    assert identity_of(lfw_photos(lone)[0]).pages == 2
+    service.restrict_organisation(service.local_operator(OPERATOR.name), "local", ["US"])
+    restricted = identity_of(photos[0])
+    assert restricted.identity_id == everywhere.identity_id
+    assert (restricted.faces, restricted.images, restricted.pages) == (3, 3, 3)
+    lonely = identity_of(lfw_photos(lone)[0])
+    assert lonely.identity_id is None and lonely.pages == 1

@@ -19,7 +19,7 @@ Measures (facesearch.clustering's unassigned faces count as identities of one fa
 The curve runs the same clustering at several per-pair false-match probabilities; the chosen
 default is Settings.identity_false_match_probability. `incremental` scores, at the default, the
 identities that ingest's assignment would give if the photos arrived in a random order, eight a
-batch (the service's own assignment step, clustering.assign_new_face, over exact neighbours).
+batch (the service's own assignment step, clustering.assign_batch, over exact neighbours).
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import numpy as np
 from facesearch.calibration import load_calibration
 from facesearch.clustering import (
     NEIGHBOURS,
-    NEW_IDENTITY,
     UNASSIGNED,
-    Neighbour,
-    assign_new_face,
+    assign_batch,
     cluster,
     max_distance_for,
 )
@@ -185,36 +183,37 @@ def incremental(photos: np.ndarray, vectors: np.ndarray, max_distance: float, mi
     position = np.empty_like(arrival)
     position[arrival] = np.arange(len(arrival))
     batch_of = position[photos] // batch_photos
-    labels = np.full(len(photos), UNASSIGNED, np.int64)
-    images: dict[int, set[int]] = {}
+    identity_of: dict[int, int | None] = {}
+    images: dict[int, set[int]] = {}  # identity -> its photos
     earlier = np.zeros(len(photos), bool)
+
+    def create() -> int:
+        images[len(images) + 1] = set()
+        return len(images)
+
+    def join(members: list[int], identity: int) -> None:
+        images[identity].update(int(photos[m]) for m in members)
+
     for batch in np.unique(batch_of):
         members = np.flatnonzero(batch_of == batch)
         known = np.flatnonzero(earlier)
-        for face in members:
+
+        def neighbours_of(face: int) -> list[tuple[int, float]]:
             near = []
             if len(known):
                 distances = np.linalg.norm(vectors[known] - vectors[face], axis=1)
-                nearest = np.argsort(distances)[:NEIGHBOURS]
-                near = [(float(distances[n]), int(known[n])) for n in nearest]
-            near += [(float(np.linalg.norm(vectors[other] - vectors[face])), int(other))
+                near = [(int(known[n]), float(distances[n]))
+                        for n in np.argsort(distances)[:NEIGHBOURS]]
+            near += [(int(other), float(np.linalg.norm(vectors[other] - vectors[face])))
                      for other in members if other != face]
-            neighbours = [Neighbour(other, d, int(photos[other]),
-                                    None if labels[other] < 0 else int(labels[other]))
-                          for d, other in near if d < max_distance]
-            current = None if labels[face] < 0 else int(labels[face])
-            decision = assign_new_face(int(photos[face]), neighbours, min_faces, images.__getitem__,
-                                       current)
-            if decision.identity_id is None:
-                continue
-            identity = decision.identity_id
-            if identity == NEW_IDENTITY:
-                identity = len(images) + 1
-                images[identity] = set()
-            for member in [face] * (current is None) + decision.pulled:
-                labels[member] = identity
-                images[identity].add(int(photos[member]))
+            return [(other, d) for other, d in near if d < max_distance]
+
+        assign_batch(members.tolist(), neighbours_of, lambda face: int(photos[face]), identity_of,
+                     min_faces, lambda identity, image: image in images[identity], create, join)
         earlier[members] = True
+    labels = np.full(len(photos), UNASSIGNED, np.int64)
+    for face, identity in identity_of.items():
+        labels[face] = identity
     return labels
 
 

@@ -138,13 +138,17 @@ class Grouping(Identities):
         seen = self.store.sightings_of(sorted({rows[f]["image_id"] for _, _, f in live}))
         places = {image_id: [s for s in found if not jurisdictions or s["jurisdiction"] in jurisdictions]
                   for image_id, found in seen.items()}
-        return ResultGroups(self._identity_groups(live, rows, seen), _photo_groups(
+        return ResultGroups(self._identity_groups(live, rows, places, jurisdictions), _photo_groups(
             live, rows, places, lambda face_id: self._face_window_of(rows[face_id])))
 
     def _identity_groups(self, live: list[tuple[int, int, int]], rows: dict[int, dict],
-                         seen: dict[int, list[dict]]) -> list[IdentityGroup]:
+                         places: dict[int, list[dict]],
+                         jurisdictions: frozenset[str]) -> list[IdentityGroup]:
+        """Counts of the jurisdictions only (as places: the sightings already filtered): an
+        organisation is never told how much of a person lies where it may not search."""
         summaries = self.identity_summaries(
-            [rows[f]["identity_id"] for _, _, f in live if rows[f]["identity_id"] is not None])
+            [rows[f]["identity_id"] for _, _, f in live if rows[f]["identity_id"] is not None],
+            jurisdictions)
         groups: dict[tuple, IdentityGroup] = {}
         for probe_face, rank, face_id in live:
             identity = rows[face_id]["identity_id"]
@@ -155,8 +159,9 @@ class Grouping(Identities):
                 groups[key].ranks.append(rank)
                 continue
             if identity is None:
-                places = {s["page_url"] or s["location"] for s in seen.get(rows[face_id]["image_id"], [])}
-                counts = (1, 1, len(places))
+                pages = {s["page_url"] or s["location"]
+                         for s in places.get(rows[face_id]["image_id"], [])}
+                counts = (1, 1, len(pages))
             else:
                 counts = tuple(summaries[identity])
             groups[key] = IdentityGroup(probe_face, identity, rank, face_id, [rank], *counts)

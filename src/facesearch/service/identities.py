@@ -6,7 +6,12 @@ officer's review (service.rights).
 
 Every batch of new faces is assigned in its own transaction, under the writer lock: each new
 face's neighbours are the vector index's nearest (the gallery before the batch) and the other
-faces of its batch, so one face costs one index query, however large the gallery."""
+faces of its batch. A batch costs one index query a face, plus one indexed lookup (by image)
+per candidate join, whatever the identities' sizes. It needs the vector index: a queue worker,
+which otherwise never updates the index (update_index=False), loads it to assign identities.
+With the FAISS backend every worker process holds its own copy (the memory a face that README's
+Scale section gives, times the gallery's faces, per worker); with Milvus the workers query the
+one shared collection."""
 
 from __future__ import annotations
 
@@ -17,14 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Connection
 
-from facesearch.clustering import (
-    NEIGHBOURS,
-    NEW_IDENTITY,
-    Neighbour,
-    assign_new_face,
-    cluster,
-    max_distance_for,
-)
+from facesearch.clustering import NEIGHBOURS, assign_batch, cluster, max_distance_for
 from facesearch.service.engine import Engine
 from facesearch.store.identities import IdentitySummary
 from facesearch.types import Actor
@@ -72,16 +70,15 @@ class Identities(Engine):
                 self._audit(conn, actor, "identities.recluster", asdict(report))
         return report
 
-    def identity_summaries(self, identity_ids: list[int]) -> dict[int, IdentitySummary]:
-        """(faces, images, pages) of each existing identity among identity_ids: for use cases
-        that have already authorised their caller and show identities (search results, case
-        watches); nothing personal, only counts. Pages: distinct places its images were seen
-        (sightings: a page's URL, or the location where there was no page)."""
-        return self.identities.summaries(identity_ids)
-
-    def identity_faces(self, identity_ids: list[int]) -> list[int]:
-        """The face ids of these identities, for use cases that have authorised their caller."""
-        return self.identities.faces_of(identity_ids)
+    def identity_summaries(self, identity_ids: list[int], jurisdictions: frozenset[str] = frozenset()
+                           ) -> dict[int, IdentitySummary]:
+        """(faces, images, pages) of each identity among identity_ids with faces of the
+        jurisdictions (empty: all; an organisation's, so that it never counts what it may not
+        search): for use cases that have already authorised their caller and show identities
+        (search results, case watches); nothing personal, only counts. Pages: distinct places
+        its images were seen by sources of those jurisdictions (sightings: a page's URL, or the
+        location where there was no page)."""
+        return self.identities.summaries(identity_ids, jurisdictions)
 
     def evaluate_cluster(self, lfw_dir: Path, output: Path, log: Callable[[str], None],
                          limit_people: int | None = None) -> dict:
@@ -106,7 +103,7 @@ class Identities(Engine):
         super()._batch_committing(conn, actor, added)
 
     def _assign_identities(self, conn: Connection, added: list[tuple[int, np.ndarray]]) -> None:
-        """Assign a batch's new faces to identities (clustering.assign_new_face), in the
+        """Assign a batch's new faces to identities (clustering.assign_batch), in the
         batch's transaction. The index is caught up under the writer lock and holds the
         gallery without this batch; neighbours within the batch are computed here."""
         distance = self._identity_distance()
@@ -124,34 +121,25 @@ class Identities(Engine):
         nearby = sorted({int(i) for d, i in zip(found_distances.ravel(), found_ids.ravel())
                          if i >= 0 and d < distance and int(i) not in batch})
         rows = self.identities.face_rows(conn, batch_ids + nearby)  # (image, identity)
-        identity_now = {face_id: row[1] for face_id, row in rows.items()}
-        images_held: dict[int, set[int]] = {}
-
-        def images_of(identity: int) -> set[int]:
-            if identity not in images_held:
-                images_held[identity] = self.identities.images_of(conn, identity)
-            return images_held[identity]
-
+        position_of = {face_id: position for position, face_id in enumerate(batch_ids)}
         squared = (vectors**2).sum(1)
         within_batch = np.sqrt(np.maximum(
             squared[:, None] - 2 * vectors @ vectors.T + squared[None, :], 0))
-        for position, face_id in enumerate(batch_ids):
-            image = rows[face_id][0]
-            near = [(float(d), int(i)) for d, i in zip(found_distances[position], found_ids[position])
+
+        def neighbours_of(face_id: int) -> list[tuple[int, float]]:
+            position = position_of[face_id]
+            near = [(int(i), float(d)) for d, i in zip(found_distances[position], found_ids[position])
                     if i >= 0 and d < distance and int(i) in rows and int(i) not in batch]
-            near += [(float(within_batch[position, other]), batch_ids[other])
-                     for other in np.flatnonzero(within_batch[position] < distance)
-                     if other != position]
-            neighbours = [Neighbour(i, d, rows[i][0], identity_now[i]) for d, i in near]
-            decision = assign_new_face(image, neighbours, self.settings.identity_min_faces,
-                                       images_of, current=identity_now[face_id])
-            if decision.identity_id is None:
-                continue
-            identity = (self.identities.create(conn, self.now())
-                        if decision.identity_id == NEW_IDENTITY else decision.identity_id)
-            joining = [face_id] * (identity_now[face_id] is None) + decision.pulled
-            self.identities.assign(conn, joining, identity)
-            held = images_of(identity)
-            for member in joining:
-                identity_now[member] = identity
-                held.add(rows[member][0])
+            return near + [(batch_ids[other], float(within_batch[position, other]))
+                           for other in np.flatnonzero(within_batch[position] < distance)
+                           if other != position]
+
+        def holds(identity: int, image: int) -> bool:
+            # Read in the batch's transaction: this batch's joins so far count.
+            return self.identities.holds(conn, identity, image)
+
+        assign_batch(batch_ids, neighbours_of, lambda face_id: rows[face_id][0],
+                     {face_id: row[1] for face_id, row in rows.items()},
+                     self.settings.identity_min_faces, holds,
+                     lambda: self.identities.create(conn, self.now()),
+                     lambda members, identity: self.identities.assign(conn, members, identity))

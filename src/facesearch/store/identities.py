@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, union, update
 from sqlalchemy.engine import Connection, Engine
 
-from facesearch.store.schema import faces, identities, images, sightings
+from facesearch.store.schema import faces, identities, images, sightings, sources
 
 CHUNK = 500  # ids a query: databases bound the parameters of one
 
@@ -51,10 +51,12 @@ class IdentityStore:
                 .where(faces.c.id.in_(face_ids[start:start + CHUNK]))).all())
         return found
 
-    def images_of(self, conn: Connection, identity_id: int) -> set[int]:
-        """The images an identity's faces are of."""
-        return set(conn.execute(select(faces.c.image_id).where(
-            faces.c.identity_id == identity_id)).scalars())
+    def holds(self, conn: Connection, identity_id: int, image_id: int) -> bool:
+        """Whether a face of this image is in this identity. Read by the image alone (a few
+        faces): asked with both columns, SQLite picks the identity's index and walks all of
+        its faces."""
+        return identity_id in set(conn.execute(
+            select(faces.c.identity_id).where(faces.c.image_id == image_id)).scalars())
 
     def create(self, conn: Connection, now: str) -> int:
         return conn.execute(insert(identities).values(created_at=now)).inserted_primary_key[0]
@@ -72,15 +74,22 @@ class IdentityStore:
                 faces.c.id.in_(face_ids[start:start + CHUNK]))).scalars() if i is not None)
         return found
 
-    def faces_of(self, identity_ids: Iterable[int], conn: Connection | None = None) -> list[int]:
-        """Every face of these identities, in id order (in conn's transaction, if given)."""
+    def member_vectors(self, identity_ids: Iterable[int], conn: Connection | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(face ids, identity ids, descriptors) of every face of these identities, in face id
+        order (in conn's transaction, if given)."""
         ids = sorted(set(identity_ids))
-        found: list[int] = []
+        rows = []
         with (nullcontext(conn) if conn is not None else self.engine.connect()) as reader:
             for start in range(0, len(ids), CHUNK):
-                found += reader.execute(select(faces.c.id).where(
-                    faces.c.identity_id.in_(ids[start:start + CHUNK]))).scalars()
-        return sorted(found)
+                rows += reader.execute(
+                    select(faces.c.id, faces.c.identity_id, faces.c.embedding)
+                    .where(faces.c.identity_id.in_(ids[start:start + CHUNK]))).all()
+        rows.sort(key=lambda r: r[0])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return (np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
+                np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), -1))
 
     def gallery(self, conn: Connection, chunk: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """(face ids, image ids, identity ids (0: none), descriptors) of every face, in id
@@ -97,17 +106,26 @@ class IdentityStore:
                    np.frombuffer(b"".join(r[3] for r in rows), "<f4").reshape(len(rows), -1))
             last = int(rows[-1][0])
 
-    def summaries(self, identity_ids: Iterable[int]) -> dict[int, IdentitySummary]:
-        """Each existing identity's faces, images and pages."""
+    def summaries(self, identity_ids: Iterable[int],
+                  jurisdictions: frozenset[str] = frozenset()) -> dict[int, IdentitySummary]:
+        """Each existing identity's faces, images and pages, of the jurisdictions given (empty:
+        all): faces and images by the image's jurisdiction, pages by the jurisdiction of the
+        source that saw the image there. An identity none of whose faces is of them is left
+        out."""
         ids = sorted(set(identity_ids))
+        allowed = sorted(jurisdictions)
         found: dict[int, IdentitySummary] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(ids), CHUNK):
                 chunk = ids[start:start + CHUNK]
+                counting = (select(faces.c.identity_id, func.count(faces.c.id),
+                                   func.count(faces.c.image_id.distinct()))
+                            .join(images, images.c.id == faces.c.image_id)
+                            .where(faces.c.identity_id.in_(chunk)))
+                if allowed:
+                    counting = counting.where(images.c.jurisdiction.in_(allowed))
                 counted = dict((r[0], (r[1], r[2])) for r in conn.execute(
-                    select(faces.c.identity_id, func.count(faces.c.id),
-                           func.count(faces.c.image_id.distinct()))
-                    .where(faces.c.identity_id.in_(chunk)).group_by(faces.c.identity_id)).all())
+                    counting.group_by(faces.c.identity_id)).all())
                 # A page is where an image was seen: its page's URL, else its location; the
                 # place it was collected from is one, also where no sighting records it.
                 seen = select(faces.c.identity_id, func.coalesce(
@@ -118,6 +136,10 @@ class IdentityStore:
                     func.nullif(images.c.page_url, ""), images.c.location).label("place")
                 ).join(images, images.c.id == faces.c.image_id).where(
                     faces.c.identity_id.in_(chunk))
+                if allowed:
+                    seen = seen.join(sources, sources.c.id == sightings.c.source_id).where(
+                        sources.c.jurisdiction.in_(allowed))
+                    collected = collected.where(images.c.jurisdiction.in_(allowed))
                 places = union(seen, collected).subquery()  # UNION: each place once
                 pages = dict(conn.execute(
                     select(places.c.identity_id, func.count())
@@ -135,26 +157,31 @@ class IdentityStore:
         other groups get new identities and unused old ones are deleted. Returns (kept,
         created, deleted)."""
         groups = np.unique(labels[labels >= 0])
-        overlap: list[tuple[int, int, int]] = []  # (-shared faces, group, old identity)
-        for group in groups:
-            olds, counts = np.unique(previous[(labels == group) & (previous > 0)], return_counts=True)
-            overlap += [(-int(c), int(group), int(o)) for o, c in zip(olds, counts)]
+        # Faces shared by each (new group, old identity): one pass over the faces, sorted.
+        both = (labels >= 0) & (previous > 0)
+        pairs, counts = np.unique(np.stack([labels[both], previous[both]]), axis=1,
+                                  return_counts=True)
+        overlap = sorted(zip((-counts).tolist(), pairs[0].tolist(), pairs[1].tolist()))
         identity_of: dict[int, int] = {}
         used: set[int] = set()
-        for _, group, old in sorted(overlap):
+        for _, group, old in overlap:
             if group not in identity_of and old not in used:
                 identity_of[group], _ = old, used.add(old)
         kept = len(identity_of)
-        for group in groups:
-            if int(group) not in identity_of:
-                identity_of[int(group)] = self.create(conn, now)
-        wanted = np.array([identity_of[int(g)] if g >= 0 else 0 for g in labels], np.int64)
+        for group in groups.tolist():
+            if group not in identity_of:
+                identity_of[group] = self.create(conn, now)
+        lookup = np.zeros(len(groups), np.int64)
+        lookup[:] = [identity_of[g] for g in groups.tolist()]
+        wanted = np.zeros(len(labels), np.int64)
+        assigned = labels >= 0
+        wanted[assigned] = lookup[np.searchsorted(groups, labels[assigned])]
         changed = np.flatnonzero(wanted != previous)
-        by_identity: dict[int, list[int]] = {}
-        for position in changed:
-            by_identity.setdefault(int(wanted[position]), []).append(int(face_ids[position]))
-        for identity, members in by_identity.items():
-            self.assign(conn, members, identity or None)
+        # Changed faces grouped by their new identity: one sort, then one update a chunk.
+        order = changed[np.argsort(wanted[changed], kind="stable")]
+        targets, starts = np.unique(wanted[order], return_index=True)
+        for identity, members in zip(targets.tolist(), np.split(face_ids[order], starts[1:])):
+            self.assign(conn, members.tolist(), identity or None)
         deleted = conn.execute(delete(identities).where(
             ~select(faces.c.id).where(faces.c.identity_id == identities.c.id).exists())).rowcount
         return kept, len(groups) - kept, deleted

@@ -47,7 +47,9 @@ class SubjectRequest:
     confirm_expires_at: str | None
     photo_hash: str | None
     template_embedder: str | None
-    review_identities: str | None  # JSON: see review_identities() below
+    # JSON: {"identities": [...]} and, for an opt-out, "faces" (those of its identities its
+    # confirmation put in the review), for an access request "disclosed_faces" (service.rights)
+    review_identities: str | None
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,10 @@ class Watches(Engine):
         address = self._watch_mail_address(watch)
         now = self.now()
         mails = []
+        # The audit lock first: a stop audits before it commits, so from here none commits
+        # until this batch has, and add_match's fresh read of the status holds. (Waiting on
+        # the watch's row instead could deadlock with a stop waiting on this lock.)
+        self.trail.lock(conn)
         for sha256, (distance, face_id) in best.items():
             match_id = self.watches.add_match(conn, watch_id=watch.id, image_sha256=sha256,
                                               face_id=face_id, distance=round(distance, 4), at=now)

@@ -182,12 +182,13 @@ class WatchStore:
 
     def add_match(self, conn: Connection, **values: object) -> int | None:
         """Record a match if the watch is still active and has not matched this image (its
-        sha256) before; the match's id, or None. The watch's row is locked (PostgreSQL): a
-        stop committed after the batch read its watches is seen here, and a stop meanwhile
-        waits for the batch. Batches are written one at a time (the writer lock), so the
-        check and the insert cannot interleave with another batch's."""
-        status = conn.execute(select(watches.c.status).where(watches.c.id == values["watch_id"])
-                              .with_for_update()).scalar()
+        sha256) before; the match's id, or None. The status is read again here: a stop
+        committed after the batch read its watches is seen (the caller holds the audit lock,
+        which a stop needs to commit, so none commits between this read and the batch's
+        commit). Batches are written one at a time (the writer lock), so the check and the
+        insert cannot interleave with another batch's."""
+        status = conn.execute(select(watches.c.status)
+                              .where(watches.c.id == values["watch_id"])).scalar()
         if status != "active":
             return None
         seen = conn.execute(select(watch_matches.c.id).where(

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, union, update
+from sqlalchemy import bindparam, delete, func, insert, select, union, update
 from sqlalchemy.engine import Connection, Engine
 
 from facesearch.store.schema import faces, identities, images, sightings, sources
@@ -177,11 +177,12 @@ class IdentityStore:
         assigned = labels >= 0
         wanted[assigned] = lookup[np.searchsorted(groups, labels[assigned])]
         changed = np.flatnonzero(wanted != previous)
-        # Changed faces grouped by their new identity: one sort, then one update a chunk.
-        order = changed[np.argsort(wanted[changed], kind="stable")]
-        targets, starts = np.unique(wanted[order], return_index=True)
-        for identity, members in zip(targets.tolist(), np.split(face_ids[order], starts[1:])):
-            self.assign(conn, members.tolist(), identity or None)
+        # One statement run for every changed face (executemany), not one per identity.
+        if len(changed):
+            conn.execute(update(faces).where(faces.c.id == bindparam("face"))
+                         .values(identity_id=bindparam("identity")),
+                         [{"face": face, "identity": identity or None} for face, identity in
+                          zip(face_ids[changed].tolist(), wanted[changed].tolist())])
         deleted = conn.execute(delete(identities).where(
             ~select(faces.c.id).where(faces.c.identity_id == identities.c.id).exists())).rowcount
         return kept, len(groups) - kept, deleted

@@ -8,7 +8,7 @@ import numpy as np
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from facesearch.store.metadata import NewImage
-from facesearch.types import Box, Face
+from facesearch.types import Box, Face, FaceQuality
 from tests.conftest import OPERATOR, lfw_photos
 
 PEOPLE = ["Al_Sharpton", "Alastair_Campbell", "Albert_Costa"]
@@ -22,7 +22,7 @@ def add_distractors(service: FaceSearchService, count: int) -> None:
     for start in range(0, count, 500):
         vectors = rng.normal(size=(min(500, count - start), 128)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        found = [Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, 0.5, v, b"") for v in vectors]
+        found = [Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, FaceQuality(30, 0.5, 1.0), v, b"") for v in vectors]
         with service.store.transaction() as conn:
             service.store.add_image(conn, NewImage(
                 sha256=f"{start:064d}", location=f"distractor-{start}", page_url=None,

@@ -16,7 +16,7 @@ from facesearch.config import Settings
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.service import FaceSearchService
 from facesearch.store.metadata import NewImage, to_blob
-from facesearch.types import Box, Face
+from facesearch.types import Box, Face, FaceQuality
 from tests.conftest import OPERATOR, lfw_photos
 
 PEOPLE = ["Al_Sharpton", "Alastair_Campbell", "Albert_Costa"]
@@ -48,7 +48,7 @@ def add_synthetic(service: FaceSearchService, source: str, number: int, vectors:
     """One image holding a face for each vector, stored as ingest stores faces."""
     found = service.store.source(source)
     service.crops.write("none.jpg", b"placeholder")  # one crop file that they all name
-    faces = [Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, 0.5, v, b"") for v in vectors]
+    faces = [Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, FaceQuality(30, 0.5, 1.0), v, b"") for v in vectors]
     with service.store.transaction() as conn:
         service.store.add_image(conn, NewImage(
             sha256=f"{number:064d}", location=f"{source}-{number}", page_url=None,
@@ -178,7 +178,7 @@ def test_a_restricted_organisation_finds_its_matches_behind_many_closer_faces(tm
         query = unit(rng.normal(size=128))
         add_synthetic(service, "us", 0, unit(query + 0.1 * rng.normal(size=(400, 128)) / np.sqrt(128)))
         add_synthetic(service, "fr", 1, unit(query + 0.3 * rng.normal(size=(5, 128)) / np.sqrt(128)))
-        probe = Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, 0.5, query, b"")
+        probe = Face(Box(0, 0, 10, 10), 1.0, [(0, 0)] * 5, FaceQuality(30, 0.5, 1.0), query, b"")
         found = service._rank([probe], 10, frozenset({"FR"}))[0].candidates
         assert len(found) == 5 and {c.jurisdiction for c in found} == {"FR"}
         assert len(service._rank([probe], 10)[0].candidates) == 10

@@ -29,7 +29,7 @@ from facesearch.imaging import (
     decode_for_analysis,
     downscale,
 )
-from facesearch.types import Box, Face
+from facesearch.types import Box, Face, FaceQuality
 from tests.hostile_images import (
     Sample,
     animation,
@@ -382,10 +382,11 @@ def test_images_under_twice_the_reduction_side_keep_full_resolution():
 
 def test_faces_found_in_a_reduced_image_map_back_to_the_image_pixels():
     image = DecodedImage(np.zeros((100, 150, 3), np.uint8), "JPEG", width=598, height=400, scale=4)
-    face = Face(Box(10, 20, 40, 60), 1.0, [(12, 30), (149, 99)], 0.5, np.zeros(128, np.float32), b"")
+    face = Face(Box(10, 20, 40, 60), 1.0, [(12, 30), (149, 99)], FaceQuality(30, 0.5, 1.0), np.zeros(128, np.float32), b"")
     [mapped] = image.in_original([face])
     assert mapped.box == Box(40, 80, 160, 240)
     assert mapped.landmarks == [(48, 120), (596, 396)]
+    assert mapped.quality.face_pixels == 120  # the box's shorter side, in the image's pixels
     [edge] = image.in_original([replace(face, box=Box(140, 90, 150, 100))])
     assert edge.box == Box(560, 360, 598, 400)  # clipped to the image
 

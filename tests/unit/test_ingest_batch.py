@@ -15,7 +15,7 @@ from facesearch import ingest
 from facesearch.config import Settings
 from facesearch.errors import BadImage
 from facesearch.ingest import ImageTask, analyse_batch, read_task
-from facesearch.types import Box, Detection, Face
+from facesearch.types import Box, Detection, Face, FaceQuality
 from tests.hostile_images import corpus
 
 
@@ -89,7 +89,7 @@ class OneFaceAnalyzer(FragileAnalyzer):
         return [Detection(Box(10, 20, 40, 50), 1.0)]
 
     def describe(self, per_image: list, mirror: bool) -> list:
-        return [[Face(d.box, d.score, [(20, 30)], 0.5, np.zeros(128, np.float32), b"")
+        return [[Face(d.box, d.score, [(20, 30)], FaceQuality(30, 0.5, 1.0), np.zeros(128, np.float32), b"")
                  for d in detections] for _, detections in per_image]
 
 

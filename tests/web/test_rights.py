@@ -329,7 +329,9 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
     assert record["client"] == hidden["client"]
     assert record["detail"].pop("cut_off")["target_false_matches"] == 0.01  # the strict one
     assert record["detail"] == {"request": receipt["request_id"], "faces": 3, "images": 3,
-                                "in_review": int(receipt["faces_in_review"])}
+                                "in_review": int(receipt["faces_in_review"]),
+                                # Her three faces were one identity, which held no one else.
+                                "identities": 1, "identity_faces": 0}
 
 
 def test_the_receipt_is_mailed_to_the_address_given_which_is_then_kept_nowhere(

@@ -161,7 +161,7 @@ class Watches(Engine):
         if not reason:
             raise InvalidRequest("stopping a watch needs a reason")
         with self.store.transaction() as conn:
-            if not self._stop(conn, actor, watch, case, reason):
+            if not self._end_watch(conn, actor, watch, case, reason):
                 raise InvalidRequest("the watch has already ended")
             stopped = self.watches.watch(watch.id, conn)
         assert stopped is not None
@@ -201,7 +201,7 @@ class Watches(Engine):
 
     # Ending watches ----------------------------------------------------------------------------
 
-    def _stop(self, conn: Connection, actor: Actor, watch: Watch, case: Case | None,
+    def _end_watch(self, conn: Connection, actor: Actor, watch: Watch, case: Case | None,
               reason: str) -> bool:
         """Stop a pending or active watch in conn's transaction, audited; whether it was."""
         if not self.watches.change(conn, watch.id, ("pending", "active"), status="stopped",
@@ -227,14 +227,14 @@ class Watches(Engine):
                     "watch_id": watch.id, "case_id": watch.case_id,
                     "expires_at": watch.expires_at}, self.cases.case(watch.case_id, conn))
         for watch in self.watches.by_other_model(conn, self.live_embedder):
-            self._stop(conn, actor, watch, self.cases.case(watch.case_id, conn),
+            self._end_watch(conn, actor, watch, self.cases.case(watch.case_id, conn),
                        f"the gallery's face model changed from {watch.embedder}: request it again")
         return None
 
     def _case_closing(self, conn: Connection, actor: Actor, case: Case) -> None:
         super()._case_closing(conn, actor, case)
         for watch in self.watches.of_open_case(conn, case.id):
-            self._stop(conn, actor, watch, case, "case closed")
+            self._end_watch(conn, actor, watch, case, "case closed")
 
     def _add_suppression(self, conn: Connection, actor: Actor, face: Face, reason: str) -> None:
         """Also stop, in the same transaction, every pending or active watch whose template
@@ -248,7 +248,7 @@ class Watches(Engine):
         covered = suppressed_mask(templates, face.embedding[None, :], strict.distance)
         for watch, hit in zip(found, covered):
             case = self.cases.case(watch.case_id, conn)
-            if hit and self._stop(conn, actor, watch, case, f"suppression: {reason}") \
+            if hit and self._end_watch(conn, actor, watch, case, f"suppression: {reason}") \
                     and watch.requested_by is not None and case is not None:
                 self.watches.notify(conn, watch.requested_by,
                                     f"Watch {watch.id} in case {case.number} was stopped: its "

@@ -24,6 +24,7 @@ class Organisation:
     name: str
     created_at: str
     jurisdictions: str  # comma-separated ISO codes its searches are limited to; "" = all
+    reveal_case_numbers: bool = False  # whether access reports may name its case numbers
 
     @property
     def jurisdiction_set(self) -> frozenset[str]:
@@ -42,6 +43,11 @@ class User:
     created_at: str
     approved_by: int | None
     approved_at: str | None
+    totp_secret: str | None = None
+    totp_enrolled_at: str | None = None
+    totp_last_step: int | None = None
+    identity_provider: str | None = None  # set for users who sign in through an agency's OIDC
+    external_subject: str | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ class Case:
     opened_by: int | None
     opened_at: str
     closed_at: str | None
+    offence_type: str = ""
+    closed_by: str | None = None  # who closed it
 
 
 @dataclass

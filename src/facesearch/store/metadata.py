@@ -58,6 +58,7 @@ class Source:
     description: str
     created_at: str
     retention_days: int
+    display_name: str = ""  # what people are shown; the name where empty
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -29,6 +30,7 @@ sources = Table(
     Column("description", Text, nullable=False, default=""),
     Column("created_at", String(32), nullable=False),
     Column("retention_days", Integer, nullable=False),  # images older than this are destroyed
+    Column("display_name", Text, nullable=False, default="", server_default=""),  # shown to people; name if ""
 )
 
 images = Table(
@@ -206,6 +208,8 @@ organisations = Table(
     Column("created_at", String(32), nullable=False),
     # Comma-separated ISO codes: its searches return only faces from these; empty = all.
     Column("jurisdictions", Text, nullable=False, default=""),
+    # Whether an access report may name the case numbers of this organisation's searches.
+    Column("reveal_case_numbers", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 users = Table(
@@ -220,6 +224,40 @@ users = Table(
     Column("created_at", String(32), nullable=False),
     Column("approved_by", Integer, ForeignKey("users.id")),
     Column("approved_at", String(32)),
+    # The second factor: a TOTP secret (base32) once enrolment is confirmed, and the last time
+    # step a code was accepted for, so that one code is never accepted twice.
+    Column("totp_secret", Text),
+    Column("totp_enrolled_at", String(32)),
+    Column("totp_last_step", Integer),
+    # A user who signs in through an agency's identity provider (OpenID Connect): the provider's
+    # name in settings and the "sub" claim it gives them.
+    Column("identity_provider", String(200)),
+    Column("external_subject", String(255)),
+    UniqueConstraint("identity_provider", "external_subject", name="uq_users_external"),
+)
+
+# Single-use recovery codes for a lost second factor, stored as sha256 (random, not guessable).
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("used_at", String(32)),
+)
+
+# OpenID Connect log-ins in flight: the state sent to the provider (hashed), its nonce and PKCE
+# verifier, until the provider sends the browser back.
+oidc_logins = Table(
+    "oidc_logins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("provider", String(200), nullable=False),
+    Column("nonce", String(200), nullable=False),
+    Column("code_verifier", String(200), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
 )
 
 api_keys = Table(
@@ -242,6 +280,9 @@ sessions = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("expires_at", String(32), nullable=False),
+    # "full"; "code" while a password-checked log-in waits for its one-time code; "enrol"
+    # while a user who must have a second factor has yet to set one up.
+    Column("stage", String(16), nullable=False, default="full", server_default="full"),
 )
 
 # Log-in throttle, one row per key: a username ("user:..."), a client address ("addr:...") or a
@@ -274,12 +315,14 @@ cases = Table(
     Column("organisation_id", Integer, ForeignKey("organisations.id"), nullable=False, index=True),
     Column("number", String(100), nullable=False),
     Column("purpose", String(200), nullable=False),
+    Column("offence_type", String(100), nullable=False, default="", server_default=""),
     Column("authorisation", String(200), nullable=False, default=""),
     Column("keep_probes", Boolean, nullable=False, default=False),
     Column("status", String(16), nullable=False),  # open or closed
     Column("opened_by", Integer, ForeignKey("users.id")),
     Column("opened_at", String(32), nullable=False),
     Column("closed_at", String(32)),
+    Column("closed_by", String(200)),  # who closed it
     UniqueConstraint("organisation_id", "number"),
 )
 
@@ -332,6 +375,20 @@ marks = Table(
     Column("actor", String(200), nullable=False),
     Column("mark", String(16), nullable=False),  # possible, confirmed or rejected
     Column("at", String(32), nullable=False),
+    Column("note", Text, nullable=False, default="", server_default=""),
+    # A withdrawn mark stays in the record but counts for nothing (the two-person rule included).
+    Column("withdrawn_at", String(32)),
+    Column("withdrawn_by", String(200)),
+)
+
+# The probe faces of a search, cropped (JPEG), for the review page and the report: the case's
+# record of what was searched, even where the probe photo itself is not kept.
+probe_crops = Table(
+    "probe_crops",
+    metadata,
+    Column("search_id", Integer, ForeignKey("searches.id", ondelete="CASCADE"), primary_key=True),
+    Column("probe_face", Integer, primary_key=True),
+    Column("jpeg", LargeBinary, nullable=False),
 )
 
 ingest_jobs = Table(

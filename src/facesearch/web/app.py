@@ -42,6 +42,7 @@ from facesearch.errors import (
 )
 from facesearch.service import FaceSearchService, build_service
 from facesearch.types import Actor
+from facesearch.web.dates import when
 from facesearch.web.metrics import Metrics, known_method
 
 HERE = Path(__file__).parent
@@ -239,6 +240,7 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
     MultiPartParser.spool_max_size = service.settings.max_upload_bytes
     app.state.public_uploads = asyncio.Semaphore(service.settings.public_uploads_at_once)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.templates.env.filters["when"] = when
     app.state.metrics = metrics = Metrics(service)
     service.ingest_listeners.append(metrics.ingest_progress)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")

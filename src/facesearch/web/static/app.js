@@ -146,7 +146,22 @@ function setUpSearch(panel) {
   });
 }
 
+// Times are sent in UTC (web/dates.py); show each in the reader's own time zone.
+function localTimes() {
+  document.querySelectorAll("time[datetime]").forEach((element) => {
+    const value = element.getAttribute("datetime");
+    const moment = new Date(value);
+    // A bare date has no zone to convert from.
+    if (Number.isNaN(moment.getTime()) || !value.includes("T")) return;
+    const options = element.dataset.show === "date" ? { dateStyle: "medium" }
+      : { dateStyle: "medium", timeStyle: "short", timeZoneName: "short" };
+    element.title = element.textContent;
+    element.textContent = new Intl.DateTimeFormat(undefined, options).format(moment);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
   const panel = document.getElementById("search-panel");
   if (panel) setUpSearch(panel);
   const print = document.getElementById("print");

@@ -59,6 +59,7 @@ class StoredCandidate:
     jurisdiction: str
     collected_at: str
     erased_at: str | None = None  # the face was erased; provenance above is blank
+    expected_false_matches: float | None = None  # strangers expected this close (None before 0008)
     marks: list[Mark] = field(default_factory=list)
 
     @property

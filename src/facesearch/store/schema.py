@@ -342,6 +342,7 @@ searches = Table(
     Column("probe_photos", Text, nullable=False, server_default="[]"),
     # JSON per probe face: its quality record, warnings and what they bound.
     Column("probe_quality", Text, nullable=False, server_default="[]"),
+    Column("faces_searched", Integer),  # the gallery's size for this search (None before 0008)
 )
 
 # A candidate list keeps the provenance it showed, so the case record stays readable; the
@@ -362,6 +363,8 @@ candidates = Table(
     Column("source", String(200), nullable=False),
     Column("jurisdiction", String(7), nullable=False),
     Column("collected_at", String(32), nullable=False),
+    # false_match_probability x faces searched, as shown (None before 0008).
+    Column("expected_false_matches", Float),
     # Set when the face is erased: the provenance above is blanked, the row says when.
     Column("erased_at", String(32)),
 )

@@ -1,6 +1,6 @@
 """review, cases and sign-in: a source gets a display name; a case its offence type and who
 closed it; a mark an optional note and can be withdrawn; a search keeps its probe faces' crops
-for review; an organisation says whether access reports may name its case numbers; users get a
+for review, and how many faces it searched, and each candidate the strangers expected that close; an organisation says whether access reports may name its case numbers; users get a
 TOTP second factor, recovery codes and an agency identity-provider link; a session records
 whether its second factor is still owed; OpenID Connect log-ins in flight
 
@@ -28,6 +28,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('note', sa.Text(), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('withdrawn_at', sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column('withdrawn_by', sa.String(length=200), nullable=True))
+    with op.batch_alter_table('searches', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('faces_searched', sa.Integer(), nullable=True))
+    with op.batch_alter_table('candidates', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('expected_false_matches', sa.Float(), nullable=True))
     with op.batch_alter_table('organisations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reveal_case_numbers', sa.Boolean(), nullable=False,
                                       server_default=sa.false()))
@@ -86,6 +90,10 @@ def downgrade() -> None:
             batch_op.drop_column(column)
     with op.batch_alter_table('organisations', schema=None) as batch_op:
         batch_op.drop_column('reveal_case_numbers')
+    with op.batch_alter_table('candidates', schema=None) as batch_op:
+        batch_op.drop_column('expected_false_matches')
+    with op.batch_alter_table('searches', schema=None) as batch_op:
+        batch_op.drop_column('faces_searched')
     with op.batch_alter_table('marks', schema=None) as batch_op:
         for column in ('withdrawn_by', 'withdrawn_at', 'note'):
             batch_op.drop_column(column)

@@ -40,7 +40,7 @@ from facesearch.clustering import (
 )
 from facesearch.config import Settings
 from facesearch.errors import InvalidRequest
-from facesearch.evaluation.pipeline import PhotoJob, run_photos
+from facesearch.evaluation.pipeline import PhotoJob, cached_descriptors, run_photos
 from facesearch.vision import embedder_name
 
 CURVE = (1e-6, 2e-6, 3e-6, 5e-6, 1e-5, 3e-5, 1e-4, 1e-3)  # per-pair false-match probabilities
@@ -67,32 +67,25 @@ def describe_every_face(settings: Settings, lfw_dir: Path, paths: list[str], cac
                         log: Callable[[str], None]) -> dict[str, np.ndarray]:
     """Every detected face of each photo: its descriptor, its photo's index and whether it is
     the photo's central face; cached in cache (.npz) for this pipeline and list of photos."""
+    def describe() -> dict[str, np.ndarray]:
+        jobs = [PhotoJob(str(lfw_dir / "images" / p), (settings.mirror_gallery,)) for p in paths]
+        described, _ = run_photos(settings, jobs, log, "LFW photos")
+        vectors, photos, central = [], [], []
+        for number, photo in enumerate(described):
+            if not photo.found:
+                continue
+            vectors.append(photo.vectors[settings.mirror_gallery])
+            photos.append(np.full(photo.found, number))
+            central.append(np.arange(photo.found) == int(np.argmin(photo.offsets)))
+        dimension = vectors[0].shape[1] if vectors else 1
+        return {"vectors": np.concatenate(vectors) if vectors else np.zeros((0, dimension), np.float32),
+                "photos": np.concatenate(photos) if photos else np.zeros(0, np.int64),
+                "central": np.concatenate(central) if central else np.zeros(0, bool),
+                "unreadable": np.array(sum(d.error is not None for d in described)),
+                "no_face": np.array(sum(not d.found and d.error is None for d in described))}
+
     pipeline = f"{settings.detector} + {settings.embedder} + mirror {settings.mirror_gallery}"
-    if cache is not None and cache.exists():
-        data = np.load(cache)
-        if list(data["paths"]) == paths and str(data["pipeline"]) == pipeline:
-            log(f"using cached descriptors from {cache}")
-            return {k: data[k] for k in data.files}
-    jobs = [PhotoJob(str(lfw_dir / "images" / p), (settings.mirror_gallery,)) for p in paths]
-    described, _ = run_photos(settings, jobs, log, "LFW photos")
-    vectors, photos, central = [], [], []
-    for number, photo in enumerate(described):
-        if not photo.found:
-            continue
-        vectors.append(photo.vectors[settings.mirror_gallery])
-        photos.append(np.full(photo.found, number))
-        central.append(np.arange(photo.found) == int(np.argmin(photo.offsets)))
-    dimension = vectors[0].shape[1] if vectors else 1
-    result = {"paths": np.array(paths), "pipeline": np.array(pipeline),
-              "vectors": np.concatenate(vectors) if vectors else np.zeros((0, dimension), np.float32),
-              "photos": np.concatenate(photos) if photos else np.zeros(0, np.int64),
-              "central": np.concatenate(central) if central else np.zeros(0, bool),
-              "unreadable": np.array(sum(d.error is not None for d in described)),
-              "no_face": np.array(sum(not d.found and d.error is None for d in described))}
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **result)
-    return result
+    return cached_descriptors(cache, paths, pipeline, describe, log)
 
 
 def cache_path(settings: Settings, output: Path) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from facesearch.calibration import Calibration, calibration_path
 from facesearch.config import Settings
 from facesearch.errors import FacesearchError
-from facesearch.evaluation.pipeline import PhotoJob, run_photos
+from facesearch.evaluation.pipeline import PhotoJob, cached_descriptors, run_photos
 
 FARS = (1e-3, 1e-4)
 
@@ -75,29 +75,22 @@ def describe_all(settings: Settings, lfw_dir: Path, paths: list[str], cache: Pat
                  log: Callable[[str], None]) -> dict[str, np.ndarray]:
     """The plain and mirrored descriptors of each photo's central face, and whether the
     detector found it; cached in cache (an .npz file, if given) for this detector and embedder."""
-    pipeline = f"{settings.detector} + {settings.embedder}"
-    if cache is not None and cache.exists():
-        data = np.load(cache)
-        if list(data["paths"]) == paths and str(data["pipeline"]) == pipeline:
-            log(f"using cached descriptors from {cache}")
-            return {k: data[k] for k in data.files}
-    jobs = [PhotoJob(str(lfw_dir / "images" / p), (False, True), central_box=True) for p in paths]
-    described, throughput = run_photos(settings, jobs, log)
-    failed = [p for p, d in zip(paths, described) if d.error]
-    if failed:
-        raise FacesearchError(f"cannot read {len(failed)} LFW photos, e.g. {failed[0]}")
-    # The face nearest the photo's centre, where LFW puts its subject.
-    central = [int(np.argmin(d.offsets)) for d in described]
-    result = {"paths": np.array(paths), "pipeline": np.array(pipeline),
-              "plain": np.stack([d.vectors[False][i] for d, i in zip(described, central)]),
-              "mirrored": np.stack([d.vectors[True][i] for d, i in zip(described, central)]),
-              "found": np.array([d.found > 0 for d in described]),
-              "faces": np.array([d.found for d in described]),
-              "images_per_second_per_core": np.array(throughput.as_dict()["images_per_second_per_core"])}
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **result)
-    return result
+    def describe() -> dict[str, np.ndarray]:
+        jobs = [PhotoJob(str(lfw_dir / "images" / p), (False, True), central_box=True) for p in paths]
+        described, throughput = run_photos(settings, jobs, log)
+        failed = [p for p, d in zip(paths, described) if d.error]
+        if failed:
+            raise FacesearchError(f"cannot read {len(failed)} LFW photos, e.g. {failed[0]}")
+        # The face nearest the photo's centre, where LFW puts its subject.
+        central = [int(np.argmin(d.offsets)) for d in described]
+        return {"plain": np.stack([d.vectors[False][i] for d, i in zip(described, central)]),
+                "mirrored": np.stack([d.vectors[True][i] for d, i in zip(described, central)]),
+                "found": np.array([d.found > 0 for d in described]),
+                "faces": np.array([d.found for d in described]),
+                "images_per_second_per_core": np.array(
+                    throughput.as_dict()["images_per_second_per_core"])}
+
+    return cached_descriptors(cache, paths, f"{settings.detector} + {settings.embedder}", describe, log)
 
 
 def pair_distances(probes: np.ndarray, gallery: np.ndarray,

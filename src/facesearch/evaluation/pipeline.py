@@ -127,6 +127,23 @@ def run_photos(settings: Settings, jobs: list[PhotoJob], log: Callable[[str], No
     return results, Throughput(len(jobs), seconds, workers)
 
 
+def cached_descriptors(cache: Path | None, paths: list[str], pipeline: str,
+                       describe: Callable[[], dict[str, np.ndarray]],
+                       log: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """describe()'s arrays, from cache (an .npz file, if given) when it was written for these
+    photos and this pipeline, else described now and cached there."""
+    if cache is not None and cache.exists():
+        data = np.load(cache)
+        if list(data["paths"]) == paths and str(data["pipeline"]) == pipeline:
+            log(f"using cached descriptors from {cache}")
+            return {k: data[k] for k in data.files}
+    result = {"paths": np.array(paths), "pipeline": np.array(pipeline), **describe()}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **result)
+    return result
+
+
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in folder or in its sub-folders, sorted by path."""
     suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}

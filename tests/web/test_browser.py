@@ -350,22 +350,24 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         "dan": ["/dpo", "/dpo/opt-outs"],
     }
     problems = {}
-    for username, paths in pages.items():
-        context = browser.new_context(viewport={"width": 375, "height": 740})  # a small phone
-        try:
-            page = context.new_page()
-            if username:
-                log_in_as(page, deployment, username)
-            for path in paths:
-                response = page.goto(f"{deployment.url}{path}")
-                assert response is not None and response.status == 200, path
-                if found_here := page.evaluate(ACCESSIBILITY_PROBLEMS):
-                    problems[path] = found_here
-            if username == "ivy":
-                page.goto(f"{deployment.url}/cases/{case['id']}/searches/{found.json()['search_id']}")
-                shoot(page, "results-phone")
-        finally:
-            context.close()
+    # A small phone, then a desktop: each page must read and fit on both.
+    for viewport in ({"width": 375, "height": 740}, {"width": 1280, "height": 900}):
+        for username, paths in pages.items():
+            context = browser.new_context(viewport=viewport)
+            try:
+                page = context.new_page()
+                if username:
+                    log_in_as(page, deployment, username)
+                for path in paths:
+                    response = page.goto(f"{deployment.url}{path}")
+                    assert response is not None and response.status == 200, path
+                    if found_here := page.evaluate(ACCESSIBILITY_PROBLEMS):
+                        problems[f"{path} at {viewport['width']} px"] = found_here
+                if username == "ivy" and viewport["width"] == 375:
+                    page.goto(f"{deployment.url}/cases/{case['id']}/searches/{found.json()['search_id']}")
+                    shoot(page, "results-phone")
+            finally:
+                context.close()
     assert not problems, problems
 
 

@@ -198,6 +198,12 @@ class Settings(BaseSettings):
                                  "victim identification", "fraud investigation"],
         description="The purposes a case may give for its searches (comma-separated).",
     )
+    offence_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["homicide", "assault", "sexual offence", "child sexual abuse",
+                                 "robbery", "burglary", "theft", "fraud", "human trafficking",
+                                 "terrorism", "missing person", "other"],
+        description="The offence or incident types a case is opened for (comma-separated).",
+    )
     searches_per_minute_user: int = Field(default=10, description="Searches one user may make per minute.")
     searches_per_day_user: int = Field(default=200, description="Searches one user may make per day.")
     searches_per_minute_organisation: int = Field(
@@ -378,8 +384,8 @@ class Settings(BaseSettings):
         description="ISO 3166-1 alpha-2 codes whose images are refused at ingest.",
     )
 
-    @field_validator("search_purposes", "excluded_jurisdictions", "crawl_allowed_networks",
-                     "trusted_proxies", mode="before")
+    @field_validator("search_purposes", "offence_types", "excluded_jurisdictions",
+                     "crawl_allowed_networks", "trusted_proxies", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         # Environment variables give "a, b"; JSON lists are accepted too.

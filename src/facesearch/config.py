@@ -8,8 +8,26 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OidcProvider(BaseModel):
+    """An agency's OpenID Connect identity provider (FACESEARCH_OIDC_PROVIDERS, a JSON list)."""
+
+    name: str = Field(pattern=r"^[a-z0-9-]{1,40}$", description="In URLs and on the button.")
+    title: str = Field(default="", description="The button's words: Sign in with <title>.")
+    issuer: str = Field(description="Its issuer URL; /.well-known/openid-configuration under it "
+                        "gives the endpoints and keys.")
+    client_id: str
+    client_secret: SecretStr
+    organisation: str = Field(description="The facesearch organisation its users belong to.")
+    role_claim: str = Field(default="", description="The ID token claim (a string or a list) "
+                            "that roles are mapped from; none: roles are assigned locally.")
+    roles: dict[str, str] = Field(default_factory=dict, description="Claim value -> role.")
+    create_users: bool = Field(default=False, description="Create an unknown user at first "
+                               "sign-in (with a mapped role); otherwise an admin links them.")
+    username_claim: str = Field(default="preferred_username")
 
 
 class Settings(BaseSettings):
@@ -218,6 +236,10 @@ class Settings(BaseSettings):
         default=300, ge=15, description="The longest wait between log-in attempts once a "
         "username, address or browser is over login_failures_allowed.")
     session_hours: int = Field(default=8, description="A web session lasts this long.")
+    oidc_providers: list[OidcProvider] = Field(
+        default_factory=list, description="Agency identity providers (OpenID Connect) staff may "
+        "sign in with, as a JSON list of objects: name, title, issuer, client_id, client_secret, "
+        "organisation, role_claim, roles, create_users, username_claim (config.OidcProvider).")
     max_upload_bytes: int = Field(
         default=20 * 1024 * 1024,
         description="The largest HTTP request body (a probe, or a batch of images to ingest), "
@@ -288,6 +310,10 @@ class Settings(BaseSettings):
         default="the operator of this deployment",
         description="The controller's name and contact, for the record of processing.",
     )
+    deployment_organisation: str = Field(
+        default="", description="The operator's own organisation: its admins create every "
+        "role, auditors and data-protection officers included (they read every organisation's "
+        "records); empty: only the operator (the CLI) creates those.")
     crawl_user_agent: str = Field(
         default="facesearch-crawler/1 (lawful face search; opt out: /opt-out on the operator's site)",
         description="User-Agent of the crawler: name the operator and link its opt-out page.",

@@ -40,7 +40,8 @@ _ARGON2_AT_ONCE = threading.BoundedSemaphore(os.cpu_count() or 1)
 THROTTLE_WINDOW = timedelta(minutes=15)
 FIRST_WAIT_SECONDS = 15
 # Roles that read every organisation's records (the whole audit trail, every access request):
-# only the operator gives them, to the deployment's own people.
+# they go to the deployment's own people, so only the operator and the admins of the operator's
+# own organisation (FACESEARCH_DEPLOYMENT_ORGANISATION) give them.
 DEPLOYMENT_ROLES = frozenset({"auditor", "dpo"})
 
 
@@ -84,18 +85,26 @@ class Accounts(ServiceBase):
         return self._create_user(actor, username, password, "admin", organisation, "user.bootstrap")
 
     def roles_creatable_by(self, actor: Actor) -> tuple[str, ...]:
-        """The roles actor may give a new user: every role for the operator; an admin's own
-        organisation's roles, not those that act for the whole deployment."""
-        if actor.role == OPERATOR:
+        """The roles actor may give a new user: every role for the operator and for an admin
+        of the deployment's own organisation; an agency's admin, its own organisation's roles,
+        not those that act for the whole deployment."""
+        if actor.role == OPERATOR or (allowed(actor.role, "users.manage")
+                                      and self.of_deployment_organisation(actor)):
             return ROLES
         return tuple(r for r in ROLES if r not in DEPLOYMENT_ROLES) if allowed(
             actor.role, "users.manage") else ()
+
+    def of_deployment_organisation(self, actor: Actor) -> bool:
+        """Whether actor belongs to the operator's own organisation (an empty setting: none)."""
+        own = self.settings.deployment_organisation.strip()
+        return bool(own) and actor.organisation == own
 
     def create_user(self, actor: Actor, username: str, password: str, role: str,
                     organisation: str) -> User:
         """Create a user; an investigator stays pending until a supervisor of the same
         organisation approves them. An admin creates users in their own organisation only,
-        and no auditor or data-protection officer (they read every organisation's records);
+        and no auditor or data-protection officer (they read every organisation's records)
+        unless that organisation is the operator's own (FACESEARCH_DEPLOYMENT_ORGANISATION);
         the operator creates any, in any organisation, and the organisation if it is new."""
         self.authorise(actor, "users.manage", "user.create")
         role = check_role(role)
@@ -105,8 +114,9 @@ class Accounts(ServiceBase):
             refusal = ("another organisation", "admins create users in their own organisation only")
         elif role not in self.roles_creatable_by(actor):
             refusal = (f"role {role} is the operator's to give",
-                       "auditors and data-protection officers act for the whole deployment: "
-                       "the operator creates them")
+                       "auditors and data-protection officers read every organisation's "
+                       "records: only the operator and the admins of the operator's own "
+                       "organisation create them")
         if refusal:
             self._audit_alone(actor, "user.create.refused", {
                 "reason": refusal[0], "username": username[:100], "role": role})

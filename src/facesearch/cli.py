@@ -108,10 +108,12 @@ def source_add(
     description: Annotated[str, typer.Option(help="Where it comes from, Art. 9 condition.")] = "",
     retention_days: Annotated[Optional[int], typer.Option(
         help="Days its images are kept (default FACESEARCH_SOURCE_RETENTION_DAYS).")] = None,
+    display_name: Annotated[str, typer.Option(
+        help="The name reviewers and the public are shown (default: NAME).")] = "",
 ) -> None:
     """Register a source; ingest refuses images from unregistered sources."""
     source = service().add_source(actor(), name, lawful_basis, jurisdiction, description,
-                                  retention_days)
+                                  retention_days, display_name)
     echo(f"registered source {source.name} ({source.lawful_basis}, {source.jurisdiction})")
 
 
@@ -393,19 +395,26 @@ def stats() -> None:
 def case_open(
     number: str,
     purpose: Annotated[str, typer.Option(help="One of the configured search purposes.")],
+    offence: Annotated[str, typer.Option(
+        help="The offence or incident type, one of FACESEARCH_OFFENCE_TYPES.")],
     authorisation: Annotated[str, typer.Option(help="Warrant or authorisation reference.")] = "",
     keep_probes: Annotated[bool, typer.Option(help="Keep probe photos with the case.")] = False,
 ) -> None:
     """Open a case in the local organisation."""
-    case = service().open_case(actor(), number, purpose, authorisation, keep_probes)
-    echo(f"opened case {case.number} ({case.purpose})")
+    case = service().open_case(actor(), number, purpose, authorisation, keep_probes,
+                               offence_type=offence)
+    echo(f"opened case {case.number} ({case.offence_type}; {case.purpose})")
 
 
 @case_app.command("list")
 def case_list() -> None:
-    """List the local organisation's cases."""
-    for c in service().list_cases(actor()):
-        echo(f"{c.number}\t{c.status}\t{c.purpose}\t{c.opened_at}\t{c.authorisation}")
+    """List the local organisation's cases: number, status, offence type, purpose, opened
+    (when, by whom), searches, confirmed leads, last activity."""
+    for s in service().list_cases(actor()):
+        c = s.case
+        echo(f"{c.number}\t{c.status}\t{c.offence_type}\t{c.purpose}\t{c.opened_at}\t"
+             f"{s.opened_by_name or '-'}\t{s.searches} searches\t{s.confirmed_leads} confirmed\t"
+             f"{s.last_activity or '-'}")
 
 
 @case_app.command("close")
@@ -639,6 +648,17 @@ def org_restrict(
     """Limit an organisation's searches to faces from its own jurisdictions."""
     codes = service().restrict_organisation(actor(), name, jurisdictions.split(","))
     echo(f"{name}: searches limited to {', '.join(codes) or 'all jurisdictions'}")
+
+
+@org_app.command("reveal-case-numbers")
+def org_reveal_case_numbers(
+    name: str,
+    reveal: Annotated[bool, typer.Option("--yes/--no", help="Name its case numbers in access "
+                                         "reports, or only the organisation and date.")],
+) -> None:
+    """Whether people's access reports name this organisation's case numbers."""
+    service().reveal_case_numbers(actor(), name, reveal)
+    echo(f"{name}: access reports {'name' if reveal else 'do not name'} its case numbers")
 
 
 @crawl_app.command("start")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from facesearch.calibration import MEANING as SCORE_MEANING
 from facesearch.config import Settings
-from facesearch.service.accounts import Accounts
+from facesearch.policy.rules import lawful_basis_in_words
 from facesearch.service.base import Clock, system_clock
 from facesearch.service.cases import (
+    BAND_WORDS,
     LEAD_LABEL,
     LEAD_NOTICE,
+    MAX_NOTE_CHARS,
     CaseReport,
     Cases,
     ProbeFace,
     SearchResult,
+    readable_place,
 )
 from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.engine import DeletionReport, IngestSummary
@@ -33,12 +36,14 @@ from facesearch.service.rights import (
     Receipt,
     Rights,
 )
+from facesearch.service.signin import SignIn
 from facesearch.service.trail import ChainCheck
 from facesearch.service.watches import Watches
+from facesearch.service.words import LAWFUL_BASES, days_in_words, hours_in_words, record_in_words
 from facesearch.store.audit import AuditFilter
 
 
-class FaceSearchService(Cases, Identities, Jobs, Queueing, Rights, Governance, Crawling, Accounts,
+class FaceSearchService(Cases, Identities, Jobs, Queueing, Rights, Governance, Crawling, SignIn,
                         Integrity, Models, Watches):
     """Every use case of facesearch, for the CLI and the web app alike."""
 
@@ -51,8 +56,9 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> FaceSearch
     return FaceSearchService(settings, clock)
 
 
-__all__ = ["LEAD_LABEL", "LEAD_NOTICE", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
+__all__ = ["BAND_WORDS", "LEAD_LABEL", "LEAD_NOTICE", "MAX_NOTE_CHARS", "SCORE_MEANING", "AccessAcknowledgement", "AccessReport", "AuditFilter",
            "CrawlProgress", "CrawlStatus", "Receipt", "RetentionReport", "CaseReport", "ChainCheck", "DeletionReport",
            "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "ReclusterReport", "ReembedProgress",
-           "SearchResult",
-           "WorkerReport", "build_service"]
+           "SearchResult", "readable_place",
+           "WorkerReport", "build_service", "lawful_basis_in_words",
+           "days_in_words", "hours_in_words", "record_in_words", "LAWFUL_BASES"]

@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path, PurePath
 from typing import NoReturn
 
+import httpx
+import numpy as np
 from sqlalchemy.engine import Connection
 
-from facesearch.calibration import MEANING
-from facesearch.errors import Forbidden, InvalidRequest, NotFound, RateLimited
+from facesearch.calibration import BANDS, MEANING
+from facesearch.crawl.extract import normalise_url
+from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
+from facesearch.crawl.guard import guarded_transport, parse_networks
+from facesearch.errors import BadImage, Forbidden, InvalidRequest, NotFound, RateLimited
 from facesearch.fusion import RULE
-from facesearch.imaging import decode_for_analysis
+from facesearch.imaging import decode, decode_for_analysis, downscale, encode_jpeg
 from facesearch.policy.roles import PERMISSIONS, ROLES, allowed, check_mark
-from facesearch.service.grouping import Grouping, IdentityGroup, PhotoGroup
+from facesearch.service.grouping import Grouping, IdentityGroup, PhotoGroup, ResultGroups
+from facesearch.service.jobs import UPLOAD_PREFIX
 from facesearch.service.quality import shortfalls
-from facesearch.store.cases import Case, StoredCandidate, StoredSearch
+from facesearch.store.cases import Case, CaseSummary, StoredCandidate, StoredSearch
 from facesearch.store.files import write_private
 from facesearch.types import Actor, Box, FaceQuality, ProbeResult
 
 LEAD_NOTICE = "Candidates are investigative leads for human review, not identifications."
 LEAD_LABEL = "investigative lead"  # carried by every candidate, wherever it is shown
+# The bands and their cut-offs as a results page states them (calibration.BANDS).
+BAND_WORDS = (f"Bands: strong lead, fewer than {BANDS[0][0]:g} strangers expected this close; "
+              f"moderate lead, fewer than {BANDS[1][0]:g}; weak lead, {BANDS[1][0]:g} or more "
+              "(many strangers look this close). A band says how rare such a resemblance is "
+              "here, not whether the candidate is the person.")
+# A probe face's stored crop: its box widened by this share of its size on each side (some
+# hair, ears and chin help a reviewer), at most PROBE_CROP_SIDE pixels: a record of what
+# was searched, not a copy of the photo.
+PROBE_CROP_MARGIN = 0.25
+PROBE_CROP_SIDE = 200
+# A source image is shown for review at most this many pixels on its longest side.
+SOURCE_IMAGE_SIDE = 1600
+MAX_NOTE_CHARS = 1000  # a mark's note: a reason in a few sentences, not a file
 
 
 @dataclass
@@ -50,6 +72,43 @@ class ProbeFace:
     quality_warnings: list[str] = field(default_factory=list)  # as ProbeResult's
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a candidate's image came from, in words a reader can use; never a server path."""
+
+    source: str  # the source's display name
+    place: str  # readable_place: a URL, "uploaded file NAME" or "file NAME on the server"
+    page_url: str | None  # the page the image was on
+    image_url: str | None  # the image's own http(s) URL
+
+
+@dataclass
+class SearchReview:
+    """A stored search as its results page shows it."""
+
+    case: Case
+    search: StoredSearch
+    groups: ResultGroups
+    provenance: dict[int, Provenance]  # by candidate id, for candidates not erased
+    probe_crops: set[int]  # the probe faces whose crop was kept
+    source_names: dict[str, str]  # source name -> the name people are shown
+
+
+@dataclass
+class Comparison:
+    """A candidate beside its search's probe face, with its source image's facts. An erased
+    candidate has no provenance, box or image."""
+
+    case: Case
+    search: StoredSearch
+    candidate: StoredCandidate
+    provenance: Provenance | None
+    box: Box | None  # the face in its source image, in the image's own pixels
+    width: int = 0  # the source image's size
+    height: int = 0
+    original: bool = False  # the source still serves the very bytes indexed
+
+
 @dataclass
 class CaseReport:
     case: Case
@@ -60,47 +119,74 @@ class CaseReport:
     score_meaning: str = MEANING
     # Search id -> its candidates' photos, each once with every place seen (service.grouping).
     photos: dict[int, list[PhotoGroup]] = field(default_factory=dict)
+    # (search id, probe face) -> the probe face's crop (JPEG), where the search stored one.
+    probe_crops: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Searches, candidates, candidates by their latest live mark, and erased ones."""
+        listed = [c for s in self.searches for c in s.candidates]
+        counts = {"searches": len(self.searches), "candidates": len(listed)}
+        for status in ("possible", "confirmed", "rejected"):
+            counts[status] = sum(c.status == status for c in listed)
+        counts["erased"] = sum(c.erased_at is not None for c in listed)
+        return counts
 
 
 class Cases(Grouping):
     # Cases --------------------------------------------------------------------------------
 
     def open_case(self, actor: Actor, number: str, purpose: str, authorisation: str = "",
-                  keep_probes: bool = False) -> Case:
-        """Open a case in the actor's organisation; searches are only made inside one."""
+                  keep_probes: bool = False, *, offence_type: str) -> Case:
+        """Open a case in the actor's organisation, for an offence or incident type of
+        FACESEARCH_OFFENCE_TYPES; searches are only made inside one."""
         self.authorise(actor, "cases.manage", "case.open")
         number = number.strip()
         if not number or len(number) > 100:
             raise InvalidRequest("a case needs a number of at most 100 characters")
         if purpose not in self.settings.search_purposes:
             raise InvalidRequest("the purpose must be one of: " + "; ".join(self.settings.search_purposes))
+        if offence_type not in self.settings.offence_types:
+            raise InvalidRequest("the offence or incident type must be one of: "
+                                 + "; ".join(self.settings.offence_types))
         if self.cases.case_by_number(actor.organisation_id, number) is not None:
             raise InvalidRequest(f"case {number} already exists")
         with self.store.transaction() as conn:
             case_id = self.cases.add_case(
                 conn, organisation_id=actor.organisation_id, number=number, purpose=purpose,
-                authorisation=authorisation.strip()[:200], keep_probes=keep_probes,
-                opened_by=actor.user_id, opened_at=self.now())
+                offence_type=offence_type, authorisation=authorisation.strip()[:200],
+                keep_probes=keep_probes, opened_by=actor.user_id, opened_at=self.now())
             case = self.cases.case(case_id, conn)
             assert case is not None
-            self._audit(conn, actor, "case.open", {"case_id": case_id, "keep_probes": keep_probes},
-                        case)
+            self._audit(conn, actor, "case.open", {"case_id": case_id, "keep_probes": keep_probes,
+                                                   "offence_type": offence_type}, case)
+        return case
+
+    def case_to_close(self, actor: Actor, case_id: int) -> Case:
+        """The case, for the step that confirms closing it: refused to whoever may not close it."""
+        self.authorise(actor, "cases.manage", "case.close")
+        case = self._own_case(actor, case_id, "case.close")
+        if case.status != "open":
+            self._refuse(actor, "case.close", "the case is already closed", case)
         return case
 
     def close_case(self, actor: Actor, case_id: int) -> Case:
-        self.authorise(actor, "cases.manage", "case.close")
-        case = self._own_case(actor, case_id, "case.close")
+        """Close a case for good: no more searches in it, its watches stop; what it holds
+        stays readable. Records who closed it and when."""
+        case = self.case_to_close(actor, case_id)
         with self.store.transaction() as conn:
-            self.cases.close_case(conn, case.id, self.now())
+            self.cases.close_case(conn, case.id, self.now(), actor.name)
             self._audit(conn, actor, "case.close", {"case_id": case.id}, case)
             self._case_closing(conn, actor, case)
         closed = self.cases.case(case.id)
         assert closed is not None
         return closed
 
-    def list_cases(self, actor: Actor) -> list[Case]:
+    def list_cases(self, actor: Actor) -> list[CaseSummary]:
+        """The organisation's cases, newest first, each with who opened it, its searches,
+        confirmed leads and last activity."""
         self.authorise(actor, "cases.read", "case.list")
-        return self.cases.cases(actor.organisation_id)
+        return self.cases.case_summaries(actor.organisation_id)
 
     def case_by_number(self, actor: Actor, number: str) -> Case:
         self.authorise(actor, "cases.read", "case.read")
@@ -205,6 +291,8 @@ class Cases(Grouping):
         k = min(k, self.settings.max_candidates // max(1, len(probe_faces)))
         jurisdictions = self._jurisdictions_of(case)
         results = self._rank(searched, k, jurisdictions, fused=len(photos) > 1)
+        # A fused probe is the first photo's face (see _fused_probe).
+        crops = self._probe_crops(photos[0], [p.box for p in probe_faces])
         groups = self._result_groups(
             [(r.probe_face, c.rank, c.face_id) for r in results for c in r.candidates], jurisdictions)
         with self.store.transaction() as conn:
@@ -214,7 +302,7 @@ class Cases(Grouping):
             over = self._over_rate(actor, case, conn)
             if over is None:
                 search_id = self._record_search(conn, actor, case, photos, hashes, probe_faces,
-                                                results)
+                                                results, crops)
                 return SearchResult(case.id, search_id, probe_sha, results, probe_photos=hashes,
                                     identities=groups.identities, photos=groups.photos,
                                     fusion=RULE if len(photos) > 1 else None)
@@ -222,10 +310,13 @@ class Cases(Grouping):
         self._refuse_over_rate(actor, case, over)
 
     def _record_search(self, conn: Connection, actor: Actor, case: Case, photos: list[bytes],
-                       hashes: list[str], probe_faces: list, results: list[ProbeResult]) -> int:
-        """Store the search, its candidate list and its audit record in conn's transaction
-        (and the probe photos, where the case keeps them, each under its sha256 in the case's
-        folder; the search's probe_path is the first's); the search's id."""
+                       hashes: list[str], probe_faces: list, results: list[ProbeResult],
+                       crops: list[bytes]) -> int:
+        """Store the search, its candidate list, its probe faces' crops and its audit record
+        in conn's transaction (and the probe photos, where the case keeps them, each under its
+        sha256 in the case's folder; the search's probe_path is the first's); the search's id.
+        The faces searched are stored with it, so that its page states the expected strangers
+        computed then, whatever the gallery's size later."""
         probe_path = None
         if case.keep_probes:
             for photo, sha in zip(photos, hashes):
@@ -237,17 +328,34 @@ class Cases(Grouping):
             actor=actor.name, at=self.now(), probe_sha256=hashes[0],
             probe_path=str(probe_path) if probe_path else None,
             probe_faces=[[p.box.left, p.box.top, p.box.right, p.box.bottom] for p in probe_faces],
-            probe_photos=hashes,
+            probe_photos=hashes, faces_searched=results[0].cut_off.faces if results else None,
             probe_quality=json.dumps([{"quality": asdict(r.quality), "warnings": r.quality_warnings,
                                        "bound": r.quality_bound} for r in results]))
         for candidate, candidate_id in zip((c for r in results for c in r.candidates), ids):
             candidate.candidate_id = candidate_id
+        self.cases.add_probe_crops(conn, search_id, crops)
         self._audit(conn, actor, "search", {
             "search_id": search_id, "probe_sha256": hashes[0], "probe_photos": hashes,
             "fusion": RULE if len(hashes) > 1 else None, "probe_faces": len(probe_faces),
             "probe_kept": probe_path is not None,
             "results": [[[c.face_id, c.distance] for c in r.candidates] for r in results]}, case)
         return search_id
+
+    def _probe_crops(self, photo: bytes, boxes: list[Box]) -> list[bytes]:
+        """A small JPEG of each boxed face of the photo, with a margin (PROBE_CROP_MARGIN), at
+        most PROBE_CROP_SIDE pixels on a side."""
+        image = decode_for_analysis(photo, self.settings)  # as the faces were found: same boxes
+        rows, columns = image.pixels.shape[:2]
+        crops = []
+        for box in boxes:
+            margin = PROBE_CROP_MARGIN * max(box.width, box.height)
+            left, top = (max(0, int((v - margin) / image.scale)) for v in (box.left, box.top))
+            right = min(columns, math.ceil((box.right + margin) / image.scale))
+            bottom = min(rows, math.ceil((box.bottom + margin) / image.scale))
+            face, _ = downscale(np.ascontiguousarray(image.pixels[top:bottom, left:right]),
+                                PROBE_CROP_SIDE)
+            crops.append(encode_jpeg(face, quality=85))
+        return crops
 
     def _over_rate(self, actor: Actor, case: Case,
                    conn: Connection | None = None) -> tuple[str, int] | None:
@@ -280,33 +388,68 @@ class Cases(Grouping):
 
     # Review -------------------------------------------------------------------------------
 
-    def mark_candidate(self, actor: Actor, candidate_id: int, mark: str) -> StoredCandidate:
-        """Mark a candidate possible, confirmed (two-person rule) or rejected."""
+    def mark_candidate(self, actor: Actor, candidate_id: int, mark: str,
+                       note: str = "") -> StoredCandidate:
+        """Mark a candidate possible, confirmed (two-person rule, on live marks only) or
+        rejected, with an optional note of at most MAX_NOTE_CHARS characters. The note stays
+        in the case; since it may name people, the audit record says only that one was given."""
         self.authorise(actor, "candidates.mark", "candidate.mark")
         found = self.cases.candidate(candidate_id)
         case = self._own_case(actor, found[1] if found else -1, "candidate.mark")
         assert found is not None
         candidate = found[0]
+        note = note.strip()
+        if len(note) > MAX_NOTE_CHARS:
+            raise InvalidRequest(f"a note holds at most {MAX_NOTE_CHARS} characters")
         try:
-            check_mark(mark, actor.user_id, [(m.user_id, m.mark) for m in candidate.marks])
+            # A withdrawn mark counts for nothing: a withdrawn "possible" lets nobody confirm.
+            check_mark(mark, actor.user_id, [(m.user_id, m.mark) for m in candidate.marks if m.live])
         except Forbidden as exc:
             self._audit_alone(actor, "candidate.mark.refused", {
                 "reason": exc.message, "candidate_id": candidate_id, "mark": mark}, case)
             raise
         with self.store.transaction() as conn:
-            self.cases.add_mark(conn, candidate_id=candidate_id, user_id=actor.user_id,
-                                actor=actor.name, mark=mark, at=self.now())
+            mark_id = self.cases.add_mark(conn, candidate_id=candidate_id, user_id=actor.user_id,
+                                          actor=actor.name, mark=mark, at=self.now(), note=note)
             self._audit(conn, actor, "candidate.mark", {
-                "candidate_id": candidate_id, "face_id": candidate.face_id, "mark": mark}, case)
+                "candidate_id": candidate_id, "face_id": candidate.face_id, "mark": mark,
+                "mark_id": mark_id, "note": bool(note)}, case)
+        marked = self.cases.candidate(candidate_id)
+        assert marked is not None
+        return marked[0]
+
+    def withdraw_mark(self, actor: Actor, candidate_id: int, mark_id: int) -> StoredCandidate:
+        """Withdraw one's own live mark on a candidate: it stays in the record, struck
+        through, and counts for nothing; the candidate's status is its latest live mark."""
+        self.authorise(actor, "candidates.mark", "candidate.mark.withdraw")
+        found = self.cases.candidate(candidate_id)
+        case = self._own_case(actor, found[1] if found else -1, "candidate.mark.withdraw")
+        assert found is not None
+        mark = next((m for m in found[0].marks if m.id == mark_id), None)
+        if mark is None:
+            raise NotFound("the candidate has no such mark")
+        if mark.user_id is None or mark.user_id != actor.user_id:
+            self._audit_alone(actor, "candidate.mark.withdraw.refused", {
+                "reason": "not the author", "candidate_id": candidate_id, "mark_id": mark_id}, case)
+            raise Forbidden("only the person who made a mark may withdraw it")
+        with self.store.transaction() as conn:
+            # Checked in the transaction that withdraws it: two withdrawals, one record.
+            if not self.cases.withdraw_mark(conn, mark_id, actor.name, self.now()):
+                raise InvalidRequest("the mark was already withdrawn")
+            self._audit(conn, actor, "candidate.mark.withdraw", {
+                "candidate_id": candidate_id, "face_id": found[0].face_id, "mark_id": mark_id,
+                "mark": mark.mark}, case)
         marked = self.cases.candidate(candidate_id)
         assert marked is not None
         return marked[0]
 
     def case_report(self, actor: Actor, case_id: int) -> CaseReport:
-        """Everything the case holds: its searches, candidates and who marked what when."""
+        """Everything the case holds: its searches with their probe face crops, candidates
+        (erased ones without their face) and who marked what when, with notes and withdrawals."""
         self.authorise(actor, "cases.read", "case.report")
         case = self._own_case(actor, case_id, "case.report")
         report = CaseReport(case, actor.organisation, self.now(), self.cases.searches(case.id))
+        report.probe_crops = self.cases.probe_crops([s.id for s in report.searches])
         jurisdictions = self._jurisdictions_of(case)
         report.photos = {s.id: self._result_groups(
             [(c.probe_face, c.rank, c.face_id) for c in s.candidates if not c.erased_at],
@@ -314,12 +457,19 @@ class Cases(Grouping):
         self._audit_alone(actor, "case.report", {"case_id": case.id}, case)
         return report
 
-    def face_crop(self, actor: Actor, face_id: int) -> bytes:
+    def face_crop(self, actor: Actor, face_id: int, search_id: int | None = None) -> bytes:
         """A face's crop, for a gallery manager or for an organisation whose candidate lists
-        hold that face; nobody else."""
-        if not (allowed(actor.role, "faces.read_any") or (
-                allowed(actor.role, "cases.read")
-                and self.cases.face_listed_for(face_id, actor.organisation_id))):
+        hold that face; nobody else. search_id: the search whose candidate list it is viewed
+        in, recorded with its case, so that the audit trail shows the views of one search
+        together (and none of a search that does not list the face)."""
+        case = None
+        if search_id is not None:
+            case_id = self.cases.case_listing(face_id, search_id, actor.organisation_id)
+            case = self.cases.case(case_id) if case_id is not None else None
+            listed = case is not None
+        else:
+            listed = self.cases.face_listed_for(face_id, actor.organisation_id)
+        if not (allowed(actor.role, "faces.read_any") or (allowed(actor.role, "cases.read") and listed)):
             self._audit_alone(actor, "face.crop.refused", {"reason": "face not in your cases",
                                                            "face_id": face_id})
             raise Forbidden("you are not permitted to do this")
@@ -327,12 +477,142 @@ class Cases(Grouping):
         if face_id not in rows:
             raise NotFound("the face has been erased")
         data = self.crops.path(rows[face_id]["crop_path"]).read_bytes()
-        self._audit_alone(actor, "face.crop", {"face_id": face_id})
+        self._audit_alone(actor, "face.crop", {"face_id": face_id, **(
+            {"search_id": search_id} if case else {})}, case)
         return data
+
+    def probe_crop(self, actor: Actor, case_id: int, search_id: int, probe_face: int) -> bytes:
+        """The stored crop (JPEG) of a search's probe face, for those who may read its case."""
+        self.authorise(actor, "cases.read", "probe.crop")
+        case = self._own_case(actor, case_id, "probe.crop")
+        data = self.cases.probe_crop(case.id, search_id, probe_face)
+        if data is None:
+            raise NotFound("no crop of that probe face in this case")
+        self._audit_alone(actor, "probe.crop", {"case_id": case.id, "search_id": search_id,
+                                                "probe_face": probe_face}, case)
+        return data
+
+    def search_review(self, actor: Actor, case_id: int, search_id: int) -> SearchReview:
+        """grouped_search (same authorisation and audit) with what its page shows besides:
+        provenance in words, the probe crops kept and the sources' display names."""
+        case, search, groups = self.grouped_search(actor, case_id, search_id)
+        return SearchReview(case, search, groups, self._provenance(search.candidates),
+                            {n for _, n in self.cases.probe_crops([search.id])},
+                            self._display_names())
+
+    def compare_candidate(self, actor: Actor, case_id: int, search_id: int,
+                          candidate_id: int) -> Comparison:
+        """A candidate of a case's search with its provenance and the facts of its source
+        image: the face's box, and whether the source still serves the bytes indexed (read
+        here; source_image serves them). Audited as reading the case."""
+        case, found = self.case_searches(actor, case_id, search_id)
+        candidate = next((c for c in found[0].candidates if c.id == candidate_id), None)
+        if candidate is None:
+            raise NotFound("no such candidate in this search")
+        if candidate.erased_at:
+            return Comparison(case, found[0], candidate, None, None)
+        compared = Comparison(case, found[0], candidate, self._provenance([candidate])[candidate.id],
+                              None)
+        face = self.store.candidate_rows([candidate.face_id]).get(candidate.face_id)
+        image = self.cases.images_by_sha([candidate.image_sha256]).get(candidate.image_sha256)
+        if face is not None and image is not None:
+            compared.box = Box(face["box_left"], face["box_top"], face["box_right"], face["box_bottom"])
+            compared.width, compared.height = image["width"], image["height"]
+            compared.original = self._original_image(image["location"], candidate.image_sha256) is not None
+        return compared
+
+    def source_image(self, actor: Actor, case_id: int, search_id: int, candidate_id: int) -> bytes:
+        """A candidate's full source image as a JPEG (at most SOURCE_IMAGE_SIDE pixels on a
+        side), read from where it was collected: a local file or its URL (fetched like the
+        crawler fetches: address checks, byte and time limits), only if its bytes still have
+        the sha256 indexed. facesearch keeps face crops, not images, so an image moved,
+        changed or taken down is no longer available. Audited (image.view)."""
+        self.authorise(actor, "cases.read", "image.view")
+        case = self._own_case(actor, case_id, "image.view")
+        found = self.cases.searches(case.id, search_id)
+        candidate = next((c for s in found for c in s.candidates if c.id == candidate_id), None)
+        if candidate is None or candidate.erased_at:
+            raise NotFound("no such candidate in this search, or it was erased")
+        image = self.cases.images_by_sha([candidate.image_sha256]).get(candidate.image_sha256)
+        data = image and self._original_image(image["location"], candidate.image_sha256)
+        shown = None
+        if data:
+            try:
+                decoded = decode(data, max_pixels=self.settings.max_image_pixels,
+                                 max_bytes=self.settings.max_image_bytes,
+                                 reduce_to=SOURCE_IMAGE_SIDE)
+                shown = encode_jpeg(downscale(decoded.pixels, SOURCE_IMAGE_SIDE)[0], quality=85)
+            except BadImage:
+                shown = None
+        self._audit_alone(actor, "image.view", {
+            "case_id": case.id, "search_id": search_id, "candidate_id": candidate_id,
+            "image_sha256": candidate.image_sha256, "available": shown is not None}, case)
+        if shown is None:
+            raise NotFound("the original image is no longer available at its source")
+        return shown
+
+    def _original_image(self, location: str, sha256: str) -> bytes | None:
+        """The image's bytes as its location serves them now, if they still hash to sha256:
+        a readable local file (absolute path), or an http(s) URL fetched with the crawler's
+        guarded fetcher. None otherwise: gone, changed, too large or refused."""
+        s = self.settings
+        data: bytes | None = None
+        if location.startswith(("http://", "https://")):
+            url = normalise_url(location)
+            if url is None:
+                return None
+
+            async def fetched() -> bytes:
+                async with httpx.AsyncClient(
+                        headers={"User-Agent": s.crawl_user_agent},
+                        transport=guarded_transport(parse_networks(s.crawl_allowed_networks))) as client:
+                    limits = FetchLimits(min(s.crawl_max_bytes, s.max_image_bytes),
+                                         s.crawl_max_redirects, s.crawl_timeout_seconds)
+                    return (await fetch(client, url, limits)).body
+            try:
+                data = asyncio.run(fetched())
+            except FetchRefused:
+                return None
+        else:
+            path = Path(location)
+            try:
+                if path.is_absolute() and path.is_file() and path.stat().st_size <= s.max_image_bytes:
+                    data = path.read_bytes()
+            except OSError:
+                return None
+        return data if data and hashlib.sha256(data).hexdigest() == sha256 else None
+
+    def _display_names(self) -> dict[str, str]:
+        """Each source's name -> what people are shown (its display name, else its name)."""
+        return {s.name: s.display_name or s.name for s in self.store.sources()}
+
+    def _provenance(self, candidates: list[StoredCandidate]) -> dict[int, Provenance]:
+        """Each unerased candidate's provenance in words, by candidate id."""
+        shown = [c for c in candidates if not c.erased_at]
+        names = self._display_names()
+        images = self.cases.images_by_sha([c.image_sha256 for c in shown])
+        return {c.id: Provenance(
+            names.get(c.source, c.source),
+            readable_place(c.location, images.get(c.image_sha256, {}).get("provenance")),
+            c.page_url, c.location if c.location.startswith(("http://", "https://")) else None)
+            for c in shown}
+
+
+def readable_place(location: str, provenance: dict | None = None) -> str:
+    """Where an image was collected, in words and without a server path: its URL, "uploaded
+    file NAME" (the name it was uploaded with, where provenance records it), or "file NAME
+    on the server" for a file ingested from the server's disk."""
+    if location.startswith(("http://", "https://")) or not location:
+        return location
+    if location.startswith(UPLOAD_PREFIX):
+        name = (provenance or {}).get("file_name") or location.rsplit("/", 1)[-1]
+        return f"uploaded file {name}"
+    return f"file {PurePath(location).name} on the server"
 
 
 def _candidate_row(probe_face: int, c) -> dict:  # noqa: ANN001 - a types.Candidate
     return {"probe_face": probe_face, "rank": c.rank, "face_id": c.face_id, "distance": c.distance,
             "false_match_probability": c.false_match_probability, "image_sha256": c.image_sha256,
             "location": c.location, "page_url": c.page_url, "source": c.source,
-            "jurisdiction": c.jurisdiction, "collected_at": c.collected_at}
+            "jurisdiction": c.jurisdiction, "collected_at": c.collected_at,
+            "expected_false_matches": c.expected_false_matches}

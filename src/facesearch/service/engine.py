@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -38,12 +39,17 @@ from facesearch.index.compressed import CompressedIndex
 from facesearch.index.faiss_index import FaissIndex
 from facesearch.index.milvus_index import MilvusIndex
 from facesearch.ingest import (
+    DUPLICATE,
+    NO_FACE,
+    SUPPRESSED,
+    TOO_POOR,
     Analysed,
     ImageTask,
     WorkerPool,
     analyse_batch,
     discover,
     read_task,
+    skip_reason,
 )
 from facesearch.policy.rules import (
     check_jurisdiction_allowed,
@@ -60,6 +66,7 @@ from sqlalchemy.engine import Connection
 from facesearch.types import Actor, Candidate, CutOff, Face, ProbeResult
 
 INGEST_BATCH = 8  # images per worker task: their faces are described in one batch
+SKIPPED_FILES_KEPT = 1000  # skipped files named in a summary (and a job's progress); all counted
 TRAIN_PER_LIST = 40  # compressed index training sample: faces a list (FAISS wants 39 or more)
 AnyIndex = FaissIndex | CompressedIndex | MilvusIndex
 
@@ -78,6 +85,15 @@ class IngestSummary:
     sightings: int = 0  # new places where images already stored were seen (store.sightings)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     errors: list[tuple[str, str]] = field(default_factory=list)  # (location, reason)
+    # Files that gave no searchable face, by reason in words (ingest.SKIP_REASONS), and the
+    # first SKIPPED_FILES_KEPT of them as (location, reason): the job page lists them.
+    skipped_by_reason: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip_file(self, location: str, reason: str) -> None:
+        self.skipped_by_reason[reason] += 1
+        if len(self.skipped_files) < SKIPPED_FILES_KEPT:
+            self.skipped_files.append((location, reason))
 
 
 ProgressCallback = Callable[[IngestSummary], None]
@@ -302,9 +318,11 @@ class Engine(ServiceBase):
     # Sources -----------------------------------------------------------------------------
 
     def add_source(self, actor: Actor, name: str, lawful_basis: str, jurisdiction: str,
-                   description: str = "", retention_days: int | None = None) -> Source:
+                   description: str = "", retention_days: int | None = None,
+                   display_name: str = "") -> Source:
         """Register a source; its images are destroyed retention_days after collection
-        (default FACESEARCH_SOURCE_RETENTION_DAYS)."""
+        (default FACESEARCH_SOURCE_RETENTION_DAYS). display_name is what reviewers and the
+        public are shown (at most 200 characters; the name where empty)."""
         self.authorise(actor, "sources.manage", "source.add")
         name = name.strip()
         if not name:
@@ -316,11 +334,14 @@ class Engine(ServiceBase):
         days = self.settings.source_retention_days if retention_days is None else retention_days
         if not 1 <= days <= 100 * 365:
             raise InvalidRequest("retention must be between 1 day and 100 years")
-        source = self.store.add_source(name, basis, code, description, days)
+        display_name = " ".join(display_name.split())
+        if len(display_name) > 200:
+            raise InvalidRequest("a display name has at most 200 characters")
+        source = self.store.add_source(name, basis, code, description, days, display_name)
         with self.store.transaction() as conn:
             self._audit(conn, actor, "source.add",
                              {"source": name, "lawful_basis": basis, "jurisdiction": code,
-                              "retention_days": days})
+                              "retention_days": days, "display_name": display_name})
         return source
 
     def sources(self, actor: Actor) -> list[Source]:
@@ -332,13 +353,15 @@ class Engine(ServiceBase):
     def ingest(self, actor: Actor, paths: list[Path], source_name: str,
                progress: ProgressCallback | None = None,
                location_of: Callable[[Path], str] | None = None,
-               queue_job: dict[str, object] | None = None) -> IngestSummary:
+               queue_job: dict[str, object] | None = None,
+               provenance_of: Callable[[str], dict] | None = None) -> IngestSummary:
         """Index every face of every image under paths, as coming from a registered source.
 
         Images already indexed (same sha256) are skipped, so an interrupted run can simply
         be started again. Faces of suppressed people are never stored, nor faces below the
         quality minimums (counted by reason, see _searchable). location_of names where a
-        file came from when its path is only a staging copy (an upload).
+        file came from when its path is only a staging copy (an upload); provenance_of gives
+        a new image's provenance record by its location (an upload's original file name).
 
         Faces are found outside the write lock and each batch is written under it, so that
         ingests in other processes (queue workers) analyse at the same time. queue_job
@@ -358,7 +381,8 @@ class Engine(ServiceBase):
                 tasks = self._new_tasks(paths, summary, progress, location_of, copies)
                 for results in pool.map(analyse_batch, tasks):
                     self._write_batch(actor, source.name, results, summary,
-                                      update_index=queue_job is None, copies=copies)
+                                      update_index=queue_job is None, copies=copies,
+                                      provenance_of=provenance_of)
                     if progress:
                         progress(summary)
                 if copies:  # seen after the last batch, or in a run with nothing new
@@ -379,12 +403,14 @@ class Engine(ServiceBase):
                 "faces_withheld": summary.faces_withheld,
                 "faces_low_quality": dict(summary.faces_low_quality),
                 "sightings": summary.sightings,
-                "skipped": dict(summary.skipped), **(queue_job or {})})
+                "skipped": dict(summary.skipped),
+                "skipped_by_reason": dict(summary.skipped_by_reason), **(queue_job or {})})
         return summary
 
     def _write_batch(self, actor: Actor, source_name: str, results: list[Analysed],
                      summary: IngestSummary, update_index: bool,
-                     copies: list[tuple[str, str]]) -> None:
+                     copies: list[tuple[str, str]],
+                     provenance_of: Callable[[str], dict] | None = None) -> None:
         """Write one analysed batch under the write lock, in one transaction with its audit
         record (`ingest.batch`), so that a killed ingest leaves no face unaudited. Policy is
         checked again there: the source may have been deleted or barred, or a person
@@ -413,8 +439,11 @@ class Engine(ServiceBase):
                     if result.sha256 in known:
                         summary.images_seen += 1
                         summary.already_indexed += 1
+                        summary.skip_file(result.location, DUPLICATE)
                     else:
+                        provenance = provenance_of(result.location) if provenance_of else {}
                         added += self._write_one(conn, result, source, templates, summary,
+                                                 provenance=json.dumps(provenance),
                                                  embedder=live, withhold_within=within)
                 sightings = sum(self.store.add_sighting(conn, sha, location, None, source.id,
                                                         self.now())
@@ -482,6 +511,7 @@ class Engine(ServiceBase):
             if task.sha256 in seen:
                 summary.images_seen += 1
                 summary.already_indexed += 1
+                summary.skip_file(task.location, DUPLICATE)
                 copies.append((task.sha256, task.location))
                 continue
             seen.add(task.sha256)
@@ -497,6 +527,9 @@ class Engine(ServiceBase):
         known = self.store.known_hashes([t.sha256 for t in tasks])
         fresh = [t for t in tasks if t.sha256 not in known]
         copies += [(t.sha256, t.location) for t in tasks if t.sha256 in known]
+        for task in tasks:
+            if task.sha256 in known:
+                summary.skip_file(task.location, DUPLICATE)
         summary.already_indexed += len(tasks) - len(fresh)
         summary.images_seen += len(tasks) - len(fresh)
         if progress and known:
@@ -533,7 +566,10 @@ class Engine(ServiceBase):
         if withheld.any() and not kept:
             # A suppressed person and nobody else searchable: not even the image's location
             # is kept (an image whose faces are only too poor to search is recorded).
+            summary.skip_file(result.location, SUPPRESSED)
             return []
+        if not kept:
+            summary.skip_file(result.location, TOO_POOR if faces else NO_FACE)
         crop_paths = [self.crops.relative_path(result.sha256, i) for i in range(len(kept))]
         for face, crop in zip(kept, crop_paths):
             self.crops.write(crop, face.chip_jpeg)
@@ -579,6 +615,7 @@ class Engine(ServiceBase):
     def _skip(summary: IngestSummary, location: str, reason: str) -> None:
         summary.skipped[reason.split(":")[0]] += 1
         summary.errors.append((location, reason))
+        summary.skip_file(location, skip_reason(reason))
 
     # Ranking ------------------------------------------------------------------------------
 

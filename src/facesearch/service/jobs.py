@@ -26,6 +26,8 @@ from facesearch.types import Actor
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "upload:"
+UPLOADED = re.compile(rf"^{UPLOAD_PREFIX}[0-9]+/")
+ORIGINAL_NAME_CHARS = 200  # of an upload's own file name, kept in its image's provenance
 
 
 class Jobs(Engine):
@@ -44,7 +46,8 @@ class Jobs(Engine):
     def start_ingest_job(self, actor: Actor, source: str, *, path: str | None = None,
                          uploads: list[tuple[str, bytes]] | None = None) -> IngestJob:
         """Queue an ingest of uploaded images (their location is recorded as
-        "upload:<job>/<file name>") or of a path on the server; returns the job at once."""
+        "upload:<job>/<file name>", the name made safe, and the name as uploaded in the
+        image's provenance as "file_name") or of a path on the server; returns the job at once."""
         self.authorise(actor, "ingest.server_path" if path else "ingest", "ingest")
         if (path is None) == (uploads is None):
             raise InvalidRequest("give either uploaded images or a server path")
@@ -57,9 +60,10 @@ class Jobs(Engine):
             self._audit(conn, actor, "ingest.job", {"job_id": job_id, "source": source,
                                                    "uploads": len(uploads or []),
                                                    "server_path": path is not None})
-        paths = [Path(path)] if path else [self._stage(job_id, uploads or [])]
+        originals: dict[str, str] = {}  # staged file name -> the name it was uploaded with
+        paths = [Path(path)] if path else [self._stage(job_id, uploads or [], originals)]
         staged = None if path else paths[0]
-        self.in_background(self._run_job, actor, job_id, source, paths, staged)
+        self.in_background(self._run_job, actor, job_id, source, paths, staged, originals)
         self._keep_beating()
         return self.cases.jobs(job_id)[0]
 
@@ -97,17 +101,23 @@ class Jobs(Engine):
 
         threading.Thread(target=beat, name="jobs-heartbeat", daemon=True).start()
 
-    def _stage(self, job_id: int, uploads: list[tuple[str, bytes]]) -> Path:
+    def _stage(self, job_id: int, uploads: list[tuple[str, bytes]],
+               originals: dict[str, str]) -> Path:
+        """The uploads written to a folder of the job's, numbered, with safe names; originals
+        gets each staged file's name as uploaded, printable and bounded."""
         folder = self.settings.uploads_dir / f"job-{job_id}"
         private_directory(folder)
         for number, (name, data) in enumerate(uploads):
             # Numbered, with a sanitised name: an upload names no path of ours.
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "image"
             write_private(folder / f"{number:05d}-{safe}", data)
+            # A browser sends the name alone; another client may send a path (either slash).
+            original = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())
+            originals[f"{number:05d}-{safe}"] = original.strip()[:ORIGINAL_NAME_CHARS] or safe
         return folder
 
     def _run_job(self, actor: Actor, job_id: int, source: str, paths: list[Path],
-                 staged: Path | None) -> None:
+                 staged: Path | None, originals: dict[str, str]) -> None:
         def progress(summary: IngestSummary) -> None:
             self.cases.update_job(job_id, progress=_progress(summary), heartbeat_at=self.now())
             for listener in self.ingest_listeners:
@@ -118,11 +128,18 @@ class Jobs(Engine):
             assert staged is not None
             return f"{UPLOAD_PREFIX}{job_id}/{path.name.split('-', 1)[1]}"  # without its number
 
+        # By location: two uploads whose safe names agree share one (and the first's name).
+        named: dict[str, str] = {}
+        for staged_name, original in originals.items():
+            named.setdefault(location_of(Path(staged_name)), original)
+
         try:
             self.check_stop()  # queued when the server began to stop: never started
             self.cases.update_job(job_id, status="running", owner=self.job_owner,
                                   heartbeat_at=self.now())
-            summary = self.ingest(actor, paths, source, progress, location_of if staged else None)
+            summary = self.ingest(actor, paths, source, progress, location_of if staged else None,
+                                  provenance_of=lambda location: {"file_name": named[location]}
+                                  if location in named else {})
             self.cases.update_job(job_id, status="done", finished_at=self.now(),
                                   progress=_progress(summary))
         except Stopping:
@@ -145,4 +162,8 @@ def _progress(summary: IngestSummary) -> dict:
             "faces_withheld": summary.faces_withheld,
             "faces_low_quality": dict(summary.faces_low_quality),
             "already_indexed": summary.already_indexed,
-            "images_without_faces": summary.images_without_faces, "skipped": dict(summary.skipped)}
+            "images_without_faces": summary.images_without_faces, "skipped": dict(summary.skipped),
+            "skipped_by_reason": dict(summary.skipped_by_reason),
+            # By the name it was uploaded under (an upload's location is "upload:<job>/<name>").
+            "skipped_files": [{"file": UPLOADED.sub("", location), "reason": reason}
+                              for location, reason in summary.skipped_files]}

@@ -9,13 +9,17 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from facesearch.calibration import band
 from facesearch.store.schema import (
     candidates,
     cases,
+    images,
     ingest_jobs,
     marks,
     organisations,
+    probe_crops,
     searches,
+    users,
 )
 
 
@@ -41,6 +45,34 @@ class Mark:
     actor: str
     user_id: int | None
     at: str
+    id: int = 0
+    note: str = ""
+    withdrawn_at: str | None = None  # a withdrawn mark stays in the record but counts for nothing
+    withdrawn_by: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.withdrawn_at is None
+
+
+@dataclass
+class CaseMark:
+    """The case's latest live mark on a face, made on another candidate listing that face."""
+
+    search_id: int
+    candidate_id: int
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """A line of the case list."""
+
+    case: Case
+    opened_by_name: str | None
+    searches: int
+    confirmed_leads: int  # faces whose candidate's latest live mark is "confirmed"
+    last_activity: str | None  # the latest search, mark or withdrawal
 
 
 @dataclass
@@ -61,11 +93,25 @@ class StoredCandidate:
     erased_at: str | None = None  # the face was erased; provenance above is blank
     expected_false_matches: float | None = None  # strangers expected this close (None before 0008)
     marks: list[Mark] = field(default_factory=list)
+    # Set where the case's latest live mark on this face was made in another listing of it
+    # (this search's other probe face, or another search of the case).
+    case_mark: CaseMark | None = None
 
     @property
     def status(self) -> str:
-        """The latest mark, or "unreviewed"."""
-        return self.marks[-1].mark if self.marks else "unreviewed"
+        """The latest live mark on this candidate, or "unreviewed"."""
+        live = [m for m in self.marks if m.live]
+        return live[-1].mark if live else "unreviewed"
+
+    @property
+    def band(self) -> str | None:
+        """strong, moderate or weak (calibration.band); None where not recorded."""
+        return None if self.expected_false_matches is None else band(self.expected_false_matches)
+
+    @property
+    def decision(self) -> str:
+        """The case's latest live word on this face, wherever it was listed."""
+        return self.case_mark.mark.mark if self.case_mark else self.status
 
 
 @dataclass
@@ -82,6 +128,7 @@ class StoredSearch:
     probe_photos: list[str] = field(default_factory=list)  # sha256 of each; several: one person
     # Per probe face: {"quality": FaceQuality's fields, "warnings": [...], "bound": "..."}.
     probe_quality: list[dict] = field(default_factory=list)
+    faces_searched: int | None = None  # the gallery's size then (None before 0008)
 
 
 @dataclass(frozen=True)
@@ -118,14 +165,51 @@ class CaseStore:
                                                    cases.c.number == number)).mappings().first()
         return Case(**row) if row else None
 
-    def cases(self, organisation_id: int) -> list[Case]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(cases).where(cases.c.organisation_id == organisation_id)
-                                .order_by(cases.c.id.desc())).mappings()
-            return [Case(**r) for r in rows]
+    def close_case(self, conn: Connection, case_id: int, now: str, by: str) -> None:
+        conn.execute(update(cases).where(cases.c.id == case_id)
+                     .values(status="closed", closed_at=now, closed_by=by))
 
-    def close_case(self, conn: Connection, case_id: int, now: str) -> None:
-        conn.execute(update(cases).where(cases.c.id == case_id).values(status="closed", closed_at=now))
+    def case_summaries(self, organisation_id: int) -> list[CaseSummary]:
+        """The organisation's cases, newest first, with their searches, confirmed leads and
+        last activity counted in the database."""
+        own = select(cases.c.id).where(cases.c.organisation_id == organisation_id)
+        listed = (select(searches.c.case_id, candidates.c.id, candidates.c.face_id)
+                  .join(searches, candidates.c.search_id == searches.c.id)
+                  .where(searches.c.case_id.in_(own)).subquery())
+        latest_live = (select(marks.c.candidate_id, func.max(marks.c.id).label("mark_id"))
+                       .where(marks.c.withdrawn_at.is_(None)).group_by(marks.c.candidate_id)
+                       .subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cases, users.c.username)
+                                .outerjoin(users, users.c.id == cases.c.opened_by)
+                                .where(cases.c.organisation_id == organisation_id)
+                                .order_by(cases.c.id.desc())).mappings().all()
+            counted = dict(conn.execute(select(searches.c.case_id, func.count())
+                                        .where(searches.c.case_id.in_(own))
+                                        .group_by(searches.c.case_id)).all())
+            last_search = dict(conn.execute(select(searches.c.case_id, func.max(searches.c.at))
+                                            .where(searches.c.case_id.in_(own))
+                                            .group_by(searches.c.case_id)).all())
+            activity = {}
+            for column in (marks.c.at, marks.c.withdrawn_at):
+                for case_id, at in conn.execute(
+                        select(listed.c.case_id, func.max(column))
+                        .join(marks, marks.c.candidate_id == listed.c.id)
+                        .group_by(listed.c.case_id)).all():
+                    if at and at > activity.get(case_id, ""):
+                        activity[case_id] = at
+            confirmed = dict(conn.execute(
+                select(listed.c.case_id, func.count(func.distinct(listed.c.face_id)))
+                .join(latest_live, latest_live.c.candidate_id == listed.c.id)
+                .join(marks, marks.c.id == latest_live.c.mark_id)
+                .where(marks.c.mark == "confirmed").group_by(listed.c.case_id)).all())
+        found = []
+        for row in rows:
+            case = Case(**{k: v for k, v in row.items() if k != "username"})
+            times = [t for t in (last_search.get(case.id), activity.get(case.id)) if t]
+            found.append(CaseSummary(case, row["username"], counted.get(case.id, 0),
+                                     confirmed.get(case.id, 0), max(times) if times else None))
+        return found
 
     # Searches and candidates -------------------------------------------------------------------
 
@@ -172,7 +256,8 @@ class CaseStore:
                                   probe_kept=r["probe_path"] is not None,
                                   probe_faces=json.loads(r["probe_faces"]),
                                   probe_photos=json.loads(r["probe_photos"]),
-                                  probe_quality=json.loads(r["probe_quality"]))
+                                  probe_quality=json.loads(r["probe_quality"]),
+                                  faces_searched=r["faces_searched"])
                      for r in conn.execute(query).mappings()]
             by_id = {s.id: s for s in found}
             if not by_id:
@@ -182,10 +267,68 @@ class CaseStore:
             listed = {r["id"]: StoredCandidate(**r) for r in rows}
             for mark in conn.execute(select(marks).where(marks.c.candidate_id.in_(list(listed)))
                                      .order_by(marks.c.id)).mappings():
-                listed[mark["candidate_id"]].marks.append(
-                    Mark(mark["mark"], mark["actor"], mark["user_id"], mark["at"]))
+                listed[mark["candidate_id"]].marks.append(_mark(mark))
+            self._carry_case_marks(conn, case_id, list(listed.values()))
         for candidate in listed.values():
-            by_id[candidate.search_id].candidates.append(candidate)
+            search = by_id[candidate.search_id]
+            if candidate.expected_false_matches is None and search.faces_searched:
+                # A row stored before its search was: the same product, from the search's size.
+                candidate.expected_false_matches = float(
+                    f"{candidate.false_match_probability * search.faces_searched:.3g}")
+            search.candidates.append(candidate)
+        return found
+
+    def _carry_case_marks(self, conn: Connection, case_id: int,
+                          listed: list[StoredCandidate]) -> None:
+        """Give each candidate the case's latest live mark on its face where that mark was
+        made on another candidate: a face rejected in one search reads as rejected in every
+        other search of the case that lists it."""
+        latest: dict[int, tuple[int, int, Mark]] = {}
+        for face_ids in _chunks(sorted({c.face_id for c in listed})):
+            for row in conn.execute(
+                    select(marks, candidates.c.face_id, candidates.c.search_id)
+                    .join(candidates, marks.c.candidate_id == candidates.c.id)
+                    .join(searches, candidates.c.search_id == searches.c.id)
+                    .where(searches.c.case_id == case_id, candidates.c.face_id.in_(face_ids),
+                           marks.c.withdrawn_at.is_(None))
+                    .order_by(marks.c.id)).mappings():
+                latest[row["face_id"]] = (row["search_id"], row["candidate_id"], _mark(row))
+        for candidate in listed:
+            search_id, candidate_id, mark = latest.get(candidate.face_id, (0, candidate.id, None))
+            if mark is not None and candidate_id != candidate.id:
+                candidate.case_mark = CaseMark(search_id, candidate_id, mark)
+
+    def probe_crops(self, search_ids: list[int]) -> dict[tuple[int, int], bytes]:
+        """The stored probe face crops (JPEG) of these searches, by (search id, probe face)."""
+        found: dict[tuple[int, int], bytes] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(search_ids):
+                found.update({(r.search_id, r.probe_face): r.jpeg for r in conn.execute(
+                    select(probe_crops).where(probe_crops.c.search_id.in_(chunk)))})
+        return found
+
+    def add_probe_crops(self, conn: Connection, search_id: int, crops: list[bytes]) -> None:
+        """The search's probe face crops (JPEG), numbered as its probe faces."""
+        for number, jpeg in enumerate(crops):
+            conn.execute(insert(probe_crops).values(search_id=search_id, probe_face=number, jpeg=jpeg))
+
+    def probe_crop(self, case_id: int, search_id: int, probe_face: int) -> bytes | None:
+        """One probe face's crop, if the search is the case's."""
+        query = (select(probe_crops.c.jpeg).join(searches, probe_crops.c.search_id == searches.c.id)
+                 .where(searches.c.case_id == case_id, probe_crops.c.search_id == search_id,
+                        probe_crops.c.probe_face == probe_face))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def images_by_sha(self, hashes: list[str]) -> dict[str, dict]:
+        """The live images with these sha256: location, size and provenance (parsed JSON)."""
+        found: dict[str, dict] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(hashes), 500):
+                for row in conn.execute(select(images.c.sha256, images.c.location, images.c.width,
+                                               images.c.height, images.c.provenance)
+                                        .where(images.c.sha256.in_(hashes[start:start + 500]))).mappings():
+                    found[row["sha256"]] = dict(row, provenance=json.loads(row["provenance"] or "{}"))
         return found
 
     def candidate(self, candidate_id: int) -> tuple[StoredCandidate, int] | None:
@@ -197,12 +340,17 @@ class CaseStore:
             if row is None:
                 return None
             found = StoredCandidate(**{k: v for k, v in row.items() if k != "case_id"})
-            found.marks = [Mark(m["mark"], m["actor"], m["user_id"], m["at"]) for m in conn.execute(
+            found.marks = [_mark(m) for m in conn.execute(
                 select(marks).where(marks.c.candidate_id == candidate_id).order_by(marks.c.id)).mappings()]
         return found, row["case_id"]
 
-    def add_mark(self, conn: Connection, **values: object) -> None:
-        conn.execute(insert(marks).values(**values))
+    def add_mark(self, conn: Connection, **values: object) -> int:
+        return conn.execute(insert(marks).values(**values)).inserted_primary_key[0]
+
+    def withdraw_mark(self, conn: Connection, mark_id: int, by: str, at: str) -> bool:
+        """Withdraw a live mark; False if it was withdrawn meanwhile."""
+        return conn.execute(update(marks).where(marks.c.id == mark_id, marks.c.withdrawn_at.is_(None))
+                            .values(withdrawn_at=at, withdrawn_by=by)).rowcount == 1
 
     def face_listed_for(self, face_id: int, organisation_id: int) -> bool:
         """Whether the face is in a candidate list of one of the organisation's cases."""
@@ -212,6 +360,15 @@ class CaseStore:
                         searches.c.organisation_id == organisation_id))
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one() > 0
+
+    def case_listing(self, face_id: int, search_id: int, organisation_id: int) -> int | None:
+        """The case of the organisation's search search_id if its candidate list holds the face."""
+        query = (select(searches.c.case_id).select_from(candidates)
+                 .join(searches, candidates.c.search_id == searches.c.id)
+                 .where(candidates.c.face_id == face_id, searches.c.id == search_id,
+                        searches.c.organisation_id == organisation_id).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def old_probe_paths(self, conn: Connection, cutoff: str) -> list[str]:
         """Kept probe files of searches before cutoff; forgotten by the database as returned.
@@ -229,6 +386,7 @@ class CaseStore:
         old = select(searches.c.id).where(searches.c.at < cutoff)
         old_candidates = select(candidates.c.id).where(candidates.c.search_id.in_(old))
         conn.execute(marks.delete().where(marks.c.candidate_id.in_(old_candidates)))
+        conn.execute(probe_crops.delete().where(probe_crops.c.search_id.in_(old)))
         conn.execute(candidates.delete().where(candidates.c.search_id.in_(old)))
         return conn.execute(searches.delete().where(searches.c.at < cutoff)).rowcount
 
@@ -271,3 +429,13 @@ class CaseStore:
             return conn.execute(update(ingest_jobs).where(
                 ingest_jobs.c.status.in_(("queued", "running")), silent)
                 .values(status="interrupted", finished_at=now)).rowcount
+
+
+def _mark(row) -> Mark:  # noqa: ANN001 - a row of marks
+    return Mark(row["mark"], row["actor"], row["user_id"], row["at"], row["id"], row["note"],
+                row["withdrawn_at"], row["withdrawn_by"])
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    # Bounded IN lists: SQLite limits the number of bound parameters in one statement.
+    return [ids[start:start + size] for start in range(0, len(ids), size)]

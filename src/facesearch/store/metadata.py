@@ -25,6 +25,7 @@ from facesearch.store.schema import (
     images,
     face_descriptors,
     index_state,
+    marks,
     notifications,
     pending_erasures,
     searches,
@@ -131,11 +132,12 @@ class MetadataStore:
     # Sources -----------------------------------------------------------------------------
 
     def add_source(self, name: str, lawful_basis: str, jurisdiction: str, description: str,
-                   retention_days: int) -> Source:
+                   retention_days: int, display_name: str = "") -> Source:
         with self.engine.begin() as conn:
             conn.execute(insert(sources).values(
                 name=name, lawful_basis=lawful_basis, jurisdiction=jurisdiction,
-                description=description, created_at=self.now(), retention_days=retention_days))
+                description=description, created_at=self.now(), retention_days=retention_days,
+                display_name=display_name))
         source = self.source(name)
         assert source is not None
         return source
@@ -368,24 +370,20 @@ class MetadataStore:
 
     def _erase_from_candidate_lists(self, conn: Connection, face_ids: list[int]) -> None:
         """Blank erased faces' provenance in stored candidate lists, mark when, and tell each
-        investigator who received one, on their next visit."""
+        investigator who received one, on their next visit: one notice per search."""
         now = self.now()
         told = conn.execute(
-            select(searches.c.user_id, cases.c.number, searches.c.id, candidates.c.rank)
+            select(searches.c.user_id, searches.c.id, cases.c.number)
             .join(searches, candidates.c.search_id == searches.c.id)
             .join(cases, searches.c.case_id == cases.c.id)
             .where(candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None),
-                   searches.c.user_id.is_not(None))).all()
+                   searches.c.user_id.is_not(None)).distinct()).all()
         conn.execute(update(candidates).where(
             candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None)).values(
             erased_at=now, image_sha256="", location="", page_url=None, source="",
             jurisdiction="", collected_at=""))
-        if told:
-            conn.execute(insert(notifications), [
-                {"user_id": user_id, "created_at": now,
-                 "message": f"Candidate {rank} of search {search_id} in case {number} was "
-                            f"erased on {now[:10]}; it no longer appears in the case."}
-                for user_id, number, search_id, rank in told])
+        for user_id, search_id, number in told:
+            _notify_erased(conn, user_id, search_id, number, now)
 
     def delete_images_where(self, conn: Connection, *, image_sha256: str | None = None,
                             image_location: str | None = None, source: str | None = None,
@@ -597,6 +595,49 @@ class MetadataStore:
 
 def box_of(row: dict) -> Box:
     return Box(row["box_left"], row["box_top"], row["box_right"], row["box_bottom"])
+
+
+# A mark as the erasure notice names it.
+MARK_WORDS = {"confirmed": "confirmed", "possible": "possible match", "rejected": "not a match"}
+
+
+def _notify_erased(conn: Connection, user_id: int, search_id: int, number: str, now: str) -> None:
+    """Tell user_id which candidates of their search have been erased, the marked ones with
+    their mark: one notice per search, replacing one not yet seen (an erasure in several
+    steps, or another since), so that the reader gets one line per search. Ranks and marks
+    only: nothing of the face or where it was found."""
+    erased = conn.execute(select(candidates.c.id, candidates.c.probe_face, candidates.c.rank)
+                          .where(candidates.c.search_id == search_id,
+                                 candidates.c.erased_at.is_not(None))
+                          .order_by(candidates.c.probe_face, candidates.c.rank)).all()
+    latest = dict(conn.execute(select(marks.c.candidate_id, marks.c.mark)
+                               .where(marks.c.candidate_id.in_([c[0] for c in erased]),
+                                      marks.c.withdrawn_at.is_(None))
+                               .order_by(marks.c.id)).all())  # the latest mark wins
+    # A search of several probe faces ranks the candidates of each: name the face too.
+    several_faces = bool(conn.execute(select(func.max(candidates.c.probe_face))
+                                      .where(candidates.c.search_id == search_id)).scalar())
+
+    def named(probe_face: int, rank: int) -> str:
+        return f"#{rank} of face {probe_face + 1}" if several_faces else f"#{rank}"
+
+    marked = [f"{named(f, r)} {MARK_WORDS.get(latest[i], latest[i])}" for i, f, r in erased if i in latest]
+    unmarked = [named(f, r) for i, f, r in erased if i not in latest]
+    parts = []
+    if marked:
+        parts.append(f"{len(marked)} marked candidate{'s' * (len(marked) != 1)} ({', '.join(marked)})")
+    if unmarked:
+        others = "other " if marked else ""
+        parts.append(f"{len(unmarked)} {others}candidate{'s' * (len(unmarked) != 1)} "
+                     f"({', '.join(unmarked)})")
+    several = len(erased) != 1
+    prefix = f"Search {search_id} in case "
+    message = (f"{prefix}{number}: {' and '.join(parts)} {'were' if several else 'was'} erased; "
+               f"{'they no longer appear' if several else 'it no longer appears'} in the case.")
+    conn.execute(delete(notifications).where(notifications.c.user_id == user_id,
+                                             notifications.c.seen_at.is_(None),
+                                             notifications.c.message.startswith(prefix)))
+    conn.execute(insert(notifications).values(user_id=user_id, created_at=now, message=message))
 
 
 def _erase_from_watch_matches(conn: Connection, face_ids: list[int]) -> None:

@@ -12,10 +12,10 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from facesearch.errors import InvalidRequest
-from facesearch.service import LEAD_LABEL, AuditFilter, CaseReport, SearchResult
+from facesearch.service import LEAD_LABEL, MAX_NOTE_CHARS, AuditFilter, CaseReport, SearchResult
 from facesearch.types import Actor
 from facesearch.web.auth import GuardedRoute, current_actor, service_of
-from facesearch.web.report import report_pdf
+from facesearch.web.report import report_filename, report_pdf
 
 router = APIRouter(prefix="/api/v1", route_class=GuardedRoute)
 operations = APIRouter(route_class=GuardedRoute)
@@ -40,17 +40,20 @@ class NewSource(BaseModel):
     jurisdiction: str = Field(max_length=10)
     description: str = Field(default="", max_length=2000)
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    display_name: str = Field(default="", max_length=200)  # shown to people; the name if empty
 
 
 class NewCase(BaseModel):
     number: str = Field(min_length=1, max_length=100)
     purpose: str = Field(max_length=200)
+    offence_type: str = Field(max_length=100)  # one of FACESEARCH_OFFENCE_TYPES
     authorisation: str = Field(default="", max_length=200)
     keep_probes: bool = False
 
 
 class NewMark(BaseModel):
     mark: Literal["possible", "confirmed", "rejected"]
+    note: str = Field(default="", max_length=MAX_NOTE_CHARS)
 
 
 class NewKey(BaseModel):
@@ -88,6 +91,8 @@ def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSear
     data = asdict(search)
     for candidate, stored in zip(data["candidates"], search.candidates):
         candidate["status"] = stored.status
+        candidate["decision"] = stored.decision
+        candidate["band"] = stored.band  # as expected_false_matches: None where not recorded
         candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
         candidate["label"] = LEAD_LABEL
     return data
@@ -96,7 +101,7 @@ def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSear
 def report_json(report: CaseReport) -> dict:
     return {"case": asdict(report.case), "organisation": report.organisation,
             "generated_at": report.generated_at, "notice": report.notice,
-            "score_meaning": report.score_meaning,
+            "score_meaning": report.score_meaning, "counts": report.counts,
             "searches": [stored_search_json(s) for s in report.searches],
             "photos": {search_id: [asdict(p) for p in photos]
                        for search_id, photos in report.photos.items()}}
@@ -172,7 +177,7 @@ def list_sources(request: Request, actor: Caller) -> list[dict]:
 def add_source(request: Request, actor: Caller, body: NewSource) -> dict:
     return asdict(service_of(request).add_source(actor, body.name, body.lawful_basis,
                                                  body.jurisdiction, body.description,
-                                                 body.retention_days))
+                                                 body.retention_days, body.display_name))
 
 
 @router.delete("/sources/{name}", tags=["gallery"])
@@ -247,22 +252,48 @@ def policy(request: Request, actor: Caller) -> dict:
 
 @router.get("/faces/{face_id}/crop", tags=["search"],
             responses={200: {"content": {"image/jpeg": {}}}})
-def face_crop(request: Request, actor: Caller, face_id: RowId) -> Response:
-    """A face's crop: for admins, and for organisations whose candidate lists hold it."""
-    return Response(service_of(request).face_crop(actor, face_id), media_type="image/jpeg")
+def face_crop(request: Request, actor: Caller, face_id: RowId,
+              search: Annotated[int | None, Query(ge=-(2**63), le=2**63 - 1)] = None) -> Response:
+    """A face's crop: for admins, and for organisations whose candidate lists hold it.
+    search: the search whose candidates are being viewed (recorded in the audit trail)."""
+    return Response(service_of(request).face_crop(actor, face_id, search), media_type="image/jpeg")
+
+
+@router.get("/cases/{case_id}/searches/{search_id}/probe-faces/{probe_face}/crop", tags=["search"],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def probe_crop(request: Request, actor: Caller, case_id: RowId, search_id: RowId,
+               probe_face: Annotated[int, Path(ge=0, le=1000)]) -> Response:
+    """The crop of a probe face as it was searched, kept with the search."""
+    return Response(service_of(request).probe_crop(actor, case_id, search_id, probe_face),
+                    media_type="image/jpeg")
+
+
+@router.get("/cases/{case_id}/searches/{search_id}/candidates/{candidate_id}/source-image",
+            tags=["search"], responses={200: {"content": {"image/jpeg": {}}}})
+def source_image(request: Request, actor: Caller, case_id: RowId, search_id: RowId,
+                 candidate_id: RowId) -> Response:
+    """A candidate's full source image (JPEG, reduced), read from where it was collected if
+    it is still the image indexed; 404 when it is no longer available there."""
+    return Response(service_of(request).source_image(actor, case_id, search_id, candidate_id),
+                    media_type="image/jpeg")
 
 
 # Cases, search, review ----------------------------------------------------------------------
 
 @router.get("/cases", tags=["cases"])
 def list_cases(request: Request, actor: Caller) -> list[dict]:
-    return [asdict(c) for c in service_of(request).list_cases(actor)]
+    """The organisation's cases, newest first, with who opened each, its searches, confirmed
+    leads and last activity."""
+    return [{**asdict(s.case), "opened_by_name": s.opened_by_name, "searches": s.searches,
+             "confirmed_leads": s.confirmed_leads, "last_activity": s.last_activity}
+            for s in service_of(request).list_cases(actor)]
 
 
 @router.post("/cases", tags=["cases"], status_code=201)
 def open_case(request: Request, actor: Caller, body: NewCase) -> dict:
     return asdict(service_of(request).open_case(actor, body.number, body.purpose,
-                                                body.authorisation, body.keep_probes))
+                                                body.authorisation, body.keep_probes,
+                                                offence_type=body.offence_type))
 
 
 @router.get("/cases/{case_id}", tags=["cases"])
@@ -308,8 +339,16 @@ def get_search(request: Request, actor: Caller, case_id: RowId, search_id: RowId
 
 @router.post("/candidates/{candidate_id}/marks", tags=["search"], status_code=201)
 def mark(request: Request, actor: Caller, candidate_id: RowId, body: NewMark) -> dict:
-    """Mark a candidate; "confirmed" needs another investigator's earlier "possible"."""
-    marked = service_of(request).mark_candidate(actor, candidate_id, body.mark)
+    """Mark a candidate, with an optional note; "confirmed" needs another investigator's
+    earlier "possible" that is still live."""
+    marked = service_of(request).mark_candidate(actor, candidate_id, body.mark, body.note)
+    return dict(asdict(marked), status=marked.status)
+
+
+@router.post("/candidates/{candidate_id}/marks/{mark_id}/withdraw", tags=["search"])
+def withdraw_mark(request: Request, actor: Caller, candidate_id: RowId, mark_id: RowId) -> dict:
+    """Withdraw a mark of one's own: it stays in the record and counts for nothing."""
+    marked = service_of(request).withdraw_mark(actor, candidate_id, mark_id)
     return dict(asdict(marked), status=marked.status)
 
 
@@ -325,7 +364,7 @@ def case_report_pdf(request: Request, actor: Caller, case_id: RowId) -> Response
     report = service.case_report(actor, case_id)
     return Response(report_pdf(report, lambda face_id: service.face_crop(actor, face_id)),
                     media_type="application/pdf", headers={
-                        "Content-Disposition": f'attachment; filename="case-{report.case.id}.pdf"'})
+                        "Content-Disposition": f'attachment; filename="{report_filename(report)}"'})
 
 
 # Audit --------------------------------------------------------------------------------------
@@ -381,6 +420,10 @@ class Extension(BaseModel):
 
 class Jurisdictions(BaseModel):
     jurisdictions: list[Annotated[str, Field(max_length=10)]] = Field(max_length=300)
+
+
+class CaseNumbers(BaseModel):
+    reveal: bool
 
 
 @router.get("/me/notifications", tags=["account"])
@@ -443,6 +486,14 @@ def restrict_organisation(request: Request, actor: Caller, organisation: str, bo
     """Limit an organisation's searches to faces from these jurisdictions (empty: no limit)."""
     codes = service_of(request).restrict_organisation(actor, organisation, body.jurisdictions)
     return {"organisation": organisation, "jurisdictions": codes}
+
+
+@router.put("/organisations/{organisation}/reveal-case-numbers", tags=["users"])
+def reveal_case_numbers(request: Request, actor: Caller, organisation: str, body: CaseNumbers) -> dict:
+    """Whether the access reports of people its searches returned name the organisation's
+    case numbers (by default they name only the organisation and the date)."""
+    service_of(request).reveal_case_numbers(actor, organisation, body.reveal)
+    return {"organisation": organisation, "reveal_case_numbers": body.reveal}
 
 
 @router.post("/retention", tags=["data protection"])

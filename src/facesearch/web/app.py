@@ -39,8 +39,16 @@ from facesearch.errors import (
     NotFound,
     PolicyRefused,
     RateLimited,
+    SecondFactorOwed,
 )
-from facesearch.service import FaceSearchService, build_service
+from facesearch.service import (
+    FaceSearchService,
+    build_service,
+    days_in_words,
+    hours_in_words,
+    lawful_basis_in_words,
+    readable_place,
+)
 from facesearch.types import Actor
 from facesearch.web.dates import when
 from facesearch.web.metrics import Metrics, known_method
@@ -60,6 +68,11 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
 log = logging.getLogger("facesearch.http")
+
+
+def status_of(error: FacesearchError) -> int:
+    """The HTTP status a domain error is answered with."""
+    return next((s for kind, s in STATUS.items() if isinstance(error, kind)), 400)
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -215,7 +228,7 @@ def wants_json(request: Request) -> bool:
 
 
 def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> FastAPI:
-    from facesearch.web import api, pages, public
+    from facesearch.web import api, auth, pages, public
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
@@ -241,6 +254,10 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
     app.state.public_uploads = asyncio.Semaphore(service.settings.public_uploads_at_once)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.templates.env.filters["when"] = when
+    app.state.templates.env.filters["place"] = readable_place  # an image's location, no server path
+    # Policy in words and units (service.words), on every page that shows it.
+    app.state.templates.env.filters.update(lawful_basis=lawful_basis_in_words, days=days_in_words,
+                                           hours=hours_in_words)
     app.state.metrics = metrics = Metrics(service)
     service.ingest_listeners.append(metrics.ingest_progress)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -262,9 +279,25 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
                                     "back": request.headers.get("referer", "")},
             status_code=status, headers=headers)
 
+    async def signed_in_visitor(request: Request) -> None:
+        """On a missing page, who is signed in, so that the page keeps their menu: a route
+        that does not exist authenticated nobody. Only a browser's GET with a session cookie
+        is looked up (a visitor without one is no refusal to audit); a cookie that does not
+        sign anyone in leaves the page anonymous."""
+        if (request.method not in ("GET", "HEAD") or wants_json(request)
+                or getattr(request.state, "actor", None) is not None
+                or not request.cookies.get(auth.SESSION_COOKIE)):
+            return
+        try:
+            await auth.current_actor(request)
+        except FacesearchError:
+            pass  # an expired or unknown session: the anonymous page, refusal audited
+
     @app.exception_handler(FacesearchError)
     async def domain_error(request: Request, exc: FacesearchError) -> Response:
-        status = next((s for kind, s in STATUS.items() if isinstance(exc, kind)), 400)
+        if isinstance(exc, SecondFactorOwed) and not wants_json(request):
+            return pages.back(f"/login/{exc.stage}")  # a browser finishes its log-in first
+        status = status_of(exc)
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return error_response(request, status, exc.code, exc.message, headers)
 
@@ -279,6 +312,8 @@ def create_app(service: FaceSearchService, close_on_shutdown: bool = False) -> F
         if isinstance(exc, BodyTooLarge):
             return error_response(request, 413, "payload_too_large", exc.detail)
         messages = {404: "no such page", 405: "method not allowed"}
+        if exc.status_code in (404, 405):
+            await signed_in_visitor(request)
         return error_response(request, exc.status_code, "http_error",
                               messages.get(exc.status_code, "request refused"), exc.headers)
 

@@ -33,6 +33,25 @@ function setUpSearch(panel) {
   let probe = null;
   let photos = [];  // a multi-photo search's files
   let chosen = 0;
+  // The picker's errors, right under it, announced as they appear.
+  const problem = document.createElement("p");
+  problem.id = "probe-error";
+  problem.className = "form-error";
+  problem.setAttribute("role", "alert");
+  problem.hidden = true;
+  drop.after(problem);
+
+  function fail(message) {
+    const sentence = message.charAt(0).toUpperCase() + message.slice(1);
+    problem.textContent = /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
+    problem.hidden = false;
+    status.textContent = problem.textContent;
+  }
+
+  function clearFailure() {
+    problem.hidden = true;
+    problem.textContent = "";
+  }
 
   function choose(number) {
     chosen = number;
@@ -52,6 +71,11 @@ function setUpSearch(panel) {
       box.className = "face-box";
       box.dataset.face = face.number;
       box.setAttribute("aria-label", `Face ${face.number + 1}`);
+      // Numbered as the list below names them.
+      const number = document.createElement("span");
+      number.className = "face-number";
+      number.textContent = String(face.number + 1);
+      box.appendChild(number);
       box.style.left = `${face.box.left * scale}px`;
       box.style.top = `${face.box.top * scale}px`;
       box.style.width = `${(face.box.right - face.box.left) * scale}px`;
@@ -77,6 +101,7 @@ function setUpSearch(panel) {
   function loadSeveral(files) {
     probe = null;
     photos = files;
+    clearFailure();
     view.hidden = true;
     several.hidden = false;
     status.textContent = `${files.length} photos of one person, searched together as one probe.`;
@@ -91,25 +116,34 @@ function setUpSearch(panel) {
   async function load(file) {
     probe = file;
     photos = [];
+    clearFailure();
     several.hidden = true;
     button.disabled = true;
+    panel.querySelectorAll(".face-box").forEach((box) => box.remove());
     status.textContent = "Finding faces…";
     image.src = URL.createObjectURL(file);
-    await image.decode().catch(() => {});
+    const shown = await image.decode().then(() => true, () => false);
+    if (!shown) {
+      view.hidden = true;
+      fail("This file is not a photo this browser can show; choose a JPEG, PNG or WebP photo");
+      return;
+    }
     view.hidden = false;
     const form = new FormData();
     form.append("probe", file);
     try {
       const faces = await postForm("/api/v1/probe-faces", form);
+      choice.hidden = !faces.length;
       if (!faces.length) {
-        status.textContent = "No face found in this photo; try another.";
+        fail("No face found in this photo; try another.");
         return;
       }
       drawFaces(faces);
       status.textContent = `${faces.length} face(s) found. Choose one and search.`;
       button.disabled = false;
     } catch (error) {
-      status.textContent = error.message;
+      choice.hidden = true;
+      fail(error.message);
     }
   }
 
@@ -126,6 +160,7 @@ function setUpSearch(panel) {
   button.addEventListener("click", async () => {
     if (!probe && !photos.length) return;
     button.disabled = true;
+    clearFailure();
     status.textContent = "Searching…";
     const form = new FormData();
     if (photos.length) {
@@ -140,7 +175,7 @@ function setUpSearch(panel) {
       const result = await postForm(`/api/v1/cases/${caseId}/searches`, form);
       window.location.href = `/cases/${caseId}/searches/${result.search_id}`;
     } catch (error) {
-      status.textContent = error.message;
+      fail(error.message);
       button.disabled = false;
     }
   });

@@ -35,6 +35,9 @@ from facesearch.service import (
     IngestSummary,
     SearchResult,
     build_service,
+    days_in_words,
+    lawful_basis_in_words,
+    record_in_words,
 )
 from facesearch.types import Actor, FaceQuality
 
@@ -121,7 +124,8 @@ def source_add(
 def source_list() -> None:
     """List registered sources."""
     for s in service().sources(actor()):
-        echo(f"{s.name}\t{s.lawful_basis}\t{s.jurisdiction}\t{s.created_at}\t{s.description}")
+        echo(f"{s.name}\t{lawful_basis_in_words(s.lawful_basis)}\t{s.jurisdiction}\t"
+             f"images kept {days_in_words(s.retention_days)}\t{s.created_at}\t{s.description}")
 
 
 @app.command()
@@ -523,6 +527,26 @@ def user_approve(user_id: int) -> None:
     echo(f"approved {user.username}")
 
 
+@user_app.command("reset-second-factor")
+def user_reset_second_factor(username: str) -> None:
+    """Forget a user's second factor and recovery codes (a lost phone) and end their sessions:
+    they set up a new one at their next log-in. Audited."""
+    user = service().reset_second_factor(actor(), username)
+    echo(f"second factor of {user.username} reset: they set up a new one at their next log-in")
+
+
+@user_app.command("link")
+def user_link(
+    user_id: int,
+    provider: Annotated[str, typer.Option(help="An identity provider's name in FACESEARCH_OIDC_PROVIDERS.")],
+    subject: Annotated[str, typer.Option(help='The user\'s "sub" at the provider; "" unlinks.')],
+) -> None:
+    """Link a user to their agency account (OpenID Connect): they then sign in there only."""
+    user = service().link_identity(actor(), user_id, provider, subject)
+    echo(f"{user.username} signs in through {user.identity_provider}" if user.identity_provider
+         else f"{user.username} logs in with a password")
+
+
 @audit_app.command("verify")
 def audit_verify(
     checkpoint: Annotated[Optional[Path], typer.Option(
@@ -636,7 +660,7 @@ def records(
     if fmt == "json":
         echo(json.dumps(record, indent=2))
         return
-    for key, value in record.items():
+    for key, value in record_in_words(record).items():
         echo(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}")
 
 

@@ -47,6 +47,31 @@ class Analysed:
     phash: str = ""  # of the pixels (imaging.perceptual_hashes), to group copies of a photo
 
 
+# Why a file gave no searchable face, as the ingest job page counts and lists them.
+NOT_AN_IMAGE = "not an image"
+TOO_LARGE = "too large"
+UNREADABLE = "unreadable"
+NOT_ANALYSED = "could not be analysed"
+DUPLICATE = "duplicate"  # the same bytes as an image already stored, or earlier in the run
+NO_FACE = "no face"
+SUPPRESSED = "suppressed person"  # every face withheld: not even the location is kept
+TOO_POOR = "too poor to search"  # faces below the quality minimums only (service.quality)
+SKIP_REASONS = (NOT_AN_IMAGE, TOO_LARGE, UNREADABLE, NOT_ANALYSED, DUPLICATE, NO_FACE, SUPPRESSED,
+                TOO_POOR)
+
+
+def skip_reason(error: str) -> str:
+    """The reason in words of a file refused with error, one of the one-line messages of
+    read_task, imaging.decode and analyse_batch."""
+    if error.startswith(("analysis failed", "described with")):
+        return NOT_ANALYSED
+    if error.startswith(("not a regular file", "cannot read file")):
+        return UNREADABLE
+    if "-byte limit" in error or "-pixel limit" in error or "scans" in error:
+        return TOO_LARGE
+    return NOT_AN_IMAGE
+
+
 def discover(paths: Iterable[Path]) -> Iterator[Path]:
     """Files under each path, recursively, in a stable order; hidden files are left out."""
     for path in paths:

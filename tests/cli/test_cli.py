@@ -35,12 +35,13 @@ def data(tmp_path_factory, lfw) -> Path:
     photos = [str(p) for p in lfw_photos(PERSON)[1:4] + lfw_photos("Hugo_Chavez")[1:3]]
     done = run(home, "ingest", *photos, "--source", "press", "--workers", "1")
     assert "indexed 5" in done.stdout and "faces indexed 5" in done.stdout
-    run(home, "case", "open", "C-1", "--purpose", "missing person")
+    run(home, "case", "open", "C-1", "--purpose", "missing person", "--offence", "robbery")
     return home
 
 
 def test_source_list_shows_the_registered_source(data: Path) -> None:
-    assert run(data, "source", "list").stdout.startswith("press\tlegitimate_interests\tDE\t")
+    assert run(data, "source", "list").stdout.startswith(
+        "press\tlegitimate interests (GDPR Art. 6(1)(f))\tDE\timages kept 3 years\t")
 
 
 def test_search_prints_ranked_candidates_with_provenance_and_the_lead_notice(data: Path) -> None:
@@ -112,14 +113,14 @@ def test_delete_then_search_no_longer_returns_the_image(data: Path) -> None:
 def test_a_search_without_an_open_case_is_refused(data: Path) -> None:
     done = run(data, "search", str(lfw_photos(PERSON)[0]), "--case", "NO-SUCH", ok=False)
     assert done.returncode == 3 and "no case NO-SUCH" in done.stderr
-    run(data, "case", "open", "C-closed", "--purpose", "missing person")
+    run(data, "case", "open", "C-closed", "--purpose", "missing person", "--offence", "robbery")
     run(data, "case", "close", "C-closed")
     done = run(data, "search", str(lfw_photos(PERSON)[0]), "--case", "C-closed", ok=False)
     assert done.returncode == 4 and "closed" in done.stderr
 
 
 def test_a_case_needs_a_configured_purpose(data: Path) -> None:
-    done = run(data, "case", "open", "C-2", "--purpose", "curiosity", ok=False)
+    done = run(data, "case", "open", "C-2", "--purpose", "curiosity", "--offence", "robbery", ok=False)
     assert done.returncode == 2 and "purpose must be one of" in done.stderr
 
 

@@ -136,7 +136,7 @@ def photo_upload(field: str, path: Path) -> dict:
 
 def open_case(client: httpx.Client) -> dict:
     response = client.post("/api/v1/cases", json={"number": f"R-{uuid.uuid4().hex[:8]}",
-                                                  "purpose": PURPOSE})
+                                                  "purpose": PURPOSE, "offence_type": "robbery"})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -616,10 +616,11 @@ def test_the_record_of_processing_page_and_document_show_what_is_configured(site
         assert all(purpose in text for purpose in PURPOSES)
         assert all(category in text for category in record["categories_of_data"])
         assert "Agency A" in text and "Agency B" in text  # the recipients
-        for period in ("kept probes days: 21", "searches and candidates days: 700",
-                       "audit records days: 2000", "sessions hours: 8"):
+        for period in ("kept probes: 21 days", "searches and candidates: 700 days (about 1.9 years)",
+                       "audit records: 2000 days (about 5.5 years)", "sessions: 8 hours"):
             assert period in text, period
-        assert "legitimate_interests" in text and "1095" in text  # the source's own retention
+        # The source's lawful basis in words and its own retention as a period.
+        assert "legitimate interests (GDPR Art. 6(1)(f))" in text and "images kept 3 years" in text
 
 
 def test_the_officer_sees_every_opt_out_and_reverses_a_disputed_one_before_it_is_confirmed(

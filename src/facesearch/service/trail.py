@@ -19,6 +19,7 @@ EXPORT_COLUMNS = ("id", "at", "actor", "actor_id", "organisation", "role", "acti
                   "purpose", "client", "detail", "prev_hash", "hash")
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+AUDIT_PAGE_SIZE = 50  # records a page of the audit trail shows
 
 
 def spreadsheet_safe(value: object) -> object:
@@ -27,6 +28,29 @@ def spreadsheet_safe(value: object) -> object:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+@dataclass
+class CropViews:
+    """Views of face crops from one search's candidate list, one after another by one user:
+    one line on the audit page instead of one per crop. records: newest first."""
+
+    records: list[dict]
+
+    @property
+    def search_id(self) -> int:
+        return self.records[0]["detail"]["search_id"]
+
+
+@dataclass
+class AuditPage:
+    """A page of the trail, newest first, crop views grouped; older and newer: the cursors
+    (AuditFilter.before and .after) of the pages on either side, None where there is none."""
+
+    entries: list[dict | CropViews]
+    older: int | None
+    newer: int | None
+    size: int  # records a page
 
 
 @dataclass
@@ -43,11 +67,28 @@ class ChainCheck:
 
 class AuditTrail(ServiceBase):
     def audit_records(self, actor: Actor, where: AuditFilter) -> list[dict]:
-        """Audit records matching the filter, oldest first; reading them is audited too."""
+        """Audit records matching the filter, oldest first unless it asks for newest first;
+        reading them is audited too."""
         self.authorise(actor, "audit.read", "audit.read")
         found = self.trail.records(where)
         self._audit_alone(actor, "audit.read", {"filter": _filter_detail(where), "records": len(found)})
         return found
+
+    def audit_page(self, actor: Actor, where: AuditFilter,
+                   size: int = AUDIT_PAGE_SIZE) -> AuditPage:
+        """One page of the matching records, newest first: the latest (or those older than
+        where.before, or newer than where.after), with consecutive crop views of one search
+        by one user grouped (CropViews)."""
+        found = self.audit_records(actor, replace(where, limit=size + 1, newest_first=True))
+        if where.after is not None:  # the records just after the cursor, newest first
+            more, found = len(found) > size, found[-size:]
+            older, newer = (found[-1]["id"] if found else where.after + 1), (
+                found[0]["id"] if more else None)
+        else:
+            more, found = len(found) > size, found[:size]
+            older = found[-1]["id"] if more else None
+            newer = found[0]["id"] if where.before is not None and found else None
+        return AuditPage(_group_crop_views(found), older, newer, size)
 
     def export_audit(self, actor: Actor, where: AuditFilter, fmt: str) -> str:
         """The matching records as CSV or JSON text, as stored (hashes included)."""
@@ -171,3 +212,18 @@ class AuditTrail(ServiceBase):
 
 def _filter_detail(where: AuditFilter) -> dict:
     return {k: v for k, v in where.__dict__.items() if v is not None}
+
+
+def _group_crop_views(records: list[dict]) -> list[dict | CropViews]:
+    entries: list[dict | CropViews] = []
+    for record in records:
+        search_id = record["detail"].get("search_id") if record["action"] == "face.crop" else None
+        last = entries[-1] if entries else None
+        if search_id is None:
+            entries.append(record)
+        elif (isinstance(last, CropViews) and last.search_id == search_id
+              and last.records[-1]["actor"] == record["actor"]):
+            last.records.append(record)
+        else:
+            entries.append(CropViews([record]))
+    return entries

@@ -66,6 +66,11 @@ class AuditFilter:
     since: str | None = None  # ISO 8601, inclusive
     until: str | None = None  # ISO 8601, exclusive
     limit: int = 1000
+    # A page of the trail: records with ids below `before` (older) or above `after` (newer);
+    # newest first, the latest before `before` or the earliest after `after`.
+    before: int | None = None
+    after: int | None = None
+    newest_first: bool = False
 
 
 class AuditStore:
@@ -147,9 +152,16 @@ class AuditStore:
             return conn.execute(select(audit_log.c.hash).where(audit_log.c.id == record_id)).scalar()
 
     def records(self, where: AuditFilter | None = None) -> list[dict]:
-        """Matching records, oldest first, with detail decoded."""
+        """Matching records, oldest first (newest first if where.newest_first), with detail
+        decoded."""
         where = where or AuditFilter()
-        query = select(audit_log).order_by(audit_log.c.id)
+        # The records nearest the cursor come first; a page of newer ones is then turned round.
+        ascending = not where.newest_first or where.after is not None
+        query = select(audit_log).order_by(audit_log.c.id if ascending else audit_log.c.id.desc())
+        if where.before is not None:
+            query = query.where(audit_log.c.id < where.before)
+        if where.after is not None:
+            query = query.where(audit_log.c.id > where.after)
         if where.actor:
             query = query.where(audit_log.c.actor == where.actor)
         if where.organisation:
@@ -166,6 +178,8 @@ class AuditStore:
             query = query.where(audit_log.c.at < where.until)
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(where.limit)).mappings().all()
+        if where.newest_first and ascending:
+            rows = rows[::-1]
         return [dict(r, detail=json.loads(r["detail"])) for r in rows]
 
     def anchor(self) -> tuple[int, str]:

@@ -67,11 +67,15 @@ class RequestStore:
         return conn.execute(insert(subject_requests).values(**values)).inserted_primary_key[0]
 
     def get(self, *, request_id: int | None = None, token_hash: str | None = None,
-            confirm_hash: str | None = None, conn: Connection | None = None) -> SubjectRequest | None:
-        """The request with this id, report-link token hash or opt-out confirmation hash."""
+            confirm_hash: str | None = None, public_id: str | None = None,
+            conn: Connection | None = None) -> SubjectRequest | None:
+        """The request with this id, report-link token hash, opt-out confirmation hash or
+        public request number."""
         query = select(subject_requests)
         if request_id is not None:
             query = query.where(subject_requests.c.id == request_id)
+        elif public_id is not None:
+            query = query.where(subject_requests.c.public_id == public_id)
         elif confirm_hash is not None:
             query = query.where(subject_requests.c.confirm_token_hash == confirm_hash)
         else:
@@ -191,14 +195,17 @@ class RequestStore:
 
     def provenance(self, face_ids: list[int]) -> tuple[list[dict], dict[int, list[dict]]]:
         """For an access report: each face's image, source and lawful basis, and per face the
-        searches that returned it (case number, organisation, date)."""
+        searches that returned it (case number, organisation, whether the organisation lets
+        its case numbers be shown, date)."""
         query = (select(faces.c.id, images.c.id.label("image_id"), images.c.location,
                         images.c.page_url, images.c.jurisdiction, images.c.collected_at,
-                        sources.c.name, sources.c.lawful_basis, sources.c.retention_days)
+                        sources.c.name, sources.c.display_name, sources.c.lawful_basis,
+                        sources.c.retention_days)
                  .join(images, faces.c.image_id == images.c.id)
                  .join(sources, images.c.source_id == sources.c.id)
                  .where(faces.c.id.in_(face_ids)))
-        searched = (select(candidates.c.face_id, cases.c.number, organisations.c.name, searches.c.at)
+        searched = (select(candidates.c.face_id, cases.c.number, organisations.c.name,
+                           organisations.c.reveal_case_numbers, searches.c.at)
                     .join(searches, candidates.c.search_id == searches.c.id)
                     .join(cases, searches.c.case_id == cases.c.id)
                     .join(organisations, cases.c.organisation_id == organisations.c.id)
@@ -206,9 +213,9 @@ class RequestStore:
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             by_face: dict[int, list[dict]] = {}
-            for face_id, number, organisation, at in conn.execute(searched).all():
+            for face_id, number, organisation, reveal, at in conn.execute(searched).all():
                 by_face.setdefault(face_id, []).append(
-                    {"case": number, "organisation": organisation, "date": at})
+                    {"case": number, "organisation": organisation, "reveal": reveal, "date": at})
         return rows, by_face
 
     # Notifications ------------------------------------------------------------------------
@@ -219,7 +226,7 @@ class RequestStore:
                                        notifications.c.created_at)
                                 .where(notifications.c.user_id == user_id,
                                        notifications.c.seen_at.is_(None))
-                                .order_by(notifications.c.id)).mappings()
+                                .order_by(notifications.c.id.desc())).mappings()  # newest first
             return [Notification(**r) for r in rows]
 
     def mark_seen(self, conn: Connection, ids: list[int], now: str) -> None:

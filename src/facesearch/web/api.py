@@ -12,7 +12,14 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from facesearch.errors import InvalidRequest
-from facesearch.service import LEAD_LABEL, MAX_NOTE_CHARS, AuditFilter, CaseReport, SearchResult
+from facesearch.service import (
+    LEAD_LABEL,
+    MAX_NOTE_CHARS,
+    AuditFilter,
+    CaseReport,
+    SearchResult,
+    record_in_words,
+)
 from facesearch.types import Actor
 from facesearch.web.auth import GuardedRoute, current_actor, service_of
 from facesearch.web.report import report_filename, report_pdf
@@ -32,6 +39,11 @@ class NewUser(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
     role: Literal["admin", "supervisor", "investigator", "auditor", "dpo"]
     organisation: str = Field(min_length=1, max_length=200)
+
+
+class IdentityLink(BaseModel):
+    provider: str = Field(min_length=1, max_length=200)
+    subject: str = Field(max_length=255, description='The provider\'s "sub" for the user; "" unlinks.')
 
 
 class NewSource(BaseModel):
@@ -73,7 +85,8 @@ class Purge(BaseModel):
 
 def user_json(user) -> dict:  # noqa: ANN001 - store.accounts.User
     data = asdict(user)
-    data.pop("password_hash")
+    for secret in ("password_hash", "totp_secret", "totp_last_step"):
+        data.pop(secret)
     return data
 
 
@@ -164,6 +177,19 @@ def approve_user(request: Request, actor: Caller, user_id: RowId) -> dict:
 @router.post("/users/{user_id}/disable", tags=["users"])
 def disable_user(request: Request, actor: Caller, user_id: RowId) -> dict:
     return user_json(service_of(request).disable_user(actor, user_id))
+
+
+@router.post("/users/{user_id}/reset-second-factor", tags=["users"])
+def reset_second_factor(request: Request, actor: Caller, user_id: RowId) -> dict:
+    """Forget the user's second factor (a lost phone): they set up a new one at next log-in."""
+    return user_json(service_of(request).reset_second_factor(actor, user_id))
+
+
+@router.put("/users/{user_id}/identity", tags=["users"])
+def link_identity(request: Request, actor: Caller, user_id: RowId, body: IdentityLink) -> dict:
+    """Link the user to their account at the organisation's identity provider; they then sign
+    in there only, never with a password."""
+    return user_json(service_of(request).link_identity(actor, user_id, body.provider, body.subject))
 
 
 # Sources, ingest, deletion -------------------------------------------------------------------------
@@ -476,7 +502,7 @@ def records(request: Request, actor: Caller) -> dict:
 @router.get("/records-of-processing.md", tags=["data protection"], response_class=PlainTextResponse)
 def records_document(request: Request, actor: Caller) -> Response:
     """The record of processing as a Markdown document."""
-    record = service_of(request).record_of_processing(actor)
+    record = record_in_words(service_of(request).record_of_processing(actor))
     return PlainTextResponse(record_markdown(record), media_type="text/markdown", headers={
         "Content-Disposition": 'attachment; filename="record-of-processing.md"'})
 

@@ -444,6 +444,12 @@ def disable_user(request: Request, actor: Caller, user_id: RowId) -> Response:
     return back("/admin/users")
 
 
+@router.post("/admin/users/{user_id}/reset-second-factor")
+def reset_second_factor(request: Request, actor: Caller, user_id: RowId) -> Response:
+    service_of(request).reset_second_factor(actor, user_id)
+    return back("/admin/users")
+
+
 @router.get("/admin/sources", response_class=HTMLResponse)
 def sources_page(request: Request, actor: Caller) -> HTMLResponse:
     service = service_of(request)
@@ -520,14 +526,17 @@ def audit_page(request: Request, actor: Caller, action: str | None = None,
 
 @router.get("/account", response_class=HTMLResponse)
 def account_page(request: Request, actor: Caller) -> HTMLResponse:
-    return render(request, "account.html", actor, keys=service_of(request).api_keys(actor))
+    service = service_of(request)
+    return render(request, "account.html", actor, keys=service.api_keys(actor),
+                  second_factor=service.second_factor_status(actor))
 
 
 @router.post("/account/keys", response_class=HTMLResponse)
 def create_key(request: Request, actor: Caller, name: Annotated[str, Form(max_length=100)]) -> HTMLResponse:
     service = service_of(request)
     _, secret = service.create_api_key(actor, name)
-    return render(request, "account.html", actor, keys=service.api_keys(actor), new_key=secret)
+    return render(request, "account.html", actor, keys=service.api_keys(actor), new_key=secret,
+                  second_factor=service.second_factor_status(actor))
 
 
 @router.post("/account/keys/{key_id}/revoke")

@@ -181,11 +181,13 @@ def second_factor(request: Request, code: Annotated[str, Form(max_length=40)],
     if isinstance(found, Response):
         return found
     try:
-        actor = service_of(request).verify_second_factor(
+        actor, token = service_of(request).verify_second_factor(
             request.cookies.get(SESSION_COOKIE, ""), code, client_of(request))
     except (NotAuthenticated, RateLimited) as exc:
         return code_form(request, "code", 429 if isinstance(exc, RateLimited) else 401, exc.message)
-    return back(HOME.get(actor.role, "/"))
+    response = back(HOME.get(actor.role, "/"))
+    set_session_cookie(request, response, token)
+    return response
 
 
 @router.get("/login/enrol", response_class=HTMLResponse)
@@ -200,14 +202,16 @@ def enrol(request: Request, code: Annotated[str, Form(max_length=40)],
     if isinstance(found, Response):
         return found
     try:
-        actor, codes = service_of(request).confirm_enrolment(
+        actor, token, codes = service_of(request).confirm_enrolment(
             request.cookies.get(SESSION_COOKIE, ""), code, client_of(request))
     except (NotAuthenticated, RateLimited) as exc:
         return code_form(request, "enrol", 429 if isinstance(exc, RateLimited) else 401, exc.message)
+    request.state.csrf = found[1]  # the session's, for the page's log-out button
     # Shown this once: the service keeps only their hashes.
     response = render(request, "recovery_codes.html", actor, codes=codes,
                       next_page=HOME.get(actor.role, "/account"))
     response.headers["Cache-Control"] = "no-store"
+    set_session_cookie(request, response, token)
     return response
 
 

@@ -119,7 +119,7 @@ def stored(service: FaceSearchService) -> dict[str, dict]:
 def probe(service: FaceSearchService) -> list[tuple[str, float]]:
     """(image sha256, distance) of the candidates for a photo of PEOPLE[1] not ingested."""
     operator = service.local_operator("tester")
-    case = service.open_case(operator, "D-1", "missing person")
+    case = service.open_case(operator, "D-1", "missing person", offence_type="robbery")
     result = service.search(operator, case.id, lfw_photos(PEOPLE[1])[0].read_bytes(),
                             top_k=10, face="largest")
     return [(c.image_sha256, c.distance) for c in result.faces[0].candidates]

@@ -80,7 +80,7 @@ def test_an_erasure_by_the_cli_holds_against_two_server_workers(home) -> None:
 
         deployment = Deployment(url, home, process, made["keys"], made["user_ids"])
         investigator, admin = deployment.client("ivy"), deployment.client("ada")
-        case = investigator.post("/api/v1/cases", json={"number": "X-1", "purpose": PURPOSE})
+        case = investigator.post("/api/v1/cases", json={"number": "X-1", "purpose": PURPOSE, "offence_type": "robbery"})
         assert case.status_code in (200, 201), case.text
         case_id = case.json()["id"]
         # Enough searches that both workers load the index (each holds its own copy).

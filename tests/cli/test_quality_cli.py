@@ -24,7 +24,7 @@ def test_ingest_counts_withheld_faces_by_reason_and_search_warns_about_a_poor_pr
                "--workers", "1")
     assert "faces indexed 1," in done.stdout
     assert "faces withheld for quality (sharpness past its minimum): 1" in done.stdout
-    run(home, "case", "open", "C-1", "--purpose", "missing person")
+    run(home, "case", "open", "C-1", "--purpose", "missing person", "--offence", "robbery")
     out = run(home, "search", str(blurred), "--case", "C-1", "--face", "largest").stdout
     assert "warning: the face is blurred: sharpness 0.0" in out and "under the minimum of 0.02" in out
     assert "Probes of this sharpness band (0-0.02) found their person first in" in out

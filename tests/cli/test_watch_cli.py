@@ -29,7 +29,7 @@ def test_one_operator_asks_another_approves_and_an_ingest_notifies(tmp_path: Pat
     data = tmp_path / "data"
     run(data, "alice", "source", "add", "press", "--lawful-basis", "legitimate_interests",
         "--jurisdiction", "de")
-    run(data, "alice", "case", "open", "C-9", "--purpose", "missing person")
+    run(data, "alice", "case", "open", "C-9", "--purpose", "missing person", "--offence", "robbery")
     asked = run(data, "alice", "watch", "request", "C-9", "--photo", str(lfw_photos(PERSON)[0]),
                 "--authorisation", "warrant 7", "--days", "14").stdout
     watch = re.search(r"watch (\d+) requested", asked).group(1)

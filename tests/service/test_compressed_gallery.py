@@ -42,7 +42,7 @@ def test_a_gallery_past_the_threshold_is_searched_through_the_compressed_index(t
         assert (settings.index_dir / "compressed" / "manifest.json").exists()
         assert not (settings.index_dir / "vectors.faiss").exists()
         actor = service.local_operator("t")
-        case = service.open_case(actor, "C-1", "missing person")
+        case = service.open_case(actor, "C-1", "missing person", offence_type="robbery")
         probe = lfw_photos(PEOPLE[0])[0].read_bytes()
         found = service.search(actor, case.id, probe, face="largest").faces[0].candidates
         assert [c.location.split("/")[-2] for c in found] == [PEOPLE[0]] * 3

@@ -25,7 +25,7 @@ def search(service: FaceSearchService, photo: bytes, **options: object):
     """Search as the local operator inside a test case, opened on first use."""
     actor = service.local_operator(OPERATOR.name)
     case = (service.cases.case_by_number(actor.organisation_id, "T-1")
-            or service.open_case(actor, "T-1", "criminal investigation"))
+            or service.open_case(actor, "T-1", "criminal investigation", offence_type="robbery"))
     return service.search(actor, case.id, photo, **options)
 
 

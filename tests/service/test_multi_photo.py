@@ -44,7 +44,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory):
 def search(service: FaceSearchService, photos: list[bytes] | bytes, **options: object):
     actor = service.local_operator(OPERATOR.name)
     case = (service.cases.case_by_number(actor.organisation_id, "M-1")
-            or service.open_case(actor, "M-1", "criminal investigation"))
+            or service.open_case(actor, "M-1", "criminal investigation", offence_type="robbery"))
     return service.search(actor, case.id, photos, **options)
 
 

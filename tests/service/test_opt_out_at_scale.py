@@ -48,7 +48,7 @@ def live_faces(svc: FaceSearchService) -> dict[int, str]:
 def searches(svc: FaceSearchService, investigator: object, names: list[str]) -> dict[str, list[str]]:
     """For each person, whose faces their held-out photo's search returns, nearest first
     (nobody's where the detector finds no face in it)."""
-    case = svc.open_case(investigator, f"C-{len(svc.trail.records())}", "missing person")
+    case = svc.open_case(investigator, f"C-{len(svc.trail.records())}", "missing person", offence_type="robbery")
     found = {}
     for name in names:
         try:

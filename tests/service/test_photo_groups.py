@@ -50,7 +50,7 @@ def url_of(person: str, kind: str) -> str:
 def search(service: FaceSearchService, photo: bytes):  # noqa: ANN201 - a SearchResult
     actor = service.local_operator(OPERATOR.name)
     case = (service.cases.case_by_number(actor.organisation_id, "T-1")
-            or service.open_case(actor, "T-1", "criminal investigation"))
+            or service.open_case(actor, "T-1", "criminal investigation", offence_type="robbery"))
     return service.search(actor, case.id, photo, top_k=20, face="largest")
 
 

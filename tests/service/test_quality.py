@@ -93,7 +93,7 @@ def test_a_poor_probe_is_warned_about_in_plain_words_and_a_good_one_is_not(lfw, 
         service.ingest(OPERATOR, [write(tmp_path / "in", "g.jpg", Image.open(lfw_photos("Jodie_Foster")[2]))],
                        "lfw")
         actor = service.local_operator(OPERATOR.name)
-        case = service.open_case(actor, "Q-1", "criminal investigation")
+        case = service.open_case(actor, "Q-1", "criminal investigation", offence_type="robbery")
         small = jpeg_bytes(half_size(FRONTAL).convert("RGB"), quality=95)
         poor = service.search(actor, case.id, small, face="largest").faces[0]
         assert len(poor.quality_warnings) == 1
@@ -114,7 +114,7 @@ def test_each_poor_photo_of_a_multi_photo_probe_is_warned_about_by_its_number(lf
         service.ingest(OPERATOR, [write(tmp_path / "in", "g.jpg", Image.open(lfw_photos("Jodie_Foster")[2]))],
                        "lfw")
         actor = service.local_operator(OPERATOR.name)
-        case = service.open_case(actor, "Q-2", "criminal investigation")
+        case = service.open_case(actor, "Q-2", "criminal investigation", offence_type="robbery")
         photos = [FRONTAL.read_bytes(), jpeg_bytes(blurred(lfw_photos("Jodie_Foster")[0]), quality=95)]
         face = service.search(actor, case.id, photos, face="largest").faces[0]
         assert len(face.quality_warnings) == 1

@@ -137,7 +137,7 @@ def test_the_results_page_shows_the_candidates_by_identity_and_by_photo(
 def test_the_groups_fit_a_phone_screen_and_are_labelled(
         browser: Browser, deployment: Deployment, archived: int) -> None:
     with deployment.client("ivy") as ivy:
-        case = ivy.post("/api/v1/cases", json={"number": case_number(), "purpose": "missing person"}).json()
+        case = ivy.post("/api/v1/cases", json={"number": case_number(), "purpose": "missing person", "offence_type": "robbery"}).json()
         found = ivy.post(f"/api/v1/cases/{case['id']}/searches", data={"face": "largest"}, files={
             "probe": ("p.jpg", lfw_photos(PERSON)[0].read_bytes(), "image/jpeg")})
         assert found.status_code == 201, found.text

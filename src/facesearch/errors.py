@@ -43,6 +43,17 @@ class NotAuthenticated(FacesearchError):
     code = "not_authenticated"
 
 
+class SecondFactorOwed(NotAuthenticated):
+    """A session that has given a password but still owes its second factor (stage "code") or
+    has yet to set one up (stage "enrol")."""
+
+    code = "second_factor_owed"
+
+    def __init__(self, message: str, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
 class Forbidden(FacesearchError):
     """The caller is known but may not do this."""
 

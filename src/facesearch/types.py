@@ -130,3 +130,6 @@ class Actor:
     organisation_id: int | None = None
     organisation: str = ""
     client: str = "cli"  # the client's address for web requests
+    # "full" once every factor the user owes is given; "code" or "enrol" after a password alone
+    # (service/signin.py): such an actor may do nothing but complete its log-in.
+    stage: str = "full"

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from facesearch.config import Settings
 from facesearch.errors import NotAuthenticated, RateLimited
 from facesearch.service import FaceSearchService
-from tests.conftest import OPERATOR, lfw_photos
+from tests.conftest import OPERATOR, lfw_photos, log_in
 from tests.service.test_accounts_and_cases import PASSWORD, counted_verifications
 
 POSTGRES = os.environ.get("FACESEARCH_TEST_POSTGRES_URL")
@@ -82,8 +82,8 @@ def test_parallel_searches_record_no_more_than_the_limit(svc: FaceSearchService)
     svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
     user = svc.create_user(OPERATOR, "ivy", PASSWORD, "investigator", "Org")
     svc.approve_user(OPERATOR, user.id)
-    ivy = svc.login("ivy", PASSWORD, "10.0.0.1")[0]
-    case = svc.open_case(ivy, "R-1", "missing person")
+    ivy = log_in(svc, "ivy", PASSWORD)[0]
+    case = svc.open_case(ivy, "R-1", "missing person", offence_type="robbery")
     photo = lfw_photos("Al_Sharpton")[0].read_bytes()
     outcomes = all_at_once(lambda _: svc.search(ivy, case.id, photo, face="largest"))
     assert outcomes == ["RateLimited"] * (AT_ONCE - LIMIT) + ["ok"] * LIMIT

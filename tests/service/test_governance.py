@@ -26,7 +26,7 @@ from facesearch.config import Settings
 from facesearch.errors import InvalidRequest, NotFound, PolicyRefused
 from facesearch.service import FaceSearchService, RetentionReport
 from facesearch.store.metadata import from_blob
-from tests.conftest import OPERATOR, lfw_photos
+from tests.conftest import OPERATOR, lfw_photos, log_in
 from tests.service.test_accounts_and_cases import PASSWORD, Clock, people
 
 # Two people per source: photo 1 and 2 indexed, photo 0 the probe.
@@ -91,7 +91,7 @@ def officer(svc: FaceSearchService) -> object:
     """A data-protection officer, logged in."""
     svc.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
     svc.create_user(OPERATOR, "dan", PASSWORD, "dpo", "Org")
-    return svc.login("dan", PASSWORD, "x")[0]
+    return log_in(svc, "dan", PASSWORD, "x")[0]
 
 
 # Retention ------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def test_retention_removes_exactly_the_expired_records_and_nothing_else(
         svc: FaceSearchService, clock: Clock) -> None:
     # Day 0: a short source (10 days), a long one (3 years), a search that keeps its probe.
     team = gallery(svc)
-    case = svc.open_case(team["ivy"], "K-1", "missing person", keep_probes=True)
+    case = svc.open_case(team["ivy"], "K-1", "missing person", keep_probes=True, offence_type="robbery")
     first = svc.search(team["ivy"], case.id, lfw_photos(FAR[0])[0].read_bytes())
     us, fr = faces_of(svc, "US"), faces_of(svc, "FR")
     clock.advance(days=5)  # a younger image beside the short source's expiring ones
@@ -207,7 +207,7 @@ def test_a_purge_leaves_no_face_crop_or_vector_of_the_jurisdiction(svc: FaceSear
     assert not any(svc.crops.path(crop).exists() for _, crop in fr)
     assert indexed_ids(svc).isdisjoint(face_id for face_id, _ in fr)
     assert saved_index_ids(svc.settings).isdisjoint(face_id for face_id, _ in fr)
-    case = svc.open_case(team["ivy"], "P-1", "missing person")
+    case = svc.open_case(team["ivy"], "P-1", "missing person", offence_type="robbery")
     found = svc.search(team["ivy"], case.id, lfw_photos(FAR[0])[0].read_bytes())
     assert all(c.jurisdiction != "FR" for f in found.faces for c in f.candidates)
     [record] = audited(svc, "purge")
@@ -244,7 +244,7 @@ def test_purge_excluded_purges_every_excluded_jurisdiction_from_the_command_line
 def test_a_purge_and_a_retention_run_blank_the_candidate_lists_that_held_the_erased_faces(
         svc: FaceSearchService, clock: Clock) -> None:
     team = gallery(svc)
-    case = svc.open_case(team["ivy"], "E-2", "missing person")
+    case = svc.open_case(team["ivy"], "E-2", "missing person", offence_type="robbery")
     for person in (FAR[0], NEAR[0]):
         svc.search(team["ivy"], case.id, lfw_photos(person)[0].read_bytes(), face="largest")
     fr = {face_id for face_id, _ in faces_of(svc, "FR")}
@@ -285,7 +285,7 @@ def test_a_purge_and_a_retention_run_blank_the_candidate_lists_that_held_the_era
 def test_an_erased_candidate_leaves_the_case_and_its_investigator_is_told_once(
         svc: FaceSearchService, clock: Clock) -> None:
     team = gallery(svc)
-    case = svc.open_case(team["ivy"], "E-1", "missing person")
+    case = svc.open_case(team["ivy"], "E-1", "missing person", offence_type="robbery")
     found = svc.search(team["ivy"], case.id, lfw_photos(NEAR[0])[0].read_bytes(), face="largest")
     top = found.faces[0].candidates[0]
     clock.advance(hours=1)
@@ -527,7 +527,7 @@ def test_retention_forgets_the_contact_details_of_access_requests_once_answered_
 def test_an_organisation_restricted_to_its_jurisdiction_sees_only_those_faces(
         svc: FaceSearchService) -> None:
     team = gallery(svc)
-    case = svc.open_case(team["ivy"], "J-1", "missing person")
+    case = svc.open_case(team["ivy"], "J-1", "missing person", offence_type="robbery")
 
     def found(person: str) -> tuple[list, list]:
         """All candidates of a search with the person's probe, and those that are the person."""

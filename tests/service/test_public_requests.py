@@ -21,7 +21,7 @@ from facesearch.errors import Busy, Forbidden, InvalidRequest, NoFace, NotFound,
 from facesearch.service import FaceSearchService, RetentionReport
 from facesearch.service.grouping import Sighting
 from facesearch.web.app import create_app
-from tests.conftest import OPERATOR, jpeg_bytes, lfw_photos, noise_image
+from tests.conftest import OPERATOR, jpeg_bytes, lfw_photos, log_in, noise_image
 from tests.service.test_accounts_and_cases import PASSWORD, Clock
 from tests.service.test_governance import FAR, NEAR, audited, faces_of_person, gallery, rows
 
@@ -50,12 +50,12 @@ def photo(person: str, number: int) -> bytes:
 
 def officer_of(svc: FaceSearchService, team: dict) -> object:
     svc.create_user(OPERATOR, "dan", PASSWORD, "dpo", "Org")
-    return svc.login("dan", PASSWORD, "10.0.0.1")[0]
+    return log_in(svc, "dan", PASSWORD)[0]
 
 
 def found_people(svc: FaceSearchService, investigator: object, person: str) -> set[str]:
     """The people an investigator's search with the person's unindexed photo returns."""
-    case = svc.open_case(investigator, f"C-{time.monotonic_ns()}", "missing person")
+    case = svc.open_case(investigator, f"C-{time.monotonic_ns()}", "missing person", offence_type="robbery")
     result = svc.search(investigator, case.id, photo(person, 0), face="largest")
     return {Path(c.location).parent.name for c in result.faces[0].candidates}
 

@@ -16,7 +16,7 @@ from facesearch.config import Settings
 from facesearch.errors import Forbidden, InvalidRequest, NotFound, PolicyRefused
 from facesearch.service import FaceSearchService
 from facesearch.types import Actor
-from tests.conftest import LFW, OPERATOR, lfw_photos
+from tests.conftest import LFW, OPERATOR, lfw_photos, log_in
 from tests.crawl.site import people as site_people
 from tests.crawl.site import photo, single_face_photos, start_site
 from tests.service.test_governance import mail_server, rows
@@ -62,7 +62,7 @@ def people(svc: FaceSearchService, investigator: str = "ivy") -> dict[str, Actor
         user = svc.create_user(OPERATOR, name, PASSWORD, role, organisation)
         if user.status == "pending":
             svc.approve_user(OPERATOR, user.id)
-    return {name: svc.login(name, PASSWORD, "10.0.0.1")[0]
+    return {name: log_in(svc, name, PASSWORD)[0]
             for name in ("sam", investigator, "ian", "oscar", "otto")}
 
 
@@ -101,7 +101,7 @@ def test_a_watch_notifies_each_new_image_of_its_person_once_from_ingest_and_craw
             # A gallery of strangers, so that the watch's cut-off counts real faces.
             others = [p for group in many_photo_people(4, 2) for p in group]
             svc.ingest(OPERATOR, [copy_to(tmp_path / "gallery", *others)], "files")
-            case = svc.open_case(ivy, "W-1", svc.settings.search_purposes[0])
+            case = svc.open_case(ivy, "W-1", svc.settings.search_purposes[0], offence_type="robbery")
             watch = svc.request_watch(ivy, case.id, "warrant 2026/17", 30,
                                       photo=photo("a", 0).read_bytes(), note="suspect A")
             assert watch.status == "pending" and watch.kind == "probe"
@@ -164,7 +164,7 @@ def watching(tmp_path: Path):
     who = people(svc)
     svc.add_source(OPERATOR, "files", "legitimate_interests", "US")
     person, stranger = many_photo_people(2)
-    case = svc.open_case(who["ivy"], "W-2", svc.settings.search_purposes[0])
+    case = svc.open_case(who["ivy"], "W-2", svc.settings.search_purposes[0], offence_type="robbery")
     yield svc, clock, who, case, person, stranger
     svc.close()
 
@@ -294,7 +294,7 @@ def test_nobody_approves_their_own_watch(tmp_path: Path) -> None:
     svc = make_service(tmp_path / "data", Clock())
     try:
         operator, colleague = svc.local_operator("op"), svc.local_operator("other-operator")
-        case = svc.open_case(operator, "W-3", svc.settings.search_purposes[0])
+        case = svc.open_case(operator, "W-3", svc.settings.search_purposes[0], offence_type="robbery")
         watch = svc.request_watch(operator, case.id, "warrant 20", 30,
                                   photo=photo("a", 0).read_bytes())
         with pytest.raises(PolicyRefused, match="another person"):

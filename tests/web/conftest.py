@@ -20,7 +20,7 @@ import pytest
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from facesearch.service.base import client_hash
-from tests.conftest import LFW, lfw_photos
+from tests.conftest import LFW, TOTP_STEP, lfw_photos, log_in, next_totp
 
 FACESEARCH = str(Path(sys.executable).parent / "facesearch")
 # People with at least four photos, chosen in code: photo 0 is a probe, photos 1-3 are indexed.
@@ -39,6 +39,12 @@ USERS = {
     "dan": ("dpo", "Agency A"),  # the data-protection officer
 }
 PURPOSE = "criminal investigation"
+# The operator's own organisation (FACESEARCH_DEPLOYMENT_ORGANISATION): its admins create every
+# role. No user above belongs to it, so that Agency A's admin shows an agency's limits.
+DEPLOYMENT_ORGANISATION = "Operator"
+# The data directory behind each server the tests started (by URL): the log-in helpers read a
+# user's second-factor secret there, as their authenticator app would hold it.
+SERVER_HOMES: dict[str, Path] = {}
 
 
 def password_of(username: str) -> str:
@@ -108,7 +114,7 @@ def build_deployment(home: Path) -> dict[str, object]:
     try:
         operator = service.local_operator("test-operator")
         ada = service.bootstrap_admin(operator, "ada", password_of("ada"), "Agency A")
-        admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
+        admin, _, _ = log_in(service, "ada", password_of("ada"), "127.0.0.1")
         ids = {"ada": ada.id}
         for username, (role, organisation) in USERS.items():
             if username != "ada":
@@ -119,14 +125,15 @@ def build_deployment(home: Path) -> dict[str, object]:
                 ids[username] = service.create_user(creator, username, password_of(username), role,
                                                     organisation).id
         for supervisor, investigators in (("sam", ["ivy", "ian"]), ("bea", ["bob"])):
-            boss, _, _ = service.login(supervisor, password_of(supervisor), "127.0.0.1")
+            boss, _, _ = log_in(service, supervisor, password_of(supervisor), "127.0.0.1")
             for name in investigators:
                 service.approve_user(boss, ids[name])
         keys = {}
         for username in USERS:
             if username == "pat":
                 continue
-            actor, _, _ = service.login(username, password_of(username), "127.0.0.1")
+            # Every user sets up their second factor here, at their first log-in.
+            actor, _, _ = log_in(service, username, password_of(username), "127.0.0.1")
             keys[username] = service.create_api_key(actor, "tests")[1]
         service.add_source(admin, "lfw", "legitimate_interests", "US", "LFW test gallery")
         photos = [p for name in PEOPLE for p in lfw_photos(name)[1:4]]
@@ -141,13 +148,15 @@ def start_server(home: Path, **env: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     environment = {**os.environ, "FACESEARCH_HOME": str(home), "FACESEARCH_WORKERS": "1",
                    "FACESEARCH_SEARCHES_PER_MINUTE_USER": "1000",
-                   "FACESEARCH_SEARCHES_PER_MINUTE_ORGANISATION": "1000", **env}
+                   "FACESEARCH_SEARCHES_PER_MINUTE_ORGANISATION": "1000",
+                   "FACESEARCH_DEPLOYMENT_ORGANISATION": DEPLOYMENT_ORGANISATION, **env}
     # Owner-only, as everything in a data directory must be (`facesearch verify` checks).
     log = open(os.open(home / "server.log", os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600),  # noqa: SIM115
                "ab")
     process = subprocess.Popen([FACESEARCH, "serve", "--port", str(port)], env=environment,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVER_HOMES[url] = home
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -178,13 +187,46 @@ def deployment(tmp_path_factory, lfw) -> Deployment:
     stop_server(process)
 
 
+def totp_code(home: Path, username: str) -> str:
+    """The user's authenticator app's code that the server has not accepted yet (each 30-second
+    step is accepted once per user): now's or the next step's, else it waits for one."""
+    while True:
+        with sqlite3.connect(home / "metadata.sqlite3", timeout=30) as db:
+            secret, last = db.execute("SELECT totp_secret, totp_last_step FROM users WHERE username = ?",
+                                      (username,)).fetchone()
+        if last is None or last + 1 <= int(time.time() // TOTP_STEP) + 1:
+            # Not the previous step: it may fall out of the window before the server checks it.
+            return next_totp(secret, last, time.time(), earliest=0)
+        time.sleep(1)  # three log-ins of one user within 30 s: the next step is a moment away
+
+
+def form_token(page: httpx.Response, name: str = "csrf_token") -> str:
+    return re.search(rf'name="{name}" value="([^"]+)"', page.text).group(1)
+
+
 def post_login(client: httpx.Client, username: str, password: str) -> httpx.Response:
     """Log in through the form as a browser does: fetch it (its token, and the cookie the
-    token must match), then post it back."""
-    form = client.get("/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    return client.post("/login", data={"username": username, "password": password,
-                                       "csrf_token": token})
+    token must match), post it back, then give the second factor: the code step's answer (a
+    303 to the start page with the session cookie), or a refused password's. A user with no
+    second factor yet sets one up first, then logs in again."""
+    home = SERVER_HOMES[str(client.base_url).rstrip("/")]
+    for _ in range(2):
+        form = client.get("/login")
+        done = client.post("/login", data={"username": username, "password": password,
+                                           "csrf_token": form_token(form)})
+        stage = done.headers.get("location", "")
+        if stage == "/login/code":
+            code_page = client.get(stage)
+            return client.post(stage, data={"code": totp_code(home, username),
+                                            "csrf_token": form_token(code_page)})
+        if stage != "/login/enrol":
+            return done
+        enrol_page = client.get(stage)
+        secret = re.search(r'id="totp-secret"[^>]*>([A-Z2-7]+)<', enrol_page.text).group(1)
+        confirmed = client.post(stage, data={"code": next_totp(secret, None, time.time(), earliest=0),
+                                             "csrf_token": form_token(enrol_page)})
+        assert confirmed.status_code == 200 and "recovery-codes" in confirmed.text, confirmed.text
+    raise AssertionError(f"{username} was asked to set up a second factor twice")
 
 
 def wait_for_job(client: httpx.Client, job_id: int) -> dict:

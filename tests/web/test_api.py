@@ -12,7 +12,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
-from tests.conftest import lfw_photos
+from tests.conftest import lfw_photos, log_in
 from tests.web.conftest import (
     PEOPLE,
     PURPOSE,
@@ -28,7 +28,7 @@ from tests.web.conftest import (
 
 def open_case(client: httpx.Client, **extra: object) -> dict:
     response = client.post("/api/v1/cases", json={"number": f"C-{uuid.uuid4().hex[:8]}",
-                                                  "purpose": PURPOSE, **extra})
+                                                  "purpose": PURPOSE, "offence_type": "robbery", **extra})
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -175,17 +175,17 @@ def browser_session(deployment: Deployment, username: str) -> tuple[httpx.Client
 def test_a_session_needs_its_csrf_token_to_change_anything(deployment: Deployment) -> None:
     client, csrf = browser_session(deployment, "ivy")
     try:
-        body = {"number": f"C-{uuid.uuid4().hex[:8]}", "purpose": PURPOSE}
+        body = {"number": f"C-{uuid.uuid4().hex[:8]}", "purpose": PURPOSE, "offence_type": "robbery"}
         before = deployment.state_digest()
         forged = client.post("/api/v1/cases", json=body)
         assert forged.status_code == 403 and deployment.state_digest() == before
         assert deployment.audit()[-1]["action"] == "request.refused"
         assert client.post("/api/v1/cases", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
         before = deployment.state_digest()
-        forged_form = client.post("/cases", data={"number": body["number"] + "f", "purpose": PURPOSE})
+        forged_form = client.post("/cases", data={"number": body["number"] + "f", "purpose": PURPOSE, "offence_type": "robbery"})
         assert forged_form.status_code == 403 and deployment.state_digest() == before
         assert deployment.audit()[-1]["action"] == "request.refused"
-        form = client.post("/cases", data={"number": body["number"] + "b", "purpose": PURPOSE,
+        form = client.post("/cases", data={"number": body["number"] + "b", "purpose": PURPOSE, "offence_type": "robbery",
                                            "csrf_token": csrf})
         assert form.status_code == 303
         assert client.post("/logout", data={"csrf_token": csrf}).status_code == 303
@@ -306,12 +306,12 @@ def strict_server(deployment: Deployment):
     """A second server on the same data with a low per-user limit, and a fresh investigator."""
     service = FaceSearchService(Settings(home=deployment.home))
     try:
-        admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
+        admin, _, _ = log_in(service, "ada", password_of("ada"), "127.0.0.1")
         name = f"r{uuid.uuid4().hex[:6]}"
         user = service.create_user(admin, name, password_of(name), "investigator", "Agency A")
-        sam, _, _ = service.login("sam", password_of("sam"), "127.0.0.1")
+        sam, _, _ = log_in(service, "sam", password_of("sam"), "127.0.0.1")
         service.approve_user(sam, user.id)
-        actor, _, _ = service.login(name, password_of(name), "127.0.0.1")
+        actor, _, _ = log_in(service, name, password_of(name), "127.0.0.1")
         key = service.create_api_key(actor, "limits")[1]
     finally:
         service.close()

@@ -7,6 +7,7 @@ Screenshots of the main pages go to results/screenshots/ for a human to look at.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
-from tests.conftest import ROOT, jpeg_bytes, lfw_photos, noise_image
-from tests.web.conftest import PEOPLE, Deployment, password_of
+from tests.conftest import ROOT, jpeg_bytes, lfw_photos, next_totp, noise_image
+from tests.web.conftest import PEOPLE, Deployment, password_of, totp_code
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "results" / "screenshots"
@@ -81,25 +82,45 @@ def person_of_face(deployment: Deployment, face_id: int) -> str:
     return Path(row[0]).parent.name
 
 
-def log_in(page: Page, deployment: Deployment, username: str,
-           screenshot: str | None = None) -> None:
+def enter_password(page: Page, deployment: Deployment, username: str,
+                   screenshot: str | None = None) -> None:
+    """The log-in form's first step: the browser lands on the second factor's page."""
     page.goto(f"{deployment.url}/login")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password_of(username))
     if screenshot:
         shoot(page, screenshot)
     page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/login/(code|enrol)$"))
+
+
+def enter_code(page: Page, deployment: Deployment, username: str) -> None:
+    """The second factor: the user's app's code; a user with none yet sets one up with the
+    key the page shows, and goes on past their recovery codes."""
+    if page.url.endswith("/login/enrol"):
+        secret = page.locator("#totp-secret").inner_text()
+        page.get_by_label("Code from the app").fill(next_totp(secret, None, time.time(), earliest=0))
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.locator("#recovery-codes li")).to_have_count(10)
+        page.get_by_role("link", name="I have saved them, continue").click()
+    else:
+        page.get_by_label("Code").fill(totp_code(deployment.home, username))
+        page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+def log_in(page: Page, deployment: Deployment, username: str,
+           screenshot: str | None = None) -> None:
+    enter_password(page, deployment, username, screenshot)
+    enter_code(page, deployment, username)
     page.wait_for_url(f"{deployment.url}/cases")
     expect(page.locator("header .who")).to_contain_text(f"{username} · investigator · Agency A")
 
 
 def log_in_as(page: Page, deployment: Deployment, username: str) -> None:
     """Log in with any role, wherever its start page is."""
-    page.goto(f"{deployment.url}/login")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password_of(username))
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(lambda url: not url.endswith("/login"))
+    enter_password(page, deployment, username)
+    enter_code(page, deployment, username)
 
 
 def log_out(page: Page, deployment: Deployment) -> None:
@@ -112,12 +133,14 @@ def open_case(page: Page, deployment: Deployment, number: str) -> int:
     page.fill("#number", number)
     # Not the first option, so the test shows the choice really travels with the form.
     page.select_option("#purpose", "missing person")
+    page.select_option("#offence_type", "robbery")
     page.fill("#authorisation", "warrant 2024/17")
     page.get_by_role("button", name="Open case").click()
     page.wait_for_url(re.compile(r"/cases/\d+$"))
     expect(page.locator("h1")).to_have_text(f"Case {number}")
     expect(page.locator("main")).to_contain_text(
         "Purpose: missing person · authorisation warrant 2024/17")
+    expect(page.locator("#offence")).to_contain_text("robbery")
     return int(page.url.rsplit("/", 1)[1])
 
 
@@ -296,7 +319,7 @@ def test_the_case_report_lists_both_marks_and_downloads_as_a_pdf(
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download PDF").click()
-    assert download.value.suggested_filename == f"case-{case_id}.pdf"
+    assert download.value.suggested_filename == f"case-{number}.pdf"  # BT-<hex>: already safe
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF")
@@ -333,7 +356,7 @@ ACCESSIBILITY_PROBLEMS = """() => {
 def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen(
         browser: Browser, deployment: Deployment) -> None:
     with deployment.client("ivy") as ivy:
-        case = ivy.post("/api/v1/cases", json={"number": case_number(), "purpose": "missing person"}).json()
+        case = ivy.post("/api/v1/cases", json={"number": case_number(), "purpose": "missing person", "offence_type": "robbery"}).json()
         found = ivy.post(f"/api/v1/cases/{case['id']}/searches", data={"face": "largest"}, files={
             "probe": ("p.jpg", lfw_photos(PEOPLE[SEARCHED])[0].read_bytes(), "image/jpeg")})
         assert found.status_code == 201, found.text
@@ -343,8 +366,10 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
     pages = {
         None: ["/login", "/opt-out", "/access"],
         "ivy": ["/cases", f"/cases/{case['id']}", f"/cases/{case['id']}/searches/{found.json()['search_id']}",
-                f"/cases/{case['id']}/report", "/account"],
-        "sam": ["/watches"],
+                f"/cases/{case['id']}/searches/{found.json()['search_id']}/candidates/"
+                f"{found.json()['faces'][0]['candidates'][0]['candidate_id']}",
+                f"/cases/{case['id']}/report", f"/cases/{case['id']}/close", "/account"],
+        "sam": ["/watches", "/supervisor"],
         "ada": ["/admin/users", "/admin/sources", "/admin/policy", "/admin/crawls"],
         "aud": ["/audit", "/records"],
         "dan": ["/dpo", "/dpo/opt-outs"],

@@ -22,7 +22,7 @@ from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from PIL import Image
 
-from tests.conftest import lfw_photos
+from tests.conftest import lfw_photos, log_in
 from tests.hostile_images import Sample, corpus, encoded, sample
 from tests.web.conftest import PEOPLE, password_of, start_server, stop_server, wait_for_job
 
@@ -61,13 +61,13 @@ def make_users(home: Path) -> dict[str, str]:
     try:
         operator = service.local_operator("test-operator")
         service.bootstrap_admin(operator, "ada", password_of("ada"), "Agency A")
-        admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
+        admin, _, _ = log_in(service, "ada", password_of("ada"), "127.0.0.1")
         keys = {"ada": service.create_api_key(admin, "tests")[1]}
         service.create_user(admin, "sam", password_of("sam"), "supervisor", "Agency A")
         ivy = service.create_user(admin, "ivy", password_of("ivy"), "investigator", "Agency A")
-        supervisor, _, _ = service.login("sam", password_of("sam"), "127.0.0.1")
+        supervisor, _, _ = log_in(service, "sam", password_of("sam"), "127.0.0.1")
         service.approve_user(supervisor, ivy.id)
-        investigator, _, _ = service.login("ivy", password_of("ivy"), "127.0.0.1")
+        investigator, _, _ = log_in(service, "ivy", password_of("ivy"), "127.0.0.1")
         keys["ivy"] = service.create_api_key(investigator, "tests")[1]
         service.add_source(admin, "uploads", "legitimate_interests", "US", "hostile uploads")
         return keys
@@ -128,7 +128,7 @@ def test_the_whole_corpus_through_probe_faces_is_refused_without_the_server_grow
 def test_a_search_refuses_hostile_probes_and_records_nothing(site: Site):
     with site.client("ivy") as ivy:
         case = ivy.post("/api/v1/cases", json={"number": f"H-{uuid.uuid4().hex[:8]}",
-                                               "purpose": Settings().search_purposes[0]})
+                                               "purpose": Settings().search_purposes[0], "offence_type": "robbery"})
         assert case.status_code == 201, case.text
         searches = f"/api/v1/cases/{case.json()['id']}/searches"
         for name in FEW:
@@ -198,7 +198,7 @@ def test_faces_of_a_probe_decoded_reduced_are_boxed_in_the_photos_own_pixels(sit
             "p.jpg", encoded(image, "JPEG", quality=95), "image/jpeg")}) for size, image
             in (("small", small), ("large", large))}
         case = ivy.post("/api/v1/cases", json={"number": f"H-{uuid.uuid4().hex[:8]}",
-                                               "purpose": Settings().search_purposes[0]})
+                                               "purpose": Settings().search_purposes[0], "offence_type": "robbery"})
         searched = ivy.post(f"/api/v1/cases/{case.json()['id']}/searches", files={"probe": (
             "p.jpg", encoded(large, "JPEG", quality=95), "image/jpeg")})
     assert all(r.status_code == 200 for r in found.values()), {k: r.text for k, r in found.items()}

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from facesearch.service.base import client_hash
-from tests.conftest import jpeg_bytes, lfw_photos, noise_image
+from tests.conftest import jpeg_bytes, lfw_photos, log_in, noise_image
 from tests.web.conftest import password_of, post_login, start_server, stop_server
 
 MiB = 1024 * 1024
@@ -75,11 +75,11 @@ def make_users(home: Path) -> dict[str, str]:
     try:
         operator = service.local_operator("test-operator")
         service.bootstrap_admin(operator, "ada", password_of("ada"), "Agency A")
-        admin, _, _ = service.login("ada", password_of("ada"), "127.0.0.1")
+        admin, _, _ = log_in(service, "ada", password_of("ada"), "127.0.0.1")
         keys = {"ada": service.create_api_key(admin, "tests")[1]}
         for name, role in (("aud", "auditor"), ("dan", "dpo")):  # the operator's to create
             service.create_user(operator, name, password_of(name), role, "Agency A")
-            user, _, _ = service.login(name, password_of(name), "127.0.0.1")
+            user, _, _ = log_in(service, name, password_of(name), "127.0.0.1")
             keys[name] = service.create_api_key(user, "tests")[1]
         return keys
     finally:
@@ -301,7 +301,7 @@ def test_the_login_form_needs_its_token_and_a_post_without_it_is_refused_and_aud
     [refusal] = [r for r in site.audit(before) if r["action"] == "request.refused"]
     assert refusal["detail"]["target"] == "POST /login" and refusal["role"] == "anonymous"
     assert refusal["client"] == "127.0.0.4"
-    assert [r["actor"] for r in site.audit(before) if r["action"] == "login"] == ["ada"]
+    assert [r["actor"] for r in site.audit(before) if r["action"] == "login.password"] == ["ada"]
 
 
 # Behind a proxy ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
+from tests.conftest import log_in
 from tests.web.conftest import Deployment, password_of
 
 MISSING = 10**9  # no user has this id
@@ -24,7 +25,7 @@ def bert(deployment: Deployment) -> str:
     try:
         operator = service.local_operator("test-operator")
         service.create_user(operator, "bert", password_of("bert"), "admin", "Agency B")
-        actor, _, _ = service.login("bert", password_of("bert"), "127.0.0.1")
+        actor, _, _ = log_in(service, "bert", password_of("bert"), "127.0.0.1")
         deployment.keys["bert"] = service.create_api_key(actor, "isolation")[1]
     finally:
         service.close()

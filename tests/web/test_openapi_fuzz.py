@@ -31,6 +31,7 @@ from schemathesis.core.failures import FailureGroup
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
+from tests.conftest import log_in
 from tests.web.conftest import (
     PURPOSE,
     build_deployment,
@@ -85,7 +86,7 @@ def fresh_key(home: Path, role: str) -> str:
         user = service.create_user(operator, username, password_of(username), role, "Agency A")
         if user.status == "pending":
             service.approve_user(operator, user.id)
-        actor, _, _ = service.login(username, password_of(username), "127.0.0.1")
+        actor, _, _ = log_in(service, username, password_of(username), "127.0.0.1")
         return service.create_api_key(actor, "fuzz")[1]
     finally:
         service.close()
@@ -95,7 +96,7 @@ def seed_case(url: str, key: str) -> None:
     """An open case with a real search in it, so that generated small ids (cases, searches,
     candidates, faces) reach real rows: marks, reports, PDFs and crops, not just 404s."""
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-        case = c.post("/api/v1/cases", json={"number": "FUZZ-1", "purpose": PURPOSE})
+        case = c.post("/api/v1/cases", json={"number": "FUZZ-1", "purpose": PURPOSE, "offence_type": "robbery"})
         assert case.status_code == 201, case.text
         found = c.post(f"/api/v1/cases/{case.json()['id']}/searches",
                        files={"probe": ("probe.jpg", io.BytesIO(probe(0)), "image/jpeg")})

@@ -15,7 +15,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
-from tests.conftest import LFW, OPERATOR, lfw_photos
+from tests.conftest import LFW, OPERATOR, lfw_photos, log_in
 from tests.web.conftest import PEOPLE, Deployment, password_of, start_server, stop_server
 
 LIMIT = 3
@@ -109,7 +109,7 @@ def approved_link(server: Deployment, client: str) -> str:
     service = FaceSearchService(Settings(home=server.home, workers=1))
     try:
         ack = service.request_access(client, lfw_photos(PERSON)[1].read_bytes(), "me@example.org")
-        dan = service.login("dan", password_of("dan"), "127.0.0.1")[0]
+        dan = log_in(service, "dan", password_of("dan"), "127.0.0.1")[0]
         request_id = next(r.id for r in service.access_requests(dan) if r.public_id == ack.request_id)
         token = service.decide_access_request(dan, request_id, True, "passport seen")
     finally:

@@ -19,6 +19,7 @@ from facesearch.errors import (
     NotFound,
     PolicyRefused,
     RateLimited,
+    SecondFactorOwed,
 )
 from facesearch.policy.roles import OPERATOR, ROLES, allowed, check_role, initial_status
 from facesearch.service.base import ServiceBase, client_key
@@ -43,6 +44,17 @@ FIRST_WAIT_SECONDS = 15
 # they go to the deployment's own people, so only the operator and the admins of the operator's
 # own organisation (FACESEARCH_DEPLOYMENT_ORGANISATION) give them.
 DEPLOYMENT_ROLES = frozenset({"auditor", "dpo"})
+# Roles whose local accounts must give a second factor after their password (service/signin.py):
+# every staff role, since each reads personal data (auditors and officers every organisation's).
+SECOND_FACTOR_ROLES = frozenset(ROLES)
+
+
+def stage_after_password(user: User) -> str:
+    """Where a correct password leaves a user: "full", or owing a code ("code") or, with no
+    second factor yet, its set-up ("enrol")."""
+    if user.role not in SECOND_FACTOR_ROLES:
+        return "full"
+    return "code" if user.totp_enrolled_at else "enrol"
 
 
 def lock_seconds(failures: int, allowed: int, longest: int) -> int:
@@ -203,7 +215,10 @@ class Accounts(ServiceBase):
     def login(self, username: str, password: str, client: str,
               browser: str | None = None) -> tuple[Actor, str, str]:
         """Check a password; returns the actor, a session token (for a cookie) and its CSRF
-        token. Every failure reads the same, whatever the reason.
+        token. Every failure reads the same, whatever the reason. The actor's stage says
+        whether the session still owes its second factor (SignIn.verify_second_factor, or
+        SignIn.confirm_enrolment for a user with none yet): until then it may do nothing else.
+        A user linked to an identity provider signs in there, never with a password.
 
         Throttled per username and per client address (see lock_seconds); a browser that has
         logged in as this user before (browser: its remember_browser token) is throttled on its
@@ -230,9 +245,15 @@ class Accounts(ServiceBase):
         if not ok or user is None:
             self._audit_alone(attempt, "login.refused", {"reason": "bad credentials or inactive"})
             raise NotAuthenticated("wrong username or password, or the account is not active")
+        if user.identity_provider:
+            self._audit_alone(attempt, "login.refused", {"reason": "signs in through a provider",
+                                                         "provider": user.identity_provider})
+            raise NotAuthenticated("this account signs in through your agency "
+                                   f"({user.identity_provider}), not with a password")
         if _hasher.check_needs_rehash(user.password_hash):
             self.accounts.set_password_hash(user.id, _hasher.hash(password))
-        actor = _actor_of(user, client)
+        stage = stage_after_password(user)
+        actor = _actor_of(user, client, stage)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         expires = (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
         with self.store.transaction() as conn:
@@ -240,8 +261,13 @@ class Accounts(ServiceBase):
             # share) only takes this attempt back.
             self.accounts.settle_login(conn, reset=[k for k in keys if not k.startswith("addr:")],
                                        undo=[k for k in keys if k.startswith("addr:")])
-            self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(), expires)
-            self._audit(conn, actor, "login", {"remembered_browser": known})
+            self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(), expires,
+                                      stage)
+            if stage == "full":
+                self._audit(conn, actor, "login", {"remembered_browser": known})
+            else:  # "login" is recorded once the second factor is given (SignIn)
+                self._audit(conn, actor, "login.password", {"remembered_browser": known,
+                                                            "second_factor": stage})
         self.accounts.forget_stale_logins(
             (self.clock() - timedelta(days=1)).isoformat(timespec="seconds"), self.now())
         return actor, token, csrf
@@ -291,18 +317,22 @@ class Accounts(ServiceBase):
         """The actor behind a session cookie or an API key, and the session's CSRF token
         (None for API keys, which a browser never sends by itself). Refusals are audited,
         aggregated per client and hour (anyone can send them)."""
-        user, csrf = None, None
+        user, csrf, stage = None, None, "full"
         if api_key:
             user_id = self.accounts.user_id_for_key(token_hash(api_key))
             user = self.accounts.user(user_id=user_id) if user_id else None
         elif session_token:
             found = self.accounts.session(token_hash(session_token), self.now())
             if found:
-                user, csrf = self.accounts.user(user_id=found[0]), found[1]
-        if user is None or user.status != "active":
-            reason = "invalid credentials" if (api_key or session_token) else "no credentials"
+                user, csrf, stage = self.accounts.user(user_id=found.user_id), found.csrf_token, found.stage
+        if user is None or user.status != "active" or stage != "full":
+            reason = ("no credentials" if not (api_key or session_token) else
+                      "second factor owed" if user is not None and user.status == "active"
+                      else "invalid credentials")
             self._audit_anonymous_refusal(Actor(name="anonymous", role="anonymous", client=client),
                                           client, "auth.refused", reason, target=target[:200])
+            if reason == "second factor owed":
+                raise SecondFactorOwed("complete your log-in with your second factor first", stage)
             raise NotAuthenticated("log in, or send a valid API key")
         return _actor_of(user, client), csrf
 
@@ -310,8 +340,12 @@ class Accounts(ServiceBase):
 
     def create_api_key(self, actor: Actor, name: str) -> tuple[ApiKey, str]:
         """A new API key for the actor: the key itself is returned once and stored hashed."""
+        # Made only from a full session, so a key stands for a log-in that gave every factor
+        # the user owes: requests with it ask for no second factor.
         if actor.user_id is None:
             raise PolicyRefused("only user accounts have API keys")
+        if actor.stage != "full":
+            raise NotAuthenticated("complete your log-in with your second factor first")
         name = name.strip()[:100] or "api key"
         secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
         with self.store.transaction() as conn:
@@ -331,6 +365,7 @@ class Accounts(ServiceBase):
             self._audit(conn, actor, "api_key.revoke", {"key_id": key_id})
 
 
-def _actor_of(user: User, client: str) -> Actor:
+def _actor_of(user: User, client: str, stage: str = "full") -> Actor:
     return Actor(name=user.username, role=user.role, user_id=user.id,
-                 organisation_id=user.organisation_id, organisation=user.organisation, client=client)
+                 organisation_id=user.organisation_id, organisation=user.organisation, client=client,
+                 stage=stage)

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from sqlalchemy.engine import Connection
 
 from facesearch.config import Settings
-from facesearch.errors import Forbidden, PolicyRefused
+from facesearch.errors import Forbidden, NotAuthenticated, PolicyRefused
 from facesearch.policy.roles import allowed
 from facesearch.store.accounts import AccountStore
 from facesearch.store.audit import AuditStore, load_key
@@ -142,7 +142,11 @@ class ServiceBase:
         return {"sent": True}
 
     def authorise(self, actor: Actor, permission: str, action: str) -> None:
-        """Raise Forbidden, after auditing the refusal, unless actor's role holds permission."""
+        """Raise Forbidden, after auditing the refusal, unless actor's role holds permission
+        and actor has logged in fully (a password alone leaves a second factor owed)."""
+        if actor.stage != "full":
+            self._audit_alone(actor, f"{action}.refused", {"reason": "second factor owed"})
+            raise NotAuthenticated("complete your log-in with your second factor first")
         if not allowed(actor.role, permission):
             self._audit_alone(actor, f"{action}.refused", {"reason": f"role {actor.role} lacks {permission}"})
             raise Forbidden("you are not permitted to do this")

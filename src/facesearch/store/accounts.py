@@ -12,7 +12,9 @@ from facesearch.store.schema import (
     api_keys,
     login_devices,
     login_throttle,
+    oidc_logins,
     organisations,
+    recovery_codes,
     sessions,
     users,
 )
@@ -61,6 +63,22 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class Session:
+    user_id: int
+    csrf_token: str
+    stage: str  # "full", or "code"/"enrol" while its second factor is owed
+
+
+@dataclass(frozen=True)
+class OidcLogin:
+    """An OpenID Connect log-in in flight (store.schema.oidc_logins)."""
+
+    provider: str
+    nonce_hash: str
+    code_verifier: str
+
+
+@dataclass(frozen=True)
 class Throttle:
     """A log-in throttle key's state (store.schema.login_throttle)."""
 
@@ -102,6 +120,10 @@ class AccountStore:
     def set_jurisdictions(self, conn: Connection, organisation_id: int, codes: list[str]) -> None:
         conn.execute(update(organisations).where(organisations.c.id == organisation_id)
                      .values(jurisdictions=",".join(codes)))
+
+    def set_reveal_case_numbers(self, conn: Connection, organisation_id: int, reveal: bool) -> None:
+        conn.execute(update(organisations).where(organisations.c.id == organisation_id)
+                     .values(reveal_case_numbers=reveal))
 
     # Users ------------------------------------------------------------------------------------
 
@@ -149,6 +171,79 @@ class AccountStore:
         with self.engine.begin() as conn:
             conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
 
+    # Second factor and identity providers ------------------------------------------------------
+
+    def set_totp_secret(self, conn: Connection, user_id: int, secret: str | None) -> None:
+        """Set (or with None, clear) a user's TOTP secret; it is not enrolled until confirmed.
+        Clearing also forgets the last step and the user's recovery codes."""
+        conn.execute(update(users).where(users.c.id == user_id).values(
+            totp_secret=secret, totp_enrolled_at=None, totp_last_step=None))
+        if secret is None:
+            conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
+
+    def confirm_totp(self, conn: Connection, user_id: int, secret: str, step: int, now: str) -> bool:
+        """Mark the secret enrolled, if it is still the user's pending one; whether it was."""
+        return conn.execute(update(users).where(
+            users.c.id == user_id, users.c.totp_secret == secret,
+            users.c.totp_enrolled_at.is_(None)).values(
+            totp_enrolled_at=now, totp_last_step=step)).rowcount == 1
+
+    def claim_totp_step(self, conn: Connection, user_id: int, step: int) -> bool:
+        """Record that a code of time step `step` was accepted, only if no code of that step or a
+        later one was: one update, so two log-ins racing with one code cannot both win."""
+        return conn.execute(update(users).where(
+            users.c.id == user_id, users.c.totp_enrolled_at.is_not(None),
+            (users.c.totp_last_step.is_(None)) | (users.c.totp_last_step < step)).values(
+            totp_last_step=step)).rowcount == 1
+
+    def replace_recovery_codes(self, conn: Connection, user_id: int, code_hashes: list[str],
+                               now: str) -> None:
+        conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
+        conn.execute(insert(recovery_codes), [
+            {"user_id": user_id, "code_hash": h, "created_at": now} for h in code_hashes])
+
+    def use_recovery_code(self, conn: Connection, user_id: int, code_hash: str, now: str) -> bool:
+        """Spend an unused recovery code; whether there was one."""
+        return conn.execute(update(recovery_codes).where(
+            recovery_codes.c.user_id == user_id, recovery_codes.c.code_hash == code_hash,
+            recovery_codes.c.used_at.is_(None)).values(used_at=now)).rowcount == 1
+
+    def recovery_codes_left(self, user_id: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(recovery_codes).where(
+                recovery_codes.c.user_id == user_id, recovery_codes.c.used_at.is_(None))).scalar_one()
+
+    def external_user_id(self, provider: str, subject: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(users.c.id).where(
+                users.c.identity_provider == provider, users.c.external_subject == subject)).scalar()
+
+    def link_external(self, conn: Connection, user_id: int, provider: str | None,
+                      subject: str | None) -> None:
+        conn.execute(update(users).where(users.c.id == user_id).values(
+            identity_provider=provider, external_subject=subject))
+
+    def set_role(self, conn: Connection, user_id: int, role: str) -> None:
+        conn.execute(update(users).where(users.c.id == user_id).values(role=role))
+
+    def add_oidc_login(self, conn: Connection, state_hash: str, provider: str, nonce_hash: str,
+                       code_verifier: str, now: str, expires_at: str) -> None:
+        conn.execute(oidc_logins.delete().where(oidc_logins.c.expires_at <= now))
+        conn.execute(insert(oidc_logins).values(
+            state_hash=state_hash, provider=provider, nonce=nonce_hash, code_verifier=code_verifier,
+            created_at=now, expires_at=expires_at))
+
+    def take_oidc_login(self, conn: Connection, state_hash: str, now: str) -> OidcLogin | None:
+        """The log-in of this state if it has not expired, deleted: a state is good once."""
+        row = conn.execute(select(oidc_logins).where(
+            oidc_logins.c.state_hash == state_hash)).mappings().first()
+        if row is None:
+            return None
+        conn.execute(oidc_logins.delete().where(oidc_logins.c.state_hash == state_hash))
+        if row["expires_at"] <= now:
+            return None
+        return OidcLogin(row["provider"], row["nonce"], row["code_verifier"])
+
     # API keys ----------------------------------------------------------------------------------
 
     def add_api_key(self, conn: Connection, user_id: int, name: str, prefix: str, key_hash: str,
@@ -178,16 +273,23 @@ class AccountStore:
     # Sessions -------------------------------------------------------------------------------
 
     def add_session(self, conn: Connection, token_hash: str, user_id: int, csrf: str, now: str,
-                    expires_at: str) -> None:
-        conn.execute(insert(sessions).values(token_hash=token_hash, user_id=user_id,
-                                             csrf_token=csrf, created_at=now, expires_at=expires_at))
+                    expires_at: str, stage: str = "full") -> None:
+        conn.execute(insert(sessions).values(token_hash=token_hash, user_id=user_id, csrf_token=csrf,
+                                             created_at=now, expires_at=expires_at, stage=stage))
 
-    def session(self, token_hash: str, now: str) -> tuple[int, str] | None:
-        """(user id, CSRF token) of a session that has not expired."""
+    def session(self, token_hash: str, now: str) -> Session | None:
+        """A session that has not expired."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(sessions.c.user_id, sessions.c.csrf_token).where(
+            row = conn.execute(select(sessions.c.user_id, sessions.c.csrf_token, sessions.c.stage).where(
                 sessions.c.token_hash == token_hash, sessions.c.expires_at > now)).first()
-        return (row[0], row[1]) if row else None
+        return Session(*row) if row else None
+
+    def promote_session(self, conn: Connection, token_hash: str, new_token_hash: str, was: str) -> bool:
+        """Make a session of stage `was` full, under a new token; whether it was in that stage
+        (once only, under races)."""
+        return conn.execute(update(sessions).where(
+            sessions.c.token_hash == token_hash, sessions.c.stage == was).values(
+            stage="full", token_hash=new_token_hash)).rowcount == 1
 
     def end_session(self, conn: Connection, token_hash: str) -> None:
         conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))

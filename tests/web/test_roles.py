@@ -80,7 +80,7 @@ def uploaded_image(d: Deployment, photo) -> str:  # noqa: ANN001
 def fresh_case(d: Deployment, _: Targets) -> dict:
     with d.client("ivy") as ivy:
         case = ivy.post("/api/v1/cases", json={"number": f"T-{uuid.uuid4().hex[:8]}",
-                                                "purpose": PURPOSE}).json()
+                                                "purpose": PURPOSE, "offence_type": "robbery"}).json()
     return {"case_id": case["id"]}
 
 
@@ -89,6 +89,14 @@ def fresh_candidate(d: Deployment, t: Targets) -> dict:
         found = ivy.post(f"/api/v1/cases/{t.case_id}/searches", files=photo_file()(),
                          data={"face": "largest", "top": "3"}).json()
     return {"candidate_id": found["faces"][0]["candidates"][1]["candidate_id"]}
+
+
+def fresh_mark(d: Deployment, t: Targets) -> dict:
+    """A mark of ivy's on a fresh candidate, for her to withdraw."""
+    candidate = fresh_candidate(d, t)["candidate_id"]
+    with d.client("ivy") as ivy:
+        marked = ivy.post(f"/api/v1/candidates/{candidate}/marks", json={"mark": "possible"}).json()
+    return {"candidate_id": candidate, "mark_id": marked["marks"][-1]["id"]}
 
 
 def fresh_pending_user(d: Deployment, _: Targets) -> dict:
@@ -219,7 +227,7 @@ def latest_job(d: Deployment, _: Targets) -> dict:
 
 
 def new_case_body() -> dict:
-    return {"number": f"C-{uuid.uuid4().hex[:8]}", "purpose": PURPOSE}
+    return {"number": f"C-{uuid.uuid4().hex[:8]}", "purpose": PURPOSE, "offence_type": "robbery"}
 
 
 CASE_READERS = frozenset({"supervisor", "investigator"})
@@ -270,8 +278,14 @@ CALLS = [
     Call("POST", "/api/v1/cases/{case_id}/searches", INVESTIGATOR, same_organisation=True,
          files=photo_file(), data={"face": "largest", "top": "5"}),
     Call("GET", "/api/v1/cases/{case_id}/searches/{search_id}", CASE_READERS, same_organisation=True),
+    Call("GET", "/api/v1/cases/{case_id}/searches/{search_id}/probe-faces/{probe_face}/crop",
+         CASE_READERS, same_organisation=True),
+    Call("GET", "/api/v1/cases/{case_id}/searches/{search_id}/candidates/{candidate_id}/source-image",
+         CASE_READERS, same_organisation=True),
     Call("POST", "/api/v1/candidates/{candidate_id}/marks", INVESTIGATOR, same_organisation=True,
          json={"mark": "rejected"}, prepare=fresh_candidate),
+    Call("POST", "/api/v1/candidates/{candidate_id}/marks/{mark_id}/withdraw", INVESTIGATOR,
+         same_organisation=True, prepare=fresh_mark),
     Call("GET", "/api/v1/cases/{case_id}/report", CASE_READERS, same_organisation=True),
     Call("GET", "/api/v1/cases/{case_id}/report.pdf", CASE_READERS, same_organisation=True),
     # Case watches
@@ -334,16 +348,22 @@ CALLS = [
     Call("GET", "/cases", CASE_READERS),
     Call("POST", "/cases", INVESTIGATOR, data=lambda: new_case_body()),
     Call("GET", "/cases/{case_id}", CASE_READERS, same_organisation=True),
+    Call("GET", "/cases/{case_id}/close", INVESTIGATOR, same_organisation=True, prepare=fresh_case),
     Call("POST", "/cases/{case_id}/close", INVESTIGATOR, same_organisation=True, prepare=fresh_case),
     Call("GET", "/cases/{case_id}/searches/{search_id}", CASE_READERS, same_organisation=True),
+    Call("GET", "/cases/{case_id}/searches/{search_id}/candidates/{candidate_id}", CASE_READERS,
+         same_organisation=True),
     Call("POST", "/candidates/{candidate_id}/mark", INVESTIGATOR, same_organisation=True,
          data={"mark": "rejected", "back_to": "/cases/1/searches/1"}, prepare=fresh_candidate),
+    Call("POST", "/candidates/{candidate_id}/marks/{mark_id}/withdraw", INVESTIGATOR,
+         same_organisation=True, data={"back_to": "/cases/1/searches/1"}, prepare=fresh_mark),
     Call("GET", "/cases/{case_id}/report", CASE_READERS, same_organisation=True),
     Call("POST", "/cases/{case_id}/watches", INVESTIGATOR, same_organisation=True,
          files=watch_photo, data={"authorisation": "role matrix", "days": "30"}),
     Call("POST", "/watches/{watch_id}/stop", CASE_READERS, same_organisation=True,
          data={"reason": "role matrix"}, prepare=fresh_watch),
     Call("GET", "/watches", SUPERVISOR),
+    Call("GET", "/supervisor", SUPERVISOR),
     Call("POST", "/watches/{watch_id}/decide", SUPERVISOR, data={"decision": "refuse"},
          prepare=fresh_watch),
     Call("GET", "/admin/users", frozenset({"admin", "supervisor"})),
@@ -351,6 +371,7 @@ CALLS = [
     Call("POST", "/admin/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
     Call("POST", "/admin/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
     Call("GET", "/admin/sources", ADMIN),
+    Call("GET", "/admin/ingest-jobs/{job_id}", ADMIN, prepare=latest_job),
     Call("POST", "/admin/sources", ADMIN, data=new_source_body),
     Call("POST", "/admin/ingest", ADMIN, data={"source": "lfw"},
          files=lambda: {"files": ("b.jpg", lfw_photos(PEOPLE[2])[1].read_bytes(), "image/jpeg")}),
@@ -373,7 +394,7 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json"),
 @pytest.fixture(scope="module")
 def targets(deployment: Deployment) -> Targets:
     with deployment.client("ivy") as ivy:
-        case = ivy.post("/api/v1/cases", json={"number": "ROLES-1", "purpose": PURPOSE}).json()
+        case = ivy.post("/api/v1/cases", json={"number": "ROLES-1", "purpose": PURPOSE, "offence_type": "robbery"}).json()
         found = ivy.post(f"/api/v1/cases/{case['id']}/searches", files=photo_file()(),
                          data={"face": "largest", "top": "5"}).json()
     first = found["faces"][0]["candidates"][0]
@@ -399,7 +420,7 @@ def base_values(t: Targets) -> dict:
     return {"case_id": t.case_id, "search_id": t.search_id, "candidate_id": t.candidate_id,
             "face_id": t.face_id, "job_id": t.job_id, "user_id": 1, "key_id": 1,
             "name": "lfw", "sha256": "0" * 64, "request_id": 1, "organisation": "Agency A",
-            "command": "pause", "watch_id": 1}
+            "command": "pause", "watch_id": 1, "probe_face": 0, "mark_id": 1}
 
 
 def test_the_matrix_covers_every_route_of_the_app() -> None:

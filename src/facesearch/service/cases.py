@@ -121,6 +121,8 @@ class CaseReport:
     photos: dict[int, list[PhotoGroup]] = field(default_factory=dict)
     # (search id, probe face) -> the probe face's crop (JPEG), where the search stored one.
     probe_crops: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    # Candidate id -> where its image came from, in words (unerased candidates only).
+    provenance: dict[int, Provenance] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -450,6 +452,7 @@ class Cases(Grouping):
         case = self._own_case(actor, case_id, "case.report")
         report = CaseReport(case, actor.organisation, self.now(), self.cases.searches(case.id))
         report.probe_crops = self.cases.probe_crops([s.id for s in report.searches])
+        report.provenance = self._provenance([c for s in report.searches for c in s.candidates])
         jurisdictions = self._jurisdictions_of(case)
         report.photos = {s.id: self._result_groups(
             [(c.probe_face, c.rank, c.face_id) for c in s.candidates if not c.erased_at],

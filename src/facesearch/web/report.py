@@ -10,7 +10,7 @@ from collections.abc import Callable
 from fpdf import FPDF
 
 from facesearch.errors import FacesearchError
-from facesearch.service import CaseReport
+from facesearch.service import CaseReport, readable_place
 from facesearch.web.dates import readable
 
 CROP_MM = 18  # a candidate's crop, and a probe face's, printed at the same size for comparison
@@ -104,7 +104,7 @@ def _search(pdf: _ReportPDF, report: CaseReport, search, crop_of) -> None:  # no
     for c in search.candidates:
         if pdf.get_y() > 250:
             pdf.add_page()
-        _candidate(pdf, c, crop_of)
+        _candidate(pdf, report, c, crop_of)
     for photo in report.photos.get(search.id, []):
         pdf.set_font("Helvetica", "B", 8)
         ranks = ", ".join(f"#{rank}" for _, rank in photo.candidates)
@@ -113,11 +113,12 @@ def _search(pdf: _ReportPDF, report: CaseReport, search, crop_of) -> None:  # no
         pdf.set_font("Helvetica", size=8)
         for seen in photo.sightings:
             pdf.set_x(14)
-            pdf.cell(0, 4, _text(f"{seen.page_url or seen.location} ({seen.source}, "
-                                 f"{seen.seen_at[:10]})")[:120], new_x="LMARGIN", new_y="NEXT")
+            pdf.cell(0, 4, _text(f"{seen.page_url or readable_place(seen.location)} ({seen.source}, "
+                                 f"{readable(seen.seen_at, False)})")[:120],
+                     new_x="LMARGIN", new_y="NEXT")
 
 
-def _candidate(pdf: _ReportPDF, c, crop_of) -> None:  # noqa: ANN001 - a StoredCandidate
+def _candidate(pdf: _ReportPDF, report: CaseReport, c, crop_of) -> None:  # noqa: ANN001
     top = pdf.get_y()
     if c.erased_at:
         pdf.set_font("Helvetica", "I", 9)
@@ -135,8 +136,10 @@ def _candidate(pdf: _ReportPDF, c, crop_of) -> None:  # noqa: ANN001 - a StoredC
                          f"distance {c.distance:.3f}, score {c.false_match_probability:.2e}"),
              new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=8)
-    for line in (f"{c.location}", f"source {c.source}, jurisdiction {c.jurisdiction}, "
-                 f"collected {c.collected_at[:10]}, face {c.face_id}"):
+    where = report.provenance[c.id]
+    found = f"on {where.page_url}; image {where.place}" if where.page_url else where.place
+    for line in (found, f"source {where.source}, jurisdiction {c.jurisdiction}, "
+                 f"collected {readable(c.collected_at, False)}, face {c.face_id}"):
         pdf.set_x(31)
         pdf.cell(0, 4, _text(line)[:120], new_x="LMARGIN", new_y="NEXT")
     if c.case_mark:

@@ -144,8 +144,8 @@ def test_erasure_notices_come_one_per_search_newest_first_naming_the_marked_cand
     ranks = [c.rank for c in person]
     assert notices[1].message == (
         f"Search {searches[0]} in case ER-1: 2 marked candidates (#{ranks[0]} confirmed, "
-        f"#{ranks[1]} possible match) and 1 other candidate (#{ranks[2]}) were erased; "
-        "they no longer appear in the case.")
+        f"#{ranks[1]} possible match) and 1 other candidate (#{ranks[2]}) were erased by "
+        "2026-01-05; they no longer appear in the case.")
     assert PERSON not in notices[0].message and "lfw" not in notices[0].message
     assert svc.take_notifications(team["ivy"]) == []  # handed over once
 

@@ -20,7 +20,7 @@ import pytest
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from facesearch.service.base import client_hash
-from tests.conftest import LFW, TOTP_STEP, lfw_photos, log_in, next_totp
+from tests.conftest import LFW, ROOT, TOTP_STEP, lfw_photos, log_in, next_totp
 
 FACESEARCH = str(Path(sys.executable).parent / "facesearch")
 # People with at least four photos, chosen in code: photo 0 is a probe, photos 1-3 are indexed.
@@ -39,6 +39,10 @@ USERS = {
     "dan": ("dpo", "Agency A"),  # the data-protection officer
 }
 PURPOSE = "criminal investigation"
+OIDC_CLIENT = ("facesearch-tests", "a-client-secret-for-tests")
+# The test provider's users: oscar's group maps to supervisor; vera's to nothing (an admin links her).
+OIDC_USERS = {"oscar": {"sub": "agency-0001", "groups": ["sergeants"]},
+              "vera": {"sub": "agency-0002", "groups": ["clerks"]}}
 # The operator's own organisation (FACESEARCH_DEPLOYMENT_ORGANISATION): its admins create every
 # role. No user above belongs to it, so that Agency A's admin shows an agency's limits.
 DEPLOYMENT_ORGANISATION = "Operator"
@@ -179,11 +183,37 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def deployment(tmp_path_factory, lfw) -> Deployment:
+def deployment(tmp_path_factory, lfw, oidc_provider: str) -> Deployment:
     home = tmp_path_factory.mktemp("web") / "data"
     made = build_deployment(home)
-    process, url = start_server(home)
+    process, url = start_server(home, FACESEARCH_OIDC_PROVIDERS=json.dumps([{
+        "name": "agency", "title": "Test Agency", "issuer": oidc_provider,
+        "client_id": OIDC_CLIENT[0], "client_secret": OIDC_CLIENT[1], "organisation": "Agency A",
+        "role_claim": "groups", "roles": {"sergeants": "supervisor"}, "create_users": True}]))
     yield Deployment(url, home, process, made["keys"], made["user_ids"])
+    stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> str:
+    """The issuer URL of a real OpenID Connect provider on loopback (tests/oidc_provider.py),
+    run as its own process: the deployment's server signs its staff in there."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.oidc_provider", "--port", str(port),
+                                "--client-id", OIDC_CLIENT[0], "--client-secret", OIDC_CLIENT[1],
+                                "--users", json.dumps(OIDC_USERS)], cwd=ROOT)
+    issuer = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(issuer + "/.well-known/openid-configuration", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        raise RuntimeError("the OIDC test provider did not start in 30 s")
+    yield issuer
     stop_server(process)
 
 

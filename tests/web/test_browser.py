@@ -363,6 +363,10 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         watch = ivy.post(f"/api/v1/cases/{case['id']}/watches", data={"authorisation": "a11y", "days": "7"},
                          files={"photo": ("p.jpg", lfw_photos(PEOPLE[SEARCHED])[0].read_bytes(), "image/jpeg")})
         assert watch.status_code == 201, watch.text  # listed on the case and the supervisor's page
+    newcomer = f"n{uuid.uuid4().hex[:8]}"  # a user with no second factor yet: its set-up page
+    with deployment.client("ada") as ada:
+        ada.post("/api/v1/users", json={"username": newcomer, "password": password_of(newcomer),
+                                        "role": "supervisor", "organisation": "Agency A"}).raise_for_status()
     pages = {
         None: ["/login", "/opt-out", "/access"],
         "ivy": ["/cases", f"/cases/{case['id']}", f"/cases/{case['id']}/searches/{found.json()['search_id']}",
@@ -373,6 +377,9 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         "ada": ["/admin/users", "/admin/sources", "/admin/policy", "/admin/crawls"],
         "aud": ["/audit", "/records"],
         "dan": ["/dpo", "/dpo/opt-outs"],
+        # After the password only: the second factor's pages.
+        "password only: sam": ["/login/code"],
+        f"password only: {newcomer}": ["/login/enrol"],
     }
     problems = {}
     # A small phone, then a desktop: each page must read and fit on both.
@@ -381,7 +388,9 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
             context = browser.new_context(viewport=viewport)
             try:
                 page = context.new_page()
-                if username:
+                if username and username.startswith("password only: "):
+                    enter_password(page, deployment, username.removeprefix("password only: "))
+                elif username:
                     log_in_as(page, deployment, username)
                 for path in paths:
                     response = page.goto(f"{deployment.url}{path}")

@@ -247,6 +247,9 @@ CALLS = [
     Call("POST", "/api/v1/users", ADMIN, json=new_user_body),
     Call("POST", "/api/v1/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
     Call("POST", "/api/v1/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
+    Call("POST", "/api/v1/users/{user_id}/reset-second-factor", ADMIN, prepare=fresh_pending_user),
+    Call("PUT", "/api/v1/users/{user_id}/identity", ADMIN, prepare=fresh_pending_user,
+         json=lambda: {"provider": "agency", "subject": f"sub-{uuid.uuid4().hex[:8]}"}),
     # Gallery
     Call("GET", "/api/v1/sources", ALL),
     Call("POST", "/api/v1/sources", ADMIN, json=new_source_body),
@@ -370,6 +373,7 @@ CALLS = [
     Call("POST", "/admin/users", ADMIN, data=new_user_body),
     Call("POST", "/admin/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
     Call("POST", "/admin/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
+    Call("POST", "/admin/users/{user_id}/reset-second-factor", ADMIN, prepare=fresh_pending_user),
     Call("GET", "/admin/sources", ADMIN),
     Call("GET", "/admin/ingest-jobs/{job_id}", ADMIN, prepare=latest_job),
     Call("POST", "/admin/sources", ADMIN, data=new_source_body),
@@ -384,6 +388,10 @@ CALLS = [
 ]
 # Open to anyone: log-in, and the data-subject pages and API (limited per client instead).
 PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json"),
+          # A log-in's second step (a session that gave its password only) and agency sign-in.
+          ("GET", "/login/code"), ("POST", "/login/code"), ("GET", "/login/enrol"),
+          ("POST", "/login/enrol"), ("GET", "/login/oidc/{provider}"),
+          ("GET", "/login/oidc/{provider}/callback"),
           ("GET", "/opt-out"), ("POST", "/opt-out"), ("GET", "/access"), ("POST", "/access"),
           ("GET", "/access/report/{token}"), ("POST", "/access/report/{token}"),
           ("POST", "/opt-out/confirm"), ("POST", "/api/v1/public/opt-out"),

@@ -632,8 +632,9 @@ def _notify_erased(conn: Connection, user_id: int, search_id: int, number: str, 
                      f"({', '.join(unmarked)})")
     several = len(erased) != 1
     prefix = f"Search {search_id} in case "
-    message = (f"{prefix}{number}: {' and '.join(parts)} {'were' if several else 'was'} erased; "
-               f"{'they no longer appear' if several else 'it no longer appears'} in the case.")
+    message = (f"{prefix}{number}: {' and '.join(parts)} {'were' if several else 'was'} erased "
+               f"by {now[:10]}; {'they no longer appear' if several else 'it no longer appears'} "
+               "in the case.")
     conn.execute(delete(notifications).where(notifications.c.user_id == user_id,
                                              notifications.c.seen_at.is_(None),
                                              notifications.c.message.startswith(prefix)))

@@ -189,7 +189,9 @@ function localTimes() {
     // A bare date has no zone to convert from.
     if (Number.isNaN(moment.getTime()) || !value.includes("T")) return;
     const options = element.dataset.show === "date" ? { dateStyle: "medium" }
-      : { dateStyle: "medium", timeStyle: "short", timeZoneName: "short" };
+      // dateStyle and timeStyle refuse timeZoneName (a TypeError), so the parts are named.
+      : { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+          timeZoneName: "short" };
     element.title = element.textContent;
     element.textContent = new Intl.DateTimeFormat(undefined, options).format(moment);
   });

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import httpx
 import pyotp
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -307,7 +307,7 @@ class SignIn(Accounts):
                 auth=(provider.client_id, provider.client_secret.get_secret_value()))
         answer.raise_for_status()
         id_token = answer.json()["id_token"]
-        kid = jwt.extract_compact(id_token.encode()).headers().get("kid")
+        kid = jws.extract_compact(id_token.encode()).headers().get("kid")
         if kid and not any(k.kid == kid for k in keys.keys):
             _, keys = self._oidc_configuration(provider, fresh=True)
         # Asymmetric algorithms only: "none" and HS256 (keyed with something public) are refused.

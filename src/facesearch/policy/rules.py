@@ -17,6 +17,16 @@ LAWFUL_BASES = (
     "legitimate_interests",
 )
 
+# Each basis as a person reads it, with the article it rests on.
+LAWFUL_BASIS_WORDS = {
+    "consent": "consent (GDPR Art. 6(1)(a))",
+    "contract": "a contract (GDPR Art. 6(1)(b))",
+    "legal_obligation": "a legal obligation (GDPR Art. 6(1)(c))",
+    "vital_interests": "vital interests (GDPR Art. 6(1)(d))",
+    "public_task": "a task in the public interest (GDPR Art. 6(1)(e))",
+    "legitimate_interests": "legitimate interests (GDPR Art. 6(1)(f))",
+}
+
 UNKNOWN_JURISDICTION = "unknown"
 
 # ISO 3166-1 alpha-2, officially assigned codes.
@@ -48,6 +58,12 @@ def check_lawful_basis(basis: str | None) -> str:
     if basis not in LAWFUL_BASES:
         raise InvalidRequest(f"unknown lawful basis {basis!r}; choose one of {', '.join(LAWFUL_BASES)}")
     return basis
+
+
+def lawful_basis_in_words(basis: str) -> str:
+    """A lawful basis code in plain words, e.g. "legitimate interests (GDPR Art. 6(1)(f))";
+    a code this version does not know is shown as it is rather than hidden."""
+    return LAWFUL_BASIS_WORDS.get(basis, basis.replace("_", " "))
 
 
 def check_jurisdiction_allowed(jurisdiction: str, excluded: list[str]) -> None:

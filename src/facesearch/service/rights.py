@@ -43,11 +43,14 @@ from facesearch.errors import (
     FacesearchError,
     Forbidden,
     InvalidRequest,
+    NoFace,
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import hash_bits_apart, perceptual_hashes
+from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hashes
 from facesearch.policy.dates import add_months
+from facesearch.policy.roles import OPERATOR
+from facesearch.policy.rules import lawful_basis_in_words
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
@@ -121,6 +124,10 @@ SAME_PHOTO_BITS = 10  # perceptual-hash bits within which a second photo is the 
 # few hundred faces the officer can no longer tell them apart one by one, and each review
 # stays a bounded read whatever the identity's size. The faces beyond remain (never erased).
 IDENTITY_REVIEW_FACES = 200
+# A second face at least this wide, relative to the largest, makes a selfie two people's (side
+# by side, as near the camera): which one asks is then unknown. A face in the background (a
+# passer-by, a poster) is smaller; on 467 LFW photos this refused 2, both of two people.
+SECOND_FACE_RATIO = 0.85
 QUEUE_WAIT_SECONDS = 60  # the longest a public photo waits for its turn before 503
 BUSY_RETRY_SECONDS = 30
 
@@ -171,6 +178,35 @@ class AccessLink:
 
 
 @dataclass
+class RequestStatus:
+    """What anyone holding a request number may learn of it: its status, no more."""
+
+    request_id: str
+    kind: str  # "access" or "erasure"
+    received_at: str
+    deadline: str | None  # an access request's answer date; an opt-out has none
+    status: str  # in words
+
+
+# Each (kind, status) as the requester reads it.
+STATUS_WORDS = {
+    ("access", "pending"): "received: our data-protection officer has not answered yet",
+    ("access", "approved"): "answered: a one-time link to your report was sent to the address "
+                            "you gave",
+    ("access", "delivered"): "answered: your report has been shown through its one-time link",
+    ("access", "rejected"): "refused: we could not confirm that the photo is of you; the "
+                            "data-protection officer wrote to the address you gave",
+    ("erasure", "hidden"): "you are hidden from searches; nothing is deleted until you confirm "
+                           "with a second photo",
+    ("erasure", "review"): "done: your images are deleted; a person is checking faces that only "
+                           "look like you",
+    ("erasure", "done"): "done: your images are deleted and you are blocked from collection",
+    ("erasure", "reinstated"): "reversed by our data-protection officer before it was "
+                               "confirmed: you can be found again",
+}
+
+
+@dataclass
 class AccessRequestView:
     """An access request as the data-protection officer sees it."""
 
@@ -187,15 +223,24 @@ class AccessRequestView:
 
 
 @dataclass
+class ReportedSearch:
+    """A search that returned one of the person's images, as the person may know of it."""
+
+    organisation: str
+    date: str
+    case: str | None  # the agency's case number, only where the agency allows it to be shown
+
+
+@dataclass
 class ReportedImage:
     location: str
     page_url: str | None
-    source: str
-    lawful_basis: str
+    source: str  # the source's display name (its name where it has none)
+    lawful_basis: str  # in words, e.g. "legitimate interests (GDPR Art. 6(1)(f))"
     jurisdiction: str
     collected_at: str
     purge_date: str  # when retention destroys it
-    returned_by_searches: list[dict] = field(default_factory=list)  # case, organisation, date
+    returned_by_searches: list[ReportedSearch] = field(default_factory=list)
     # Every place the photo was seen, the above first (the person may want each page told).
     sightings: list[Sighting] = field(default_factory=list)
 
@@ -247,6 +292,12 @@ def _identity_review_faces(found: SubjectRequest) -> list[int]:
     (its review_identities: JSON {"identities": [...], "faces": [...]}; an access request's
     holds "identities" and "disclosed_faces")."""
     return list(json.loads(found.review_identities or "{}").get("faces", []))
+
+
+def _second_person(faces: Sequence) -> bool:
+    """Whether a photo's second face (detections, largest first) is nearly as large as the
+    first: two people, and no telling which of them is asking."""
+    return len(faces) > 1 and faces[1].box.width >= SECOND_FACE_RATIO * faces[0].box.width
 
 
 class Rights(Engine):
@@ -383,6 +434,40 @@ class Rights(Engine):
             self._audit(conn, actor, "access.request", {"request": public_id})
         return AccessAcknowledgement(public_id, _iso(received), deadline)
 
+    def request_status(self, client: str, public_id: str) -> RequestStatus:
+        """The status of an access request or opt-out, by its request number: when it was
+        received, its answer date and its status in words; nothing else, since anyone may hold
+        a number. Each look-up counts against the client's hourly allowance of photos (the
+        numbers are random, but guessing should stay slow); an unknown number is refused like
+        the other anonymous refusals, aggregated in the audit trail."""
+        actor = public_actor(client)
+        self._take_allowance(actor, client, request=False)
+        wanted = public_id.strip().lower()
+        found = self.requests.get(public_id=wanted) if re.fullmatch(r"[0-9a-f]{16}", wanted) else None
+        if found is None:
+            self._audit_anonymous_refusal(actor, client, "request.status.refused",
+                                          "unknown request number")
+            raise NotFound("no request has this number: check it against your receipt")
+        deadline = found.deadline if found.kind == "access" else None
+        return RequestStatus(found.public_id, found.kind, found.received_at, deadline,
+                             STATUS_WORDS.get((found.kind, found.status), found.status))
+
+    def reveal_case_numbers(self, actor: Actor, organisation: str, reveal: bool) -> None:
+        """Whether access reports name the organisation's case numbers beside its searches
+        (by default they say only the organisation and the date: a case number can tell a
+        suspect of an investigation). Set by the operator or the organisation's admin; audited."""
+        self.authorise(actor, "organisations.manage", "organisation.reveal_case_numbers")
+        found = self.accounts.organisation(organisation)
+        # An admin sets their own organisation's; another is refused like a missing one.
+        if found is None or (actor.role != OPERATOR and found.id != actor.organisation_id):
+            self._audit_alone(actor, "organisation.reveal_case_numbers.refused", {
+                "reason": "no such organisation of the actor's", "organisation": organisation[:200]})
+            raise NotFound(f"you have no organisation {organisation!r}")
+        with self.store.transaction() as conn:
+            self.accounts.set_reveal_case_numbers(conn, found.id, reveal)
+            self._audit(conn, actor, "organisation.reveal_case_numbers", {
+                "organisation": organisation, "reveal": reveal})
+
     @contextmanager
     def _public_turn(self, actor: Actor, client: str, action: str, request: bool) -> Iterator[None]:
         """Heavy public work (a photo's analysis, an erasure's scan), once the client's
@@ -405,9 +490,18 @@ class Rights(Engine):
             raise
 
     def _selfie(self, photo: bytes) -> tuple[Face, tuple[str, str]]:
-        """The photo's largest face, and the perceptual hashes of the photo and its mirror."""
-        face, pixels = self._largest_face(photo)
-        return face, perceptual_hashes(pixels)
+        """The photo's one face (another face as large refuses it: Engine._largest_face would
+        take either), and the perceptual hashes of the photo and its mirror."""
+        image = decode_for_analysis(photo, self.settings)
+        with self._analysis_lock:
+            found = self.analyzer.detect(image.pixels)
+            if not found:
+                raise NoFace("no face found in the photo")
+            if _second_person(found):
+                raise InvalidRequest("the photo shows more than one person: send a photo of "
+                                     "yourself alone")
+            face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
+        return face, perceptual_hashes(image.pixels)
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily
@@ -597,11 +691,14 @@ class Rights(Engine):
         reported: dict[int, ReportedImage] = {}
         for row in rows:
             image = reported.setdefault(row["image_id"], ReportedImage(
-                row["location"], row["page_url"], row["name"], row["lawful_basis"],
-                row["jurisdiction"], row["collected_at"],
+                row["location"], row["page_url"], row["display_name"] or row["name"],
+                lawful_basis_in_words(row["lawful_basis"]), row["jurisdiction"],
+                row["collected_at"],
                 (datetime.fromisoformat(row["collected_at"]) + timedelta(days=row["retention_days"])
                  ).isoformat(timespec="seconds")))
-            image.returned_by_searches += by_face.get(row["id"], [])
+            image.returned_by_searches += [
+                ReportedSearch(s["organisation"], s["date"], s["case"] if s["reveal"] else None)
+                for s in by_face.get(row["id"], [])]
         for image_id, seen in self.store.sightings_of(list(reported)).items():
             reported[image_id].sightings = [
                 Sighting(s["location"], s["page_url"], s["source"], s["seen_at"]) for s in seen]

@@ -13,19 +13,40 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from facesearch.errors import FacesearchError, NotFound, RateLimited
 from facesearch.types import Actor
 from facesearch.web import pages
 from facesearch.web.api import RowId
+from facesearch.web.app import status_of
 from facesearch.web.auth import GuardedRoute, client_of, current_actor, service_of
 
 router = APIRouter(route_class=GuardedRoute)  # uploads read only when they may be (auth.py)
 Caller = Annotated[Actor, Depends(current_actor)]
 Token = Annotated[str, Form(min_length=1, max_length=200)]
 Contact = Annotated[str, Form(max_length=500)]
+Shown = Annotated[str, Form(max_length=40)]  # echoed back onto the page, never trusted
+# A refusal's heading, by error code, in the words of someone who sent a photo.
+REFUSAL_TITLES = {"no_face": "We could not find a face in your photo",
+                  "bad_image": "We could not read this file",
+                  "invalid_request": "This photo cannot be used",
+                  "rate_limited": "Too many tries from your connection",
+                  "busy": "Too many people are sending photos right now",
+                  "not_found": "This page has expired"}
 
 
-def render(request: Request, template: str, **context: object) -> HTMLResponse:
-    return pages.render(request, template, None, **context)  # nobody logged in
+def render(request: Request, template: str, status: int = 200, **context: object) -> HTMLResponse:
+    return pages.render(request, template, None, status, **context)  # nobody logged in
+
+
+def refused(request: Request, error: FacesearchError, again: str, **context: object) -> HTMLResponse:
+    """A public form's refusal in plain words, with the way back (again) to try another photo;
+    answered with the status the API gives the same refusal."""
+    response = render(request, context.pop("template", "public_refused.html"), status_of(error),
+                      error=error, title=REFUSAL_TITLES.get(error.code, "We could not do this"),
+                      again=again, controller=service_of(request).settings.controller, **context)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 # Pages ---------------------------------------------------------------------------------------
@@ -38,16 +59,28 @@ def opt_out_page(request: Request) -> HTMLResponse:
 @router.post("/opt-out", response_class=HTMLResponse, include_in_schema=False)
 def opt_out_form(request: Request, selfie: Annotated[UploadFile, File()]) -> HTMLResponse:
     service = service_of(request)
-    pending = service.opt_out(client_of(request), selfie.file.read())
+    try:
+        pending = service.opt_out(client_of(request), selfie.file.read())
+    except FacesearchError as error:
+        return refused(request, error, "/opt-out")
     return render(request, "opt_out_confirm.html", pending=pending,
-                  mails_receipts=service.mails_receipts)
+                  mails_receipts=service.mails_receipts, controller=service.settings.controller)
 
 
 @router.post("/opt-out/confirm", response_class=HTMLResponse, include_in_schema=False)
 def opt_out_confirm_form(request: Request, token: Token, selfie: Annotated[UploadFile, File()],
-                         contact: Contact = "") -> HTMLResponse:
-    receipt = service_of(request).confirm_opt_out(client_of(request), token, selfie.file.read(),
-                                                  contact)
+                         contact: Contact = "", request_id: Shown = "",
+                         confirm_by: Shown = "") -> HTMLResponse:
+    service = service_of(request)
+    try:
+        receipt = service.confirm_opt_out(client_of(request), token, selfie.file.read(), contact)
+    except NotFound as error:  # expired or used: only starting again helps
+        return refused(request, error, "/opt-out")
+    except FacesearchError as error:  # the confirmation still works: the same page, once more
+        return refused(request, error, "#second-selfie", template="opt_out_confirm.html",
+                       pending={"request_id": request_id, "confirm_token": token,
+                                "confirm_by": confirm_by},
+                       mails_receipts=service.mails_receipts)
     return render(request, "receipt.html", receipt=receipt)
 
 
@@ -59,20 +92,49 @@ def access_page(request: Request) -> HTMLResponse:
 @router.post("/access", response_class=HTMLResponse, include_in_schema=False)
 def access_form(request: Request, selfie: Annotated[UploadFile, File()],
                 contact: Annotated[str, Form(min_length=1, max_length=500)]) -> HTMLResponse:
-    ack = service_of(request).request_access(client_of(request), selfie.file.read(), contact)
+    try:
+        ack = service_of(request).request_access(client_of(request), selfie.file.read(), contact)
+    except FacesearchError as error:
+        return refused(request, error, "/access")
     return render(request, "access_ack.html", ack=ack)
+
+
+@router.get("/access/status", response_class=HTMLResponse, include_in_schema=False)
+def request_status_page(request: Request, number: str = "") -> HTMLResponse:
+    """A form for a request number; with one, that request's status (counted against the
+    address's allowance, like every public look-up)."""
+    if not number.strip():
+        return render(request, "access_status.html", number="", found=None, error=None)
+    try:
+        found = service_of(request).request_status(client_of(request), number[:100])
+    except (NotFound, RateLimited) as error:
+        return render(request, "access_status.html", status_of(error), number=number[:100],
+                      found=None, error=error)
+    return render(request, "access_status.html", number=found.request_id, found=found, error=None)
 
 
 @router.get("/access/report/{token}", response_class=HTMLResponse, include_in_schema=False)
 def access_link_page(request: Request, token: str) -> HTMLResponse:
-    link = service_of(request).access_link(client_of(request), token)
+    try:
+        link = service_of(request).access_link(client_of(request), token)
+    except NotFound as error:
+        return spent_link(request, error)
     return render(request, "access_link.html", link=link)
 
 
 @router.post("/access/report/{token}", response_class=HTMLResponse, include_in_schema=False)
 def access_report_page(request: Request, token: str) -> HTMLResponse:
-    report = service_of(request).access_report(client_of(request), token)
+    try:
+        report = service_of(request).access_report(client_of(request), token)
+    except NotFound as error:
+        return spent_link(request, error)
     return render(request, "access_report.html", report=report)
+
+
+def spent_link(request: Request, error: NotFound) -> HTMLResponse:
+    """A used or expired report link: what the person can do next, not a bare error."""
+    return render(request, "access_spent.html", 404, error=error,
+                  controller=service_of(request).settings.controller)
 
 
 # API -------------------------------------------------------------------------------------------
@@ -103,6 +165,14 @@ def request_access(request: Request, selfie: Annotated[UploadFile, File()],
     """Ask what is held about the person in the selfie; the data-protection officer answers
     within a month through a one-time link sent to the contact address."""
     return asdict(service_of(request).request_access(client_of(request), selfie.file.read(), contact))
+
+
+@router.get("/api/v1/public/requests/{number}", tags=["public"])
+def request_status(request: Request, number: str) -> dict:
+    """The status of an access request or opt-out by its request number (on the receipt):
+    received, the answer date of an access request and the status in words; nothing else.
+    Counted against the address's hourly allowance."""
+    return asdict(service_of(request).request_status(client_of(request), number[:100]))
 
 
 @router.post("/api/v1/public/access-reports/{token}", tags=["public"])

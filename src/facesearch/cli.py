@@ -426,7 +426,7 @@ def case_close(number: str) -> None:
     """Close a case: no more searches in it."""
     who = actor()
     case = service().close_case(who, service().case_by_number(who, number).id)
-    echo(f"closed case {case.number}")
+    echo(f"closed case {case.number} (by {case.closed_by} at {case.closed_at})")
 
 
 @watch_app.command("request")

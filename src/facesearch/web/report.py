@@ -108,7 +108,8 @@ def _search(pdf: _ReportPDF, report: CaseReport, search, crop_of) -> None:  # no
     for photo in report.photos.get(search.id, []):
         pdf.set_font("Helvetica", "B", 8)
         ranks = ", ".join(f"#{rank}" for _, rank in photo.candidates)
-        pdf.cell(0, 5, _text(f"Photo of {ranks}, seen at {len(photo.sightings)} places:"),
+        places = len(photo.sightings)
+        pdf.cell(0, 5, _text(f"Photo of {ranks}, seen at {places} place{'s' if places != 1 else ''}:"),
                  new_x="LMARGIN", new_y="NEXT")
         pdf.set_font("Helvetica", size=8)
         for seen in photo.sightings:

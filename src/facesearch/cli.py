@@ -169,6 +169,9 @@ def ingest(
         echo(f"faces withheld for quality ({measure} past its minimum): {count}")
     for reason, count in sorted(summary.skipped.items()):
         echo(f"skipped {count}: {reason}")
+    if summary.skipped_by_reason:
+        echo("files skipped: " + ", ".join(f"{count} {reason}" for reason, count
+                                           in summary.skipped_by_reason.most_common()))
     for location, reason in summary.errors[:10]:
         typer.echo(f"  {location}: {reason}", err=True)
 

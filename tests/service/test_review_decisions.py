@@ -160,12 +160,20 @@ def test_the_case_list_counts_and_closing_records_who_and_when(world) -> None:
     svc, team, clock = world
     case = opened(svc, team, "L-1")
     candidate = top_candidate(svc, team, case.id)
+    clock.advance(minutes=1)
     svc.mark_candidate(team["ivy"], candidate.id, "possible")
+    clock.advance(minutes=1)
     svc.mark_candidate(team["ian"], candidate.id, "confirmed")
+    clock.advance(minutes=1)
+    rejected = svc.mark_candidate(team["ivy"], candidate.id, "rejected").marks[-1]
+    assert next(s for s in svc.list_cases(team["sam"]) if s.case.id == case.id).confirmed_leads == 0
+    clock.advance(minutes=1)
+    svc.withdraw_mark(team["ivy"], candidate.id, rejected.id)  # confirmed again, and the latest act
     clock.advance(minutes=3)
     summary = next(s for s in svc.list_cases(team["sam"]) if s.case.id == case.id)
     assert (summary.opened_by_name, summary.searches, summary.confirmed_leads) == ("ivy", 1, 1)
-    assert summary.last_activity == svc.cases.candidate(candidate.id)[0].marks[-1].at
+    assert summary.last_activity == svc.cases.candidate(candidate.id)[0].marks[-1].withdrawn_at
+    assert summary.last_activity > rejected.at
 
     closed = svc.close_case(team["ian"], case.id)
     assert (closed.status, closed.closed_by, closed.closed_at) == ("closed", "ian", svc.now())

@@ -177,20 +177,18 @@ class CaseStore:
                   .join(searches, candidates.c.search_id == searches.c.id)
                   .where(searches.c.case_id.in_(own)).subquery())
         latest_live = (select(marks.c.candidate_id, func.max(marks.c.id).label("mark_id"))
-                       .where(marks.c.withdrawn_at.is_(None)).group_by(marks.c.candidate_id)
-                       .subquery())
+                       .where(marks.c.candidate_id.in_(select(listed.c.id)),
+                              marks.c.withdrawn_at.is_(None))
+                       .group_by(marks.c.candidate_id).subquery())
         with self.engine.connect() as conn:
             rows = conn.execute(select(cases, users.c.username)
                                 .outerjoin(users, users.c.id == cases.c.opened_by)
                                 .where(cases.c.organisation_id == organisation_id)
                                 .order_by(cases.c.id.desc())).mappings().all()
-            counted = dict(conn.execute(select(searches.c.case_id, func.count())
-                                        .where(searches.c.case_id.in_(own))
-                                        .group_by(searches.c.case_id)).all())
-            last_search = dict(conn.execute(select(searches.c.case_id, func.max(searches.c.at))
-                                            .where(searches.c.case_id.in_(own))
-                                            .group_by(searches.c.case_id)).all())
-            activity = {}
+            counted = {case_id: (number, last) for case_id, number, last in conn.execute(
+                select(searches.c.case_id, func.count(), func.max(searches.c.at))
+                .where(searches.c.case_id.in_(own)).group_by(searches.c.case_id)).all()}
+            activity = {case_id: last for case_id, (_, last) in counted.items()}
             for column in (marks.c.at, marks.c.withdrawn_at):
                 for case_id, at in conn.execute(
                         select(listed.c.case_id, func.max(column))
@@ -203,13 +201,10 @@ class CaseStore:
                 .join(latest_live, latest_live.c.candidate_id == listed.c.id)
                 .join(marks, marks.c.id == latest_live.c.mark_id)
                 .where(marks.c.mark == "confirmed").group_by(listed.c.case_id)).all())
-        found = []
-        for row in rows:
-            case = Case(**{k: v for k, v in row.items() if k != "username"})
-            times = [t for t in (last_search.get(case.id), activity.get(case.id)) if t]
-            found.append(CaseSummary(case, row["username"], counted.get(case.id, 0),
-                                     confirmed.get(case.id, 0), max(times) if times else None))
-        return found
+        return [CaseSummary(Case(**{k: v for k, v in row.items() if k != "username"}),
+                            row["username"], counted.get(row["id"], (0, None))[0],
+                            confirmed.get(row["id"], 0), activity.get(row["id"]))
+                for row in rows]
 
     # Searches and candidates -------------------------------------------------------------------
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,9 +28,11 @@ PERSON, OTHER = "Al_Sharpton", "Abdullah_Gul"
 
 @pytest.fixture
 def svc(tmp_path: Path):
-    # Every indexed face within the cut-off, so that each search lists the whole gallery.
+    # Every indexed face within the cut-off, so that each search lists the whole gallery; the
+    # loopback web server below may be fetched from.
     service = FaceSearchService(Settings(home=tmp_path / "data", workers=1, search_false_matches=1e9,
-                                         false_match_ceiling=1.0), Clock())
+                                         false_match_ceiling=1.0,
+                                         crawl_allowed_networks=["127.0.0.1/32"]), Clock())
     yield service
     service.close()
 
@@ -134,3 +139,54 @@ def test_provenance_names_the_source_and_upload_but_never_a_server_path(
                 assert str(tmp_path) not in str(value or "") and "/" not in str(value or "")
     assert "uploaded file Holiday at the beach (2).jpg" in places
     assert f"file {lfw_photos(OTHER)[0].name} on the server" in places
+
+
+@pytest.fixture
+def web() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A web server on loopback answering GET path with served[path] (404 when absent)."""
+    served: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = served.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_source_image_collected_from_the_web_is_fetched_there_and_checked(
+        svc: FaceSearchService, gallery: Path, web: tuple[str, dict[str, bytes]]) -> None:
+    team, case_id, search_id = searched(svc, gallery)
+    _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
+    top = search.candidates[0]
+    original = next(p.read_bytes() for p in gallery.iterdir()
+                    if hashlib.sha256(p.read_bytes()).hexdigest() == top.image_sha256)
+    # As a crawl records it: the image's URL is its location.
+    base, served = web
+    url = f"{base}/photos/portrait.jpg"
+    with svc.store.transaction() as conn:
+        conn.exec_driver_sql("UPDATE images SET location = ? WHERE sha256 = ?", (url, top.image_sha256))
+        conn.exec_driver_sql("UPDATE candidates SET location = ? WHERE id = ?", (url, top.id))
+
+    served["/photos/portrait.jpg"] = original
+    compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
+    assert compared.original and compared.provenance.image_url == url == compared.provenance.place
+    assert Image.open(io.BytesIO(svc.source_image(team["ivy"], case_id, search_id, top.id))).size == (
+        compared.width, compared.height)
+
+    served["/photos/portrait.jpg"] = jpeg_bytes(Image.open(io.BytesIO(original)).rotate(180))
+    assert not svc.compare_candidate(team["ivy"], case_id, search_id, top.id).original
+    del served["/photos/portrait.jpg"]  # taken down
+    with pytest.raises(NotFound, match="no longer available"):
+        svc.source_image(team["ivy"], case_id, search_id, top.id)

@@ -140,6 +140,13 @@ def test_a_reviewer_sees_the_probe_beside_readable_candidates_and_compares_one(
     expect(page.locator(f"#many-strangers #candidate-{weak_id}")).to_have_attribute("data-band", "weak")
     expect(page.locator(f"#candidate-{weak_id} .expected")).to_have_text("2.5")
 
+    # The stored search in the API carries the same fields on every candidate.
+    with deployment.client("ivy") as ivy:
+        stored = ivy.get(f"/api/v1/cases/{case_id}/searches/{search_url.rsplit('/', 1)[1]}").json()
+    assert {(c["id"] == weak_id, c["band"]) for c in stored["candidates"]} <= {
+        (False, "strong"), (False, "moderate"), (True, "weak")}
+    assert all(c["expected_false_matches"] is not None for c in stored["candidates"])
+
     links = check_results(page)
     shoot(page, "results-page")
     check_comparison(page, deployment, links[0])

@@ -537,7 +537,7 @@ class Cases(Grouping):
         if candidate is None or candidate.erased_at:
             raise NotFound("no such candidate in this search, or it was erased")
         image = self.cases.images_by_sha([candidate.image_sha256]).get(candidate.image_sha256)
-        data = image and self._original_image(image["location"], candidate.image_sha256)
+        data = self._original_image(image["location"], candidate.image_sha256) if image else None
         shown = None
         if data:
             try:

@@ -29,6 +29,7 @@ from facesearch.config import OidcProvider
 from facesearch.errors import InvalidRequest, NotAuthenticated, NotFound, RateLimited
 from facesearch.policy.roles import ROLES, initial_status
 from facesearch.service.accounts import Accounts, _actor_of, _hasher, token_hash
+from facesearch.service.base import client_hash
 from facesearch.store.accounts import User
 from facesearch.types import Actor
 
@@ -41,6 +42,9 @@ TOTP_WINDOW = 1
 OIDC_LOGIN_MINUTES = 10  # how long a browser may take at the provider's sign-in page
 OIDC_TIMEOUT_SECONDS = 10
 OIDC_CACHE_SECONDS = 3600  # a provider's discovery document and keys are fetched at most hourly
+# Sign-ins one client address may start an hour: each stores a row until it expires, and anyone
+# can start one.
+OIDC_STARTS_PER_HOUR = 60
 
 
 @dataclass(frozen=True)
@@ -247,13 +251,23 @@ class SignIn(Accounts):
             self._oidc_cache[provider.name] = (time.monotonic(), meta, key_set)
         return meta, key_set
 
-    def oidc_begin(self, name: str, redirect_uri: str) -> tuple[str, str]:
+    def oidc_begin(self, name: str, redirect_uri: str, client: str) -> tuple[str, str]:
         """Start a sign-in at provider `name`: the URL to send the browser to, and the state,
-        which the browser must bring back (a cookie) with the provider's answer."""
+        which the browser must bring back (a cookie) with the provider's answer. At most
+        OIDC_STARTS_PER_HOUR per client address."""
         provider = self._provider(name)
         meta, _ = self._oidc_configuration(provider)
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         now = self.clock()
+        with self.store.transaction() as conn:
+            allowed = self.requests.take(conn, client_hash(client), "oidc",
+                                         (now - timedelta(hours=1)).isoformat(timespec="seconds"),
+                                         now.isoformat(timespec="seconds"), OIDC_STARTS_PER_HOUR)
+        if not allowed:
+            self._audit_anonymous_refusal(Actor(name="anonymous", role="anonymous", client=client),
+                                          client, "login.refused", "too many sign-ins started",
+                                          provider=provider.name)
+            raise RateLimited("too many sign-ins from this address; try again later", 3600)
         with self.store.transaction() as conn:
             self.accounts.add_oidc_login(
                 conn, token_hash(state), provider.name, token_hash(nonce), verifier,

@@ -226,7 +226,8 @@ def oidc_callback_url(request: Request, provider: str) -> str:
 
 @router.get("/login/oidc/{provider}")
 def oidc_start(request: Request, provider: str) -> Response:
-    url, state = service_of(request).oidc_begin(provider, oidc_callback_url(request, provider))
+    url, state = service_of(request).oidc_begin(provider, oidc_callback_url(request, provider),
+                                                 client_of(request))
     response = RedirectResponse(url, status_code=303)
     # Lax, not Strict: the provider sends the browser back from its own site. Only this browser
     # can finish the sign-in it started, so nobody can log it into their own account.

@@ -368,7 +368,7 @@ def test_every_page_is_labelled_for_assistive_technology_and_fits_a_phone_screen
         ada.post("/api/v1/users", json={"username": newcomer, "password": password_of(newcomer),
                                         "role": "supervisor", "organisation": "Agency A"}).raise_for_status()
     pages = {
-        None: ["/login", "/opt-out", "/access"],
+        None: ["/login", "/opt-out", "/access", "/access/status"],
         "ivy": ["/cases", f"/cases/{case['id']}", f"/cases/{case['id']}/searches/{found.json()['search_id']}",
                 f"/cases/{case['id']}/searches/{found.json()['search_id']}/candidates/"
                 f"{found.json()['faces'][0]['candidates'][0]['candidate_id']}",

@@ -316,6 +316,8 @@ CALLS = [
     Call("GET", "/api/v1/records-of-processing", RECORDS),
     Call("GET", "/api/v1/records-of-processing.md", RECORDS),
     Call("PUT", "/api/v1/organisations/{organisation}/jurisdictions", ADMIN, json={"jurisdictions": []}),
+    Call("PUT", "/api/v1/organisations/{organisation}/reveal-case-numbers", ADMIN,
+         json={"reveal": False}),
     Call("POST", "/api/v1/retention", ADMIN),
     Call("GET", "/dpo", DPO),
     Call("POST", "/dpo/requests/{request_id}/decide", DPO, data={"decision": "reject"},
@@ -396,7 +398,8 @@ PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/openapi.json"),
           ("GET", "/access/report/{token}"), ("POST", "/access/report/{token}"),
           ("POST", "/opt-out/confirm"), ("POST", "/api/v1/public/opt-out"),
           ("POST", "/api/v1/public/opt-out/confirm"), ("POST", "/api/v1/public/access-requests"),
-          ("POST", "/api/v1/public/access-reports/{token}")}
+          ("POST", "/api/v1/public/access-reports/{token}"),
+          ("GET", "/access/status"), ("GET", "/api/v1/public/requests/{number}")}
 
 
 @pytest.fixture(scope="module")

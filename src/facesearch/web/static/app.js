@@ -42,8 +42,7 @@ function setUpSearch(panel) {
   drop.after(problem);
 
   function fail(message) {
-    const sentence = message.charAt(0).toUpperCase() + message.slice(1);
-    problem.textContent = /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
+    problem.textContent = /[.!?]$/.test(message) ? message : `${message}.`;
     problem.hidden = false;
     status.textContent = problem.textContent;
   }

@@ -138,6 +138,16 @@ def test_a_person_reads_their_report_then_removes_themselves_and_checks_the_stat
         accessible(page)
         shoot(page, "public-opt-out-confirm")
 
+        # The first photo again is refused on the same page, which still confirms.
+        page.set_input_files("#second-selfie", str(lfw_photos(PERSON)[0]))
+        with page.expect_response(f"{site.url}/opt-out/confirm") as again:
+            page.get_by_role("button", name="Delete my images").click()
+        assert again.value.status == 422
+        expect(page.locator("#refusal-reason")).to_contain_text("not the same photo again")
+        expect(page.locator("#refusal-reason")).to_contain_text("Nothing has been deleted yet")
+        expect(page.locator("#request-id")).to_have_text(request_number)
+        accessible(page)
+
         # The receipt: what was done, how to check on it, and a print button (app.js).
         page.set_input_files("#second-selfie", str(lfw_photos(PERSON)[-1]))
         page.get_by_role("button", name="Delete my images").click()

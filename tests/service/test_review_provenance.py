@@ -190,3 +190,17 @@ def test_a_source_image_collected_from_the_web_is_fetched_there_and_checked(
     del served["/photos/portrait.jpg"]  # taken down
     with pytest.raises(NotFound, match="no longer available"):
         svc.source_image(team["ivy"], case_id, search_id, top.id)
+
+
+def test_an_erased_candidate_is_compared_without_face_image_or_provenance(
+        svc: FaceSearchService, gallery: Path) -> None:
+    team, case_id, search_id = searched(svc, gallery)
+    _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
+    top = search.candidates[0]
+    svc.delete(OPERATOR, face_id=top.face_id)
+    compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
+    assert compared.candidate.erased_at is not None
+    assert (compared.provenance, compared.box, compared.original) == (None, None, False)
+    with pytest.raises(NotFound, match="erased"):
+        svc.source_image(team["ivy"], case_id, search_id, top.id)
+    assert svc.probe_crop(team["ivy"], case_id, search_id, 0)  # the probe is the case's own

@@ -197,3 +197,24 @@ def test_staff_sign_in_through_the_agency_provider_and_bad_id_tokens_are_refused
     reasons = [r["detail"]["reason"] for r in records if r["action"] == "login.refused"]
     assert [r.split(":")[0] for r in reasons[:3]] == ["ID token refused"] * 3
     assert "aud" in reasons[0] and "nonce" in reasons[1] and reasons[3] == "no role mapped from the claims"
+
+
+def test_a_sign_in_finishes_only_in_the_browser_that_started_it_and_only_once(
+        deployment: Deployment, oidc_provider: str) -> None:
+    with httpx.Client(base_url=deployment.url, timeout=60) as started, \
+            httpx.Client(base_url=deployment.url, timeout=60) as other:
+        to_provider = started.get("/login/oidc/agency")
+        assert to_provider.status_code == 303
+        authorize = httpx.URL(to_provider.headers["location"])
+        assert authorize.params["code_challenge_method"] == "S256" and authorize.params["nonce"]
+        answer = httpx.post(f"{oidc_provider}/authorize", data={**dict(authorize.params), "user": "oscar"})
+        callback = httpx.URL(answer.headers["location"])
+        assert callback.params["state"] == authorize.params["state"]
+        elsewhere = other.get(callback.raw_path.decode())  # no state cookie: someone else's link
+        assert elsewhere.status_code == 401 and "did not complete" in elsewhere.text
+        assert started.get(callback.raw_path.decode()).status_code == 200
+        assert started.get("/api/v1/me").status_code == 200
+        # Sent again with its cookie, the state is refused: it was spent.
+        again = other.get(callback.raw_path.decode(),
+                          headers={"Cookie": f"facesearch_oidc={callback.params['state']}"})
+        assert again.status_code == 401 and "expired" in again.text

@@ -376,6 +376,8 @@ CALLS = [
     Call("POST", "/admin/users/{user_id}/approve", frozenset({"supervisor"}), prepare=fresh_pending_user),
     Call("POST", "/admin/users/{user_id}/disable", ADMIN, prepare=fresh_pending_user),
     Call("POST", "/admin/users/{user_id}/reset-second-factor", ADMIN, prepare=fresh_pending_user),
+    Call("POST", "/admin/users/identity", ADMIN, prepare=fresh_pending_user,
+         data=lambda: {"user_id": "{user_id}", "provider": "agency", "subject": f"sub-{uuid.uuid4().hex[:8]}"}),
     Call("GET", "/admin/sources", ADMIN),
     Call("GET", "/admin/ingest-jobs/{job_id}", ADMIN, prepare=latest_job),
     Call("POST", "/admin/sources", ADMIN, data=new_source_body),
@@ -421,8 +423,11 @@ def path_of(call: Call, values: dict) -> str:
 
 def send(d: Deployment, username: str | None, call: Call, values: dict) -> httpx.Response:
     with d.client(username) as client:
+        data = fresh(call.data)
+        if isinstance(data, dict):  # a form field may name a target too, as a path does
+            data = {k: v.format(**values) if isinstance(v, str) else v for k, v in data.items()}
         return client.request(call.method, path_of(call, values), json=fresh(call.json),
-                              data=fresh(call.data),
+                              data=data,
                               files=call.files() if call.files else None, params=call.params,
                               follow_redirects=False)
 

@@ -423,6 +423,8 @@ def users_page(request: Request, actor: Caller) -> HTMLResponse:
     service = service_of(request)
     return render(request, "users.html", actor, users=service.users(actor),
                   roles=service.roles_creatable_by(actor),
+                  providers=[p for p in service.identity_providers()
+                             if p.organisation == actor.organisation],
                   deployment_organisation=service.settings.deployment_organisation.strip())
 
 
@@ -446,6 +448,14 @@ def approve_user(request: Request, actor: Caller, user_id: RowId,
 @router.post("/admin/users/{user_id}/disable")
 def disable_user(request: Request, actor: Caller, user_id: RowId) -> Response:
     service_of(request).disable_user(actor, user_id)
+    return back("/admin/users")
+
+
+@router.post("/admin/users/identity")
+def link_identity(request: Request, actor: Caller, user_id: Annotated[int, Form(ge=1)],
+                  provider: Annotated[str, Form(max_length=200)],
+                  subject: Annotated[str, Form(max_length=255)] = "") -> Response:
+    service_of(request).link_identity(actor, user_id, provider, subject)
     return back("/admin/users")
 
 

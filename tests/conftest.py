@@ -46,7 +46,7 @@ def log_in(service: FaceSearchService, username: str, password: str, client: str
     if actor.stage == "full":
         return actor, token, csrf
     if actor.stage == "enrol":
-        service.begin_enrolment(token, client)
+        service.begin_enrolment(token)
     user = service.accounts.user(username=username)
     code = next_totp(user.totp_secret, user.totp_last_step, service.clock().timestamp())
     if actor.stage == "enrol":

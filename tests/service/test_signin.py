@@ -65,8 +65,8 @@ def test_a_password_alone_opens_nothing_until_the_second_factor_is_set_up(
     with pytest.raises(NotAuthenticated):  # the code page of a session that must enrol
         svc.verify_second_factor(token, "123456", "10.0.0.1")
 
-    enrolment = svc.begin_enrolment(token, "10.0.0.1")
-    assert svc.begin_enrolment(token, "10.0.0.1") == enrolment  # shown again: the same secret
+    enrolment = svc.begin_enrolment(token)
+    assert svc.begin_enrolment(token) == enrolment  # shown again: the same secret
     assert enrolment.uri.startswith("otpauth://totp/facesearch:sam?secret=" + enrolment.secret)
     right = code_at(svc, "sam", clock)
     with pytest.raises(NotAuthenticated):
@@ -99,7 +99,7 @@ def test_each_code_is_accepted_once_and_only_near_its_time(svc: FaceSearchServic
 
 def test_a_recovery_code_logs_in_once(svc: FaceSearchService, clock: Clock) -> None:
     _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
-    svc.begin_enrolment(token, "10.0.0.1")
+    svc.begin_enrolment(token)
     _, _, codes = svc.confirm_enrolment(token, code_at(svc, "sam", clock), "10.0.0.1")
     _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
     actor, _ = svc.verify_second_factor(token, codes[3].upper().replace("-", " "), "10.0.0.1")

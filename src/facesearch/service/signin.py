@@ -62,8 +62,8 @@ class SecondFactorStatus:
 
 
 def recovery_hash(code: str) -> str:
-    """Recovery codes are 40-bit random values, spent once and throttled like passwords, so sha256 stores them safely; case, spaces and
-    dashes as typed do not matter."""
+    """Recovery codes are 40-bit random values, spent once and throttled like passwords, so
+    sha256 stores them safely; case, spaces and dashes as typed do not matter."""
     return hashlib.sha256("".join(c for c in code.lower() if c.isalnum()).encode()).hexdigest()
 
 
@@ -108,15 +108,17 @@ class SignIn(Accounts):
             raise NotAuthenticated("your log-in has ended; log in again")
         return user
 
-    def begin_enrolment(self, session_token: str, client: str) -> Enrolment:
+    def begin_enrolment(self, session_token: str) -> Enrolment:
         """The secret a user in stage "enrol" is to add to an authenticator app: the pending one
         if the page is shown again (an app may have scanned it already), else a new one."""
         user = self._pending(session_token, "enrol")
-        secret = user.totp_secret
-        if secret is None:
-            secret = pyotp.random_base32(32)  # 160 bits, as RFC 4226 recommends
+        if user.totp_secret is None:
             with self.store.transaction() as conn:
-                self.accounts.set_totp_secret(conn, user.id, secret)
+                # 160 bits, as RFC 4226 recommends; kept if another page set one meanwhile.
+                self.accounts.set_totp_secret(conn, user.id, pyotp.random_base32(32))
+            user = self._pending(session_token, "enrol")
+        secret = user.totp_secret
+        assert secret is not None
         uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=TOTP_ISSUER)
         return Enrolment(secret, uri)
 

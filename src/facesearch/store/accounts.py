@@ -174,10 +174,12 @@ class AccountStore:
     # Second factor and identity providers ------------------------------------------------------
 
     def set_totp_secret(self, conn: Connection, user_id: int, secret: str | None) -> None:
-        """Set (or with None, clear) a user's TOTP secret; it is not enrolled until confirmed.
-        Clearing also forgets the last step and the user's recovery codes."""
-        conn.execute(update(users).where(users.c.id == user_id).values(
-            totp_secret=secret, totp_enrolled_at=None, totp_last_step=None))
+        """Give a user with none a TOTP secret, not enrolled until confirmed; or with None,
+        clear it, its last step and the user's recovery codes."""
+        query = update(users).where(users.c.id == user_id)
+        if secret is not None:
+            query = query.where(users.c.totp_secret.is_(None))
+        conn.execute(query.values(totp_secret=secret, totp_enrolled_at=None, totp_last_step=None))
         if secret is None:
             conn.execute(recovery_codes.delete().where(recovery_codes.c.user_id == user_id))
 

@@ -140,8 +140,7 @@ def code_form(request: Request, stage: str, status: int = 200, error: str | None
     if stage == "code":
         return render(request, "login_code.html", None, status=status, error=error,
                       user=actor, form_csrf=csrf)
-    enrolment = service_of(request).begin_enrolment(request.cookies.get(SESSION_COOKIE, ""),
-                                                    client_of(request))
+    enrolment = service_of(request).begin_enrolment(request.cookies.get(SESSION_COOKIE, ""))
     return render(request, "login_enrol.html", None, status=status, error=error, user=actor,
                   form_csrf=csrf, secret=enrolment.secret, uri=enrolment.uri,
                   qr=qr_svg(enrolment.uri))

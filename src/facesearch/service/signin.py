@@ -90,7 +90,7 @@ class SignIn(Accounts):
 
     # The second factor ------------------------------------------------------------------------
 
-    def pending_login(self, session_token: str | None) -> tuple[Actor, str] | None:
+    def pending_login(self, session_token: str | None, client: str) -> tuple[Actor, str] | None:
         """The actor (stage "code" or "enrol") and CSRF token of a session whose second factor
         is owed; None for no session, an expired one or a full one."""
         found = self.accounts.session(token_hash(session_token), self.now()) if session_token else None
@@ -99,7 +99,7 @@ class SignIn(Accounts):
         user = self.accounts.user(user_id=found.user_id)
         if user is None or user.status != "active":
             return None
-        return _actor_of(user, "", found.stage), found.csrf_token
+        return _actor_of(user, client, found.stage), found.csrf_token
 
     def _pending(self, session_token: str, stage: str) -> User:
         found = self.accounts.session(token_hash(session_token), self.now()) if session_token else None

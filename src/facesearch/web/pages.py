@@ -124,7 +124,7 @@ def pending(request: Request, stage: str) -> tuple[Actor, str] | Response:
     """The pending session's actor and CSRF token, or where to send a browser that is elsewhere
     in its log-in: the log-in form, the other second-factor page, or its start page."""
     service = service_of(request)
-    found = service.pending_login(request.cookies.get(SESSION_COOKIE))
+    found = service.pending_login(request.cookies.get(SESSION_COOKIE), client_of(request))
     if found is None:
         return back("/login")
     if found[0].stage != stage:
@@ -141,9 +141,11 @@ def code_form(request: Request, stage: str, status: int = 200, error: str | None
         return render(request, "login_code.html", None, status=status, error=error,
                       user=actor, form_csrf=csrf)
     enrolment = service_of(request).begin_enrolment(request.cookies.get(SESSION_COOKIE, ""))
-    return render(request, "login_enrol.html", None, status=status, error=error, user=actor,
-                  form_csrf=csrf, secret=enrolment.secret, uri=enrolment.uri,
-                  qr=qr_svg(enrolment.uri))
+    response = render(request, "login_enrol.html", None, status=status, error=error, user=actor,
+                      form_csrf=csrf, secret=enrolment.secret, uri=enrolment.uri,
+                      qr=qr_svg(enrolment.uri))
+    response.headers["Cache-Control"] = "no-store"  # the secret stays out of every cache
+    return response
 
 
 def qr_svg(uri: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
 from facesearch.service.base import client_hash
-from tests.conftest import LFW, ROOT, TOTP_STEP, lfw_photos, log_in, next_totp
+from tests.conftest import LFW, ROOT, lfw_photos, log_in, next_totp, window_spent
 
 FACESEARCH = str(Path(sys.executable).parent / "facesearch")
 # People with at least four photos, chosen in code: photo 0 is a probe, photos 1-3 are indexed.
@@ -224,10 +224,10 @@ def totp_code(home: Path, username: str) -> str:
         with sqlite3.connect(home / "metadata.sqlite3", timeout=30) as db:
             secret, last = db.execute("SELECT totp_secret, totp_last_step FROM users WHERE username = ?",
                                       (username,)).fetchone()
-        if last is None or last + 1 <= int(time.time() // TOTP_STEP) + 1:
+        if not window_spent(last, time.time()):
             # Not the previous step: it may fall out of the window before the server checks it.
             return next_totp(secret, last, time.time(), earliest=0)
-        time.sleep(1)  # three log-ins of one user within 30 s: the next step is a moment away
+        time.sleep(1)
 
 
 def form_token(page: httpx.Response, name: str = "csrf_token") -> str:

@@ -139,12 +139,40 @@ def test_an_erased_candidate_keeps_its_review_history_without_the_face(world) ->
 
     erased = stored(svc, team, case.id, candidate.search_id)[0]
     assert erased.id == candidate.id and erased.erased_at and erased.location == ""
+    # Who marked what, when stays; the note, which may describe the person, goes with the face.
     assert [(m.mark, m.actor, m.note) for m in erased.marks] == [
-        ("possible", "ivy", "worth a look"), ("confirmed", "ian", "")]
+        ("possible", "ivy", ""), ("confirmed", "ian", "")]
     report = svc.case_report(team["ivy"], case.id)
     assert report.counts == {"searches": 1, "candidates": len(report.searches[0].candidates),
                              "possible": 0, "confirmed": 1, "rejected": 0, "erased": 1}
-    assert report.searches[0].candidates[0].marks[0].note == "worth a look"
+    assert report.searches[0].candidates[0].marks[0].note == ""
+
+    # An erased candidate is marked no more, whatever the front end.
+    with pytest.raises(InvalidRequest, match="erased: it can no longer be marked"):
+        svc.mark_candidate(team["ivy"], candidate.id, "rejected", "gone")
+    record = svc.trail.records()[-1]
+    assert record["action"] == "candidate.mark.refused" and record["detail"]["candidate_id"] == candidate.id
+    assert len(svc.cases.candidate(candidate.id)[0].marks) == 2
+
+
+def test_a_possible_that_a_confirmation_rests_on_is_not_withdrawn_before_it(world) -> None:
+    svc, team, _ = world
+    case = opened(svc, team, "W-3")
+    candidate = top_candidate(svc, team, case.id)
+    ivy, ian = team["ivy"], team["ian"]
+    possible = svc.mark_candidate(ivy, candidate.id, "possible").marks[-1]
+    confirmation = svc.mark_candidate(ian, candidate.id, "confirmed").marks[-1]
+    with pytest.raises(Forbidden, match="a confirmation by another investigator rests on this mark"):
+        svc.withdraw_mark(ivy, candidate.id, possible.id)
+    record = svc.trail.records()[-1]
+    assert record["action"] == "candidate.mark.withdraw.refused"
+    assert record["detail"]["mark_id"] == possible.id
+    kept = svc.cases.candidate(candidate.id)[0]
+    assert kept.status == "confirmed" and all(m.live for m in kept.marks)
+
+    # The confirmation withdrawn first, the possible may go: nobody's word stands alone.
+    assert svc.withdraw_mark(ian, candidate.id, confirmation.id).status == "possible"
+    assert svc.withdraw_mark(ivy, candidate.id, possible.id).status == "unreviewed"
 
 
 def test_a_case_needs_an_offence_type_of_the_list(world) -> None:

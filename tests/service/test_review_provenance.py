@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from facesearch.config import Settings
-from facesearch.errors import Forbidden, NotFound
+from facesearch.errors import Forbidden, NotFound, PolicyRefused
 from facesearch.service import FaceSearchService
 from facesearch.types import Actor
 from tests.conftest import OPERATOR, jpeg_bytes, lfw_photos
@@ -100,7 +100,7 @@ def test_the_source_image_is_shown_only_while_its_file_holds_the_bytes_indexed(
     _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
     top = search.candidates[0]
     compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
-    assert compared.original and compared.box is not None
+    assert not compared.withheld and compared.box is not None
     assert 0 <= compared.box.left < compared.box.right <= compared.width
     shown = Image.open(io.BytesIO(svc.source_image(team["ivy"], case_id, search_id, top.id)))
     assert shown.format == "JPEG" and shown.size == (compared.width, compared.height)
@@ -110,7 +110,6 @@ def test_the_source_image_is_shown_only_while_its_file_holds_the_bytes_indexed(
     location = gallery / next(p.name for p in gallery.iterdir()
                               if hashlib.sha256(p.read_bytes()).hexdigest() == top.image_sha256)
     location.write_bytes(jpeg_bytes(Image.open(location).rotate(90)))
-    assert not svc.compare_candidate(team["ivy"], case_id, search_id, top.id).original
     with pytest.raises(NotFound, match="no longer available"):
         svc.source_image(team["ivy"], case_id, search_id, top.id)
     record = svc.trail.records()[-1]
@@ -142,12 +141,15 @@ def test_provenance_names_the_source_and_upload_but_never_a_server_path(
 
 
 @pytest.fixture
-def web() -> Iterator[tuple[str, dict[str, bytes]]]:
-    """A web server on loopback answering GET path with served[path] (404 when absent)."""
+def web() -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
+    """A web server on loopback answering GET path with served[path] (404 when absent), and
+    the paths asked for, in order."""
     served: dict[str, bytes] = {}
+    asked: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.append(self.path)
             body = served.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Type", "image/jpeg")
@@ -160,20 +162,20 @@ def web() -> Iterator[tuple[str, dict[str, bytes]]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    yield f"http://127.0.0.1:{server.server_address[1]}", served, asked
     server.shutdown()
     server.server_close()
 
 
 def test_a_source_image_collected_from_the_web_is_fetched_there_and_checked(
-        svc: FaceSearchService, gallery: Path, web: tuple[str, dict[str, bytes]]) -> None:
+        svc: FaceSearchService, gallery: Path, web: tuple[str, dict[str, bytes], list[str]]) -> None:
     team, case_id, search_id = searched(svc, gallery)
     _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
     top = search.candidates[0]
     original = next(p.read_bytes() for p in gallery.iterdir()
                     if hashlib.sha256(p.read_bytes()).hexdigest() == top.image_sha256)
     # As a crawl records it: the image's URL is its location.
-    base, served = web
+    base, served, web_views = web
     url = f"{base}/photos/portrait.jpg"
     with svc.store.transaction() as conn:
         conn.exec_driver_sql("UPDATE images SET location = ? WHERE sha256 = ?", (url, top.image_sha256))
@@ -181,12 +183,15 @@ def test_a_source_image_collected_from_the_web_is_fetched_there_and_checked(
 
     served["/photos/portrait.jpg"] = original
     compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
-    assert compared.original and compared.provenance.image_url == url == compared.provenance.place
+    assert compared.provenance.image_url == url == compared.provenance.place
+    assert web_views == []  # the comparison is made of what is stored: nothing fetched
     assert Image.open(io.BytesIO(svc.source_image(team["ivy"], case_id, search_id, top.id))).size == (
         compared.width, compared.height)
+    assert web_views == ["/photos/portrait.jpg"]  # the image shown is fetched once
 
     served["/photos/portrait.jpg"] = jpeg_bytes(Image.open(io.BytesIO(original)).rotate(180))
-    assert not svc.compare_candidate(team["ivy"], case_id, search_id, top.id).original
+    with pytest.raises(NotFound, match="no longer available"):
+        svc.source_image(team["ivy"], case_id, search_id, top.id)
     del served["/photos/portrait.jpg"]  # taken down
     with pytest.raises(NotFound, match="no longer available"):
         svc.source_image(team["ivy"], case_id, search_id, top.id)
@@ -200,7 +205,59 @@ def test_an_erased_candidate_is_compared_without_face_image_or_provenance(
     svc.delete(OPERATOR, face_id=top.face_id)
     compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
     assert compared.candidate.erased_at is not None
-    assert (compared.provenance, compared.box, compared.original) == (None, None, False)
+    assert (compared.provenance, compared.box, compared.withheld) == (None, None, False)
     with pytest.raises(NotFound, match="erased"):
         svc.source_image(team["ivy"], case_id, search_id, top.id)
     assert svc.probe_crop(team["ivy"], case_id, search_id, 0)  # the probe is the case's own
+
+
+def test_a_source_image_showing_someone_withheld_or_erased_is_never_shown_whole(
+        svc: FaceSearchService, gallery: Path) -> None:
+    # One picture of two people: PERSON beside OTHER.
+    left, right = (Image.open(p).convert("RGB") for p in (lfw_photos(PERSON)[3], lfw_photos(OTHER)[3]))
+    pair = Image.new("RGB", (left.width + right.width, max(left.height, right.height)))
+    pair.paste(left, (0, 0))
+    pair.paste(right, (left.width, 0))
+    (gallery / "pair.jpg").write_bytes(jpeg_bytes(pair))
+    team, case_id, search_id = searched(svc, gallery)
+    _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
+    pair_sha = hashlib.sha256((gallery / "pair.jpg").read_bytes()).hexdigest()
+    in_pair = [c for c in search.candidates if c.image_sha256 == pair_sha]
+    assert len(in_pair) == 2
+    single = next(c for c in search.candidates if c.image_sha256 != pair_sha)
+    ivy = team["ivy"]
+    assert not svc.compare_candidate(ivy, case_id, search_id, in_pair[0].id).withheld
+    svc.source_image(ivy, case_id, search_id, in_pair[0].id)
+
+    # One of the two is erased (an opt-out, a deletion): the picture stays for the other face,
+    # but is never shown whole again.
+    svc.delete(OPERATOR, face_id=in_pair[1].face_id)
+    assert svc.compare_candidate(ivy, case_id, search_id, in_pair[0].id).withheld
+    with pytest.raises(PolicyRefused, match="withheld: it also shows someone whose face was removed"):
+        svc.source_image(ivy, case_id, search_id, in_pair[0].id)
+    record = svc.trail.records()[-1]
+    assert record["action"] == "image.view.refused"
+
+    # A face of someone suppressed skipped at ingest (images.withheld_faces) withholds it too.
+    assert not svc.compare_candidate(ivy, case_id, search_id, single.id).withheld
+    with svc.store.transaction() as conn:
+        conn.exec_driver_sql("UPDATE images SET withheld_faces = 1 WHERE sha256 = ?",
+                             (single.image_sha256,))
+    assert svc.compare_candidate(ivy, case_id, search_id, single.id).withheld
+    with pytest.raises(PolicyRefused, match="withheld"):
+        svc.source_image(ivy, case_id, search_id, single.id)
+
+
+def test_probe_crops_are_purged_with_the_probe_retention_for_every_search(
+        svc: FaceSearchService, gallery: Path) -> None:
+    team, case_id, search_id = searched(svc, gallery)  # a case that keeps no probe photo
+    assert svc.search_review(team["ivy"], case_id, search_id).probe_crops == {0}
+    svc.clock.advance(days=svc.settings.probe_retention_days - 1)
+    assert svc.run_retention(OPERATOR).probe_crops == 0
+    svc.clock.advance(days=2)
+    assert svc.run_retention(OPERATOR).probe_crops == 1
+    with pytest.raises(NotFound):
+        svc.probe_crop(team["ivy"], case_id, search_id, 0)
+    assert svc.search_review(team["ivy"], case_id, search_id).probe_crops == set()
+    report = svc.case_report(team["ivy"], case_id)
+    assert report.probe_crops == {} and report.searches[0].candidates  # the search stays

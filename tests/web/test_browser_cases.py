@@ -141,6 +141,11 @@ def test_the_case_list_closing_and_the_report_with_its_pdf(
                         json={"mark": "possible", "note": "before erasure"}).status_code == 201
     with deployment.client("ada") as admin:
         assert admin.delete(f"/api/v1/faces/{erased['face_id']}").status_code == 200
+    with deployment.client("ivy") as ivy:  # an erased candidate is marked no more
+        refused = ivy.post(f"/api/v1/candidates/{erased['id']}/marks", json={"mark": "rejected"})
+        assert refused.status_code == 422 and "can no longer be marked" in refused.text
+    with deployment.db() as db:  # as retention does past FACESEARCH_PROBE_RETENTION_DAYS
+        db.execute("DELETE FROM probe_crops WHERE search_id = ?", (searches[4],))
 
     page = context.new_page()
     log_in(page, deployment, "ivy")
@@ -185,7 +190,10 @@ def test_the_case_list_closing_and_the_report_with_its_pdf(
     gone = page.locator(f"#report-candidate-{erased['id']}")
     expect(gone).to_contain_text("erased on")
     expect(gone).to_contain_text("possible by ivy")
-    expect(gone).to_contain_text("before erasure")
+    expect(gone).to_contain_text("any note removed with the face")
+    expect(gone).not_to_contain_text("before erasure")
+    expect(page.locator("main .probe-crop-gone")).to_have_count(1)  # the search whose crop went
+    expect(page.locator("main .report-probes figcaption").first).to_have_text("Probe face 1")
     expect(gone.locator("img")).to_have_count(0)
     shoot(page, "case-report")
 
@@ -201,9 +209,11 @@ def test_the_case_list_closing_and_the_report_with_its_pdf(
         assert f"Case {number} \u00b7 page {n} of {len(texts)}" in text, (n, text[-200:])
     whole = "\n".join(texts)
     for expected in ("Offence or incident type: fraud", "6 searches", "1 confirmed", "1 erased",
-                     "closed", "by ivy", "tattoo on the left hand", "withdrawn by ivy", "before erasure",
-                     f"Search {erased_search} by ivy"):
+                     "closed", "by ivy", "tattoo on the left hand", "withdrawn by ivy",
+                     "any note removed with the face", "probe crop is no longer kept",
+                     "(probe face 1)", f"Search {erased_search} by ivy"):
         assert expected in whole, expected
+    assert "before erasure" not in whole and "probe face 0" not in whole
     assert readable(case["opened_at"]) in whole
     # The first page as an image, for a person to look at (docs/screenshots/ keeps a copy).
     pdf[0].render(scale=1.5).to_pil().save(SCREENSHOTS / "case-report-pdf.png")

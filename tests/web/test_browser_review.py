@@ -95,18 +95,21 @@ def check_comparison(page: Page, deployment: Deployment, link: str) -> None:
     probe, candidate = (page.locator(f"#compare-{n}").bounding_box() for n in ("probe", "candidate"))
     assert probe and candidate and probe["width"] > 100
     assert (probe["width"], probe["height"]) == (candidate["width"], candidate["height"])
-    # The source image has loaded into the SVG, and the box lies on it.
-    svg = page.locator("svg#source-image")
-    expect(svg.locator("image")).to_have_count(1)
-    loaded = page.evaluate("""async () => {
-        const href = document.querySelector('#source-image image').getAttribute('href');
-        const response = await fetch(href);
-        return [response.status, response.headers.get('content-type')]; }""")
-    assert loaded == [200, "image/jpeg"]
-    frame, face = svg.bounding_box(), svg.locator("rect.face-outline").bounding_box()
+    # The source image has loaded, and the box drawn over it lies on it.
+    all_images_loaded(page, "img#source-image")
+    expect(page.locator("#source-gone")).to_be_hidden()
+    frame = page.locator("img#source-image").bounding_box()
+    face = page.locator("#source-frame rect.face-outline").bounding_box()
     assert frame and face and face["width"] > 10
     assert frame["x"] <= face["x"] and face["x"] + face["width"] <= frame["x"] + frame["width"] + 1
     assert frame["y"] <= face["y"] and face["y"] + face["height"] <= frame["y"] + frame["height"] + 1
+    # Gone from its source (the route answers 404): the words take the image's place.
+    page.route("**/source-image", lambda route: route.fulfill(status=404))
+    page.reload()
+    expect(page.locator("#source-gone")).to_be_visible()
+    expect(page.locator("#source-gone")).to_contain_text("no longer available at its source")
+    expect(page.locator("#source-frame")).to_be_hidden()
+    page.unroute("**/source-image")
     provenance = page.locator("dl.provenance")
     expect(provenance).to_contain_text("Jurisdiction")
     expect(provenance).to_contain_text("on the server")  # the gallery's files: named, no path

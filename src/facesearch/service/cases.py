@@ -19,14 +19,14 @@ from facesearch.calibration import BANDS, MEANING
 from facesearch.crawl.extract import normalise_url
 from facesearch.crawl.fetch import FetchLimits, FetchRefused, fetch
 from facesearch.crawl.guard import guarded_transport, parse_networks
-from facesearch.errors import BadImage, Forbidden, InvalidRequest, NotFound, RateLimited
+from facesearch.errors import BadImage, FacesearchError, Forbidden, InvalidRequest, NotFound, RateLimited
 from facesearch.fusion import RULE
 from facesearch.imaging import decode, decode_for_analysis, downscale, encode_jpeg
 from facesearch.policy.roles import PERMISSIONS, ROLES, allowed, check_mark
 from facesearch.service.grouping import Grouping, IdentityGroup, PhotoGroup, ResultGroups
 from facesearch.service.jobs import UPLOAD_PREFIX
 from facesearch.service.quality import shortfalls
-from facesearch.store.cases import Case, CaseSummary, StoredCandidate, StoredSearch
+from facesearch.store.cases import Case, CaseSummary, Mark, StoredCandidate, StoredSearch
 from facesearch.store.files import write_private
 from facesearch.types import Actor, Box, FaceQuality, ProbeResult
 
@@ -44,6 +44,9 @@ PROBE_CROP_MARGIN = 0.25
 PROBE_CROP_SIDE = 200
 # A source image is shown for review at most this many pixels on its longest side.
 SOURCE_IMAGE_SIDE = 1600
+# Why a source image is refused: it also shows someone who is not to be shown.
+WITHHELD_IMAGE = ("the full image is withheld: it also shows someone whose face was removed "
+                  "or who asked not to be collected")
 MAX_NOTE_CHARS = 1000  # a mark's note: a reason in a few sentences, not a file
 
 
@@ -106,7 +109,7 @@ class Comparison:
     box: Box | None  # the face in its source image, in the image's own pixels
     width: int = 0  # the source image's size
     height: int = 0
-    original: bool = False  # the source still serves the very bytes indexed
+    withheld: bool = False  # the image shows someone withheld: only the face crop is shown
 
 
 @dataclass
@@ -393,54 +396,72 @@ class Cases(Grouping):
     def mark_candidate(self, actor: Actor, candidate_id: int, mark: str,
                        note: str = "") -> StoredCandidate:
         """Mark a candidate possible, confirmed (two-person rule, on live marks only) or
-        rejected, with an optional note of at most MAX_NOTE_CHARS characters. The note stays
-        in the case; since it may name people, the audit record says only that one was given."""
+        rejected, with an optional note of at most MAX_NOTE_CHARS characters; an erased
+        candidate is marked no more. The note stays in the case; since it may name people,
+        the audit record says only that one was given."""
         self.authorise(actor, "candidates.mark", "candidate.mark")
         found = self.cases.candidate(candidate_id)
         case = self._own_case(actor, found[1] if found else -1, "candidate.mark")
-        assert found is not None
-        candidate = found[0]
         note = note.strip()
         if len(note) > MAX_NOTE_CHARS:
             raise InvalidRequest(f"a note holds at most {MAX_NOTE_CHARS} characters")
-        try:
-            # A withdrawn mark counts for nothing: a withdrawn "possible" lets nobody confirm.
-            check_mark(mark, actor.user_id, [(m.user_id, m.mark) for m in candidate.marks if m.live])
-        except Forbidden as exc:
-            self._audit_alone(actor, "candidate.mark.refused", {
-                "reason": exc.message, "candidate_id": candidate_id, "mark": mark}, case)
-            raise
+        refused: FacesearchError | None = None
         with self.store.transaction() as conn:
-            mark_id = self.cases.add_mark(conn, candidate_id=candidate_id, user_id=actor.user_id,
-                                          actor=actor.name, mark=mark, at=self.now(), note=note)
-            self._audit(conn, actor, "candidate.mark", {
-                "candidate_id": candidate_id, "face_id": candidate.face_id, "mark": mark,
-                "mark_id": mark_id, "note": bool(note)}, case)
+            # Decided on the marks as they stand under the candidate's lock: a withdrawal
+            # made meanwhile cannot slip a confirmation past the two-person rule.
+            candidate = self.cases.lock_candidate(conn, candidate_id)
+            assert candidate is not None
+            try:
+                if candidate.erased_at:
+                    raise InvalidRequest("this candidate was erased: it can no longer be marked")
+                # A withdrawn mark counts for nothing: a withdrawn "possible" lets nobody confirm.
+                check_mark(mark, actor.user_id, [(m.user_id, m.mark) for m in candidate.marks if m.live])
+            except (Forbidden, InvalidRequest) as exc:
+                refused = exc
+            else:
+                mark_id = self.cases.add_mark(conn, candidate_id=candidate_id, user_id=actor.user_id,
+                                              actor=actor.name, mark=mark, at=self.now(), note=note)
+                self._audit(conn, actor, "candidate.mark", {
+                    "candidate_id": candidate_id, "face_id": candidate.face_id, "mark": mark,
+                    "mark_id": mark_id, "note": bool(note)}, case)
+        if refused is not None:
+            self._audit_alone(actor, "candidate.mark.refused", {
+                "reason": refused.message, "candidate_id": candidate_id, "mark": mark}, case)
+            raise refused
         marked = self.cases.candidate(candidate_id)
         assert marked is not None
         return marked[0]
 
     def withdraw_mark(self, actor: Actor, candidate_id: int, mark_id: int) -> StoredCandidate:
         """Withdraw one's own live mark on a candidate: it stays in the record, struck
-        through, and counts for nothing; the candidate's status is its latest live mark."""
+        through, and counts for nothing; the candidate's status is its latest live mark.
+        Refused while a live confirmation rests on it (two-person rule): that is withdrawn first."""
         self.authorise(actor, "candidates.mark", "candidate.mark.withdraw")
         found = self.cases.candidate(candidate_id)
         case = self._own_case(actor, found[1] if found else -1, "candidate.mark.withdraw")
-        assert found is not None
-        mark = next((m for m in found[0].marks if m.id == mark_id), None)
-        if mark is None:
-            raise NotFound("the candidate has no such mark")
-        if mark.user_id is None or mark.user_id != actor.user_id:
-            self._audit_alone(actor, "candidate.mark.withdraw.refused", {
-                "reason": "not the author", "candidate_id": candidate_id, "mark_id": mark_id}, case)
-            raise Forbidden("only the person who made a mark may withdraw it")
+        refusal = ""
         with self.store.transaction() as conn:
-            # Checked in the transaction that withdraws it: two withdrawals, one record.
-            if not self.cases.withdraw_mark(conn, mark_id, actor.name, self.now()):
+            candidate = self.cases.lock_candidate(conn, candidate_id)
+            assert candidate is not None
+            mark = next((m for m in candidate.marks if m.id == mark_id), None)
+            if mark is None:
+                raise NotFound("the candidate has no such mark")
+            if not mark.live:
                 raise InvalidRequest("the mark was already withdrawn")
-            self._audit(conn, actor, "candidate.mark.withdraw", {
-                "candidate_id": candidate_id, "face_id": found[0].face_id, "mark_id": mark_id,
-                "mark": mark.mark}, case)
+            if mark.user_id is None or mark.user_id != actor.user_id:
+                refusal = "only the person who made a mark may withdraw it"
+            elif _confirmation_resting_on(candidate.marks, mark_id):
+                refusal = ("a confirmation by another investigator rests on this mark: "
+                           "it must be withdrawn first")
+            else:
+                self.cases.withdraw_mark(conn, mark_id, actor.name, self.now())
+                self._audit(conn, actor, "candidate.mark.withdraw", {
+                    "candidate_id": candidate_id, "face_id": candidate.face_id,
+                    "mark_id": mark_id, "mark": mark.mark}, case)
+        if refusal:
+            self._audit_alone(actor, "candidate.mark.withdraw.refused", {
+                "reason": refusal, "candidate_id": candidate_id, "mark_id": mark_id}, case)
+            raise Forbidden(refusal)
         marked = self.cases.candidate(candidate_id)
         assert marked is not None
         return marked[0]
@@ -506,8 +527,9 @@ class Cases(Grouping):
     def compare_candidate(self, actor: Actor, case_id: int, search_id: int,
                           candidate_id: int) -> Comparison:
         """A candidate of a case's search with its provenance and the facts of its source
-        image: the face's box, and whether the source still serves the bytes indexed (read
-        here; source_image serves them). Audited as reading the case."""
+        image as stored: the face's box, the image's size, and whether the whole image is
+        withheld. Nothing is fetched: the page asks source_image for the image itself.
+        Audited as reading the case."""
         case, found = self.case_searches(actor, case_id, search_id)
         candidate = next((c for c in found[0].candidates if c.id == candidate_id), None)
         if candidate is None:
@@ -521,15 +543,16 @@ class Cases(Grouping):
         if face is not None and image is not None:
             compared.box = Box(face["box_left"], face["box_top"], face["box_right"], face["box_bottom"])
             compared.width, compared.height = image["width"], image["height"]
-            compared.original = self._original_image(image["location"], candidate.image_sha256) is not None
+            compared.withheld = image["withheld_faces"] > 0
         return compared
 
     def source_image(self, actor: Actor, case_id: int, search_id: int, candidate_id: int) -> bytes:
         """A candidate's full source image as a JPEG (at most SOURCE_IMAGE_SIDE pixels on a
-        side), read from where it was collected: a local file or its URL (fetched like the
-        crawler fetches: address checks, byte and time limits), only if its bytes still have
-        the sha256 indexed. facesearch keeps face crops, not images, so an image moved,
-        changed or taken down is no longer available. Audited (image.view)."""
+        side), read from where it was collected: a local file or its URL (fetched once, like
+        the crawler fetches: address checks, byte and time limits), only if its bytes still
+        have the sha256 indexed. facesearch keeps face crops, not images, so an image moved,
+        changed or taken down is no longer available. Refused for an image that shows
+        someone withheld (suppressed at ingest, erased or opted out since). Audited (image.view)."""
         self.authorise(actor, "cases.read", "image.view")
         case = self._own_case(actor, case_id, "image.view")
         found = self.cases.searches(case.id, search_id)
@@ -537,6 +560,8 @@ class Cases(Grouping):
         if candidate is None or candidate.erased_at:
             raise NotFound("no such candidate in this search, or it was erased")
         image = self.cases.images_by_sha([candidate.image_sha256]).get(candidate.image_sha256)
+        if image and image["withheld_faces"] > 0:
+            self._refuse(actor, "image.view", WITHHELD_IMAGE, case)
         data = self._original_image(image["location"], candidate.image_sha256) if image else None
         shown = None
         if data:
@@ -611,6 +636,19 @@ def readable_place(location: str, provenance: dict | None = None) -> str:
         name = (provenance or {}).get("file_name") or location.rsplit("/", 1)[-1]
         return f"uploaded file {name}"
     return f"file {PurePath(location).name} on the server"
+
+
+def _confirmation_resting_on(marks: list[Mark], mark_id: int) -> bool:
+    """Whether a live "confirmed" would break the two-person rule (check_mark) were mark_id
+    withdrawn: each is checked against the live marks before it, without that one."""
+    kept = [m for m in marks if m.live and m.id != mark_id]
+    for confirmation in (m for m in kept if m.mark == "confirmed"):
+        try:
+            check_mark("confirmed", confirmation.user_id,
+                       [(m.user_id, m.mark) for m in kept if m.id < confirmation.id])
+        except Forbidden:
+            return True
+    return False
 
 
 def _candidate_row(probe_face: int, c) -> dict:  # noqa: ANN001 - a types.Candidate

@@ -22,6 +22,7 @@ class RetentionReport:
     # (the image itself kept by its own source's).
     sightings: int = 0
     probes: int = 0  # kept probe photos past probe retention
+    probe_crops: int = 0  # probe face crops past probe retention (kept for every search)
     searches: int = 0  # searches and their candidate lists past candidate retention
     watch_matches: int = 0  # case watches' matches past candidate retention
     audit_records: int = 0
@@ -35,7 +36,7 @@ class Governance(Engine):
     def run_retention(self, actor: Actor) -> RetentionReport:
         """Destroy exactly what is past its date, by the service's clock: images (with faces,
         vectors and crops) past their source's retention, sightings past the retention of the
-        source that saw them, kept probes, searches with their
+        source that saw them, kept probes and probe face crops, searches with their
         candidate lists, audit records (the chain is anchored past them), expired sessions, and
         the contact details of access requests answered over access_report_hours ago (long
         enough to send the link or the refusal; the link has expired by then), with the
@@ -57,6 +58,8 @@ class Governance(Engine):
                 for path in self.cases.old_probe_paths(conn, cut(days=s.probe_retention_days)):
                     Path(path).unlink(missing_ok=True)
                     report.probes += 1
+                report.probe_crops = self.cases.delete_probe_crops_before(
+                    conn, cut(days=s.probe_retention_days))
                 report.searches = self.cases.delete_searches_before(conn, cut(days=s.candidate_retention_days))
                 report.watch_matches = self.watches.delete_matches_before(
                     conn, cut(days=s.candidate_retention_days))
@@ -125,8 +128,9 @@ class Governance(Engine):
                 "audit records (who, when, what, from which address)",
             ],
             "recipients": [o.name for o in self.accounts.organisations()],
-            "sources": [{"name": x.name, "lawful_basis": x.lawful_basis, "jurisdiction": x.jurisdiction,
-                         "retention_days": x.retention_days} for x in sources],
+            "sources": [{"name": x.name, "display_name": x.display_name, "lawful_basis": x.lawful_basis,
+                         "jurisdiction": x.jurisdiction, "retention_days": x.retention_days}
+                        for x in sources],
             "retention": {"images": "per source (above)", "kept_probes_days": s.probe_retention_days,
                           "searches_and_candidates_days": s.candidate_retention_days,
                           "audit_records_days": s.audit_retention_days,

@@ -316,28 +316,42 @@ class CaseStore:
             return conn.execute(query).scalar_one_or_none()
 
     def images_by_sha(self, hashes: list[str]) -> dict[str, dict]:
-        """The live images with these sha256: location, size and provenance (parsed JSON)."""
+        """The live images with these sha256: location, size, provenance (parsed JSON) and
+        withheld_faces (faces of people suppressed at ingest or erased since)."""
         found: dict[str, dict] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(hashes), 500):
                 for row in conn.execute(select(images.c.sha256, images.c.location, images.c.width,
-                                               images.c.height, images.c.provenance)
+                                               images.c.height, images.c.provenance,
+                                               images.c.withheld_faces)
                                         .where(images.c.sha256.in_(hashes[start:start + 500]))).mappings():
                     found[row["sha256"]] = dict(row, provenance=json.loads(row["provenance"] or "{}"))
         return found
 
-    def candidate(self, candidate_id: int) -> tuple[StoredCandidate, int] | None:
-        """A candidate with its marks, and the id of its case."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(candidates, searches.c.case_id)
-                               .join(searches, candidates.c.search_id == searches.c.id)
-                               .where(candidates.c.id == candidate_id)).mappings().first()
-            if row is None:
-                return None
-            found = StoredCandidate(**{k: v for k, v in row.items() if k != "case_id"})
-            found.marks = [_mark(m) for m in conn.execute(
-                select(marks).where(marks.c.candidate_id == candidate_id).order_by(marks.c.id)).mappings()]
+    def candidate(self, candidate_id: int,
+                  conn: Connection | None = None) -> tuple[StoredCandidate, int] | None:
+        """A candidate with its marks, and the id of its case (in conn's transaction, if given)."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.candidate(candidate_id, own)
+        row = conn.execute(select(candidates, searches.c.case_id)
+                           .join(searches, candidates.c.search_id == searches.c.id)
+                           .where(candidates.c.id == candidate_id)).mappings().first()
+        if row is None:
+            return None
+        found = StoredCandidate(**{k: v for k, v in row.items() if k != "case_id"})
+        found.marks = [_mark(m) for m in conn.execute(
+            select(marks).where(marks.c.candidate_id == candidate_id).order_by(marks.c.id)).mappings()]
         return found, row["case_id"]
+
+    def lock_candidate(self, conn: Connection, candidate_id: int) -> StoredCandidate | None:
+        """The candidate with its marks, read after taking its row lock (PostgreSQL) or the
+        database's write lock (SQLite; so this must be the transaction's first statement):
+        marks and withdrawals of one candidate are then decided one transaction at a time."""
+        conn.execute(update(candidates).where(candidates.c.id == candidate_id)
+                     .values(rank=candidates.c.rank))
+        found = self.candidate(candidate_id, conn)
+        return found[0] if found else None
 
     def add_mark(self, conn: Connection, **values: object) -> int:
         return conn.execute(insert(marks).values(**values)).inserted_primary_key[0]
@@ -375,6 +389,12 @@ class CaseStore:
                          .values(probe_path=None))
         return [str(Path(path).parent / sha) for _, path, photos in rows
                 for sha in json.loads(photos) or [Path(path).name]]
+
+    def delete_probe_crops_before(self, conn: Connection, cutoff: str) -> int:
+        """Delete the probe face crops of searches before cutoff: a crop is of the probe, so
+        it is kept no longer than a kept probe photo is."""
+        old = select(searches.c.id).where(searches.c.at < cutoff)
+        return conn.execute(probe_crops.delete().where(probe_crops.c.search_id.in_(old))).rowcount
 
     def delete_searches_before(self, conn: Connection, cutoff: str) -> int:
         """Delete searches before cutoff with their candidate lists and marks."""

@@ -355,6 +355,11 @@ class MetadataStore:
             conn.execute(delete(images).where(
                 images.c.id.in_(touched), ~select(faces.c.id).where(
                     faces.c.image_id == images.c.id).exists()))
+            # An image kept for its other faces still shows the erased person: counted with
+            # the faces withheld at ingest, so that the whole image is never shown again.
+            for image_id in touched:
+                conn.execute(update(images).where(images.c.id == image_id).values(
+                    withheld_faces=images.c.withheld_faces + sum(r[2] == image_id for r in rows)))
             # An identity left with no face goes too: it would be a group of nobody.
             delete_empty_identities(conn, [r[3] for r in rows])
             deleted += len(rows)
@@ -378,6 +383,9 @@ class MetadataStore:
             .join(cases, searches.c.case_id == cases.c.id)
             .where(candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None),
                    searches.c.user_id.is_not(None)).distinct()).all()
+        # A note may describe the person: it goes with the face; who marked what, when stays.
+        conn.execute(update(marks).where(marks.c.candidate_id.in_(
+            select(candidates.c.id).where(candidates.c.face_id.in_(face_ids)))).values(note=""))
         conn.execute(update(candidates).where(
             candidates.c.face_id.in_(face_ids), candidates.c.erased_at.is_(None)).values(
             erased_at=now, image_sha256="", location="", page_url=None, source="",

@@ -95,10 +95,13 @@ def _search(pdf: _ReportPDF, report: CaseReport, search, crop_of) -> None:  # no
             continue
         pdf.image(io.BytesIO(crop), x=x, y=top, w=CROP_MM, h=CROP_MM)
         pdf.set_xy(x, top + CROP_MM)
-        pdf.cell(CROP_MM, 4, _text(f"probe face {face}"))
+        pdf.cell(CROP_MM, 4, _text(f"probe face {face + 1}"))  # numbered as the picker does
         x += CROP_MM + 6
     if x > 10:
         pdf.set_xy(10, top + CROP_MM + 5)
+    else:
+        pdf.cell(0, 5, "The probe crop is no longer kept: it is kept for the probe retention "
+                 "period only.", new_x="LMARGIN", new_y="NEXT")
     if not search.candidates:
         pdf.cell(0, 6, "No candidates within the match threshold.", new_x="LMARGIN", new_y="NEXT")
     for c in search.candidates:
@@ -133,7 +136,7 @@ def _candidate(pdf: _ReportPDF, report: CaseReport, c, crop_of) -> None:  # noqa
         pdf.rect(10, top, CROP_MM, CROP_MM)  # the face has been erased since
     pdf.set_xy(31, top)
     pdf.set_font("Helvetica", "B", 9)
-    pdf.cell(0, 5, _text(f"#{c.rank} (probe face {c.probe_face}) - {c.status} - "
+    pdf.cell(0, 5, _text(f"#{c.rank} (probe face {c.probe_face + 1}) - {c.status} - "
                          f"distance {c.distance:.3f}, score {c.false_match_probability:.2e}"),
              new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=8)
@@ -160,6 +163,10 @@ def _marks(pdf: _ReportPDF, c, x: float) -> None:  # noqa: ANN001 - a StoredCand
         line = f"marked {m.mark} by {m.actor}, {readable(m.at)}"
         if m.withdrawn_at:
             line += f" (withdrawn by {m.withdrawn_by}, {readable(m.withdrawn_at)})"
-        pdf.multi_cell(0, 4, _text(line + (f": {m.note}" if m.note else "")),
+        if m.note:
+            line += f": {m.note}"
+        elif c.erased_at:
+            line += " (any note removed with the face)"
+        pdf.multi_cell(0, 4, _text(line),
                        new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=8)

@@ -196,10 +196,22 @@ function localTimes() {
   });
 }
 
+// Compare page: a source image its source no longer serves gives way to the words saying so.
+function sourceImageFallback(image) {
+  const gone = () => {
+    document.getElementById("source-frame").hidden = true;
+    document.getElementById("source-gone").hidden = false;
+  };
+  if (image.complete && image.naturalWidth === 0) gone();  // failed before this ran
+  else image.addEventListener("error", gone);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes();
   const panel = document.getElementById("search-panel");
   if (panel) setUpSearch(panel);
   const print = document.getElementById("print");
   if (print) print.addEventListener("click", () => window.print());
+  const sourceImage = document.getElementById("source-image");
+  if (sourceImage) sourceImageFallback(sourceImage);
 });

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -38,6 +39,7 @@ from facesearch.service import (
     days_in_words,
     lawful_basis_in_words,
     record_in_words,
+    without_server_paths,
 )
 from facesearch.types import Actor, FaceQuality
 
@@ -100,7 +102,13 @@ def main_options(
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Data directory (default: $FACESEARCH_HOME or ./facesearch-data).")] = None,
 ) -> None:
-    state.settings = Settings(home=data) if data else Settings()
+    try:
+        state.settings = Settings(home=data) if data else Settings()
+    except ValidationError as exc:  # a bad FACESEARCH_* setting: its message, no traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        typer.echo(f"facesearch: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
 
 
 @source_app.command("add")
@@ -215,7 +223,7 @@ def search(
     result = service().search(who, found.id, [_read(photo) for photo in photos], top,
                               int(face) if face.isdigit() else face)
     if as_json:
-        echo(json.dumps(asdict(result), indent=2))
+        echo(json.dumps(without_server_paths(asdict(result)), indent=2))
     else:
         _print_result(result)
 

@@ -8,8 +8,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from facesearch.policy.roles import ROLES
+
+# Roles that read every organisation's records (the whole audit trail, every access request):
+# they go to the deployment's own people only (deployment_organisation).
+DEPLOYMENT_ROLES = frozenset({"auditor", "dpo"})
 
 
 class OidcProvider(BaseModel):
@@ -28,6 +34,15 @@ class OidcProvider(BaseModel):
     create_users: bool = Field(default=False, description="Create an unknown user at first "
                                "sign-in (with a mapped role); otherwise an admin links them.")
     username_claim: str = Field(default="preferred_username")
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        # A typo would otherwise leave its claim value quietly mapping to nothing.
+        unknown = sorted({role for role in value.values() if role not in ROLES})
+        if unknown:
+            raise ValueError(f"roles maps to {', '.join(unknown)}, not one of {', '.join(ROLES)}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -236,6 +251,10 @@ class Settings(BaseSettings):
         default=300, ge=15, description="The longest wait between log-in attempts once a "
         "username, address or browser is over login_failures_allowed.")
     session_hours: int = Field(default=8, description="A web session lasts this long.")
+    second_factor_failures_allowed: int = Field(
+        default=10, ge=1, description="Wrong second-factor codes in a row (however far apart) "
+        "after which a user's authenticator codes are refused: only one of their recovery codes "
+        "or a reset by an admin or the operator opens their log-in again.")
     oidc_providers: list[OidcProvider] = Field(
         default_factory=list, description="Agency identity providers (OpenID Connect) staff may "
         "sign in with, as a JSON list of objects: name, title, issuer, client_id, client_secret, "
@@ -438,6 +457,17 @@ class Settings(BaseSettings):
         if value and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
             raise ValueError("give an http:// or https:// address, such as https://faces.example.org")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _providers_in_their_organisation(self) -> Settings:
+        for provider in self.oidc_providers:
+            wide = sorted(DEPLOYMENT_ROLES & set(provider.roles.values()))
+            if wide and provider.organisation != self.deployment_organisation.strip():
+                raise ValueError(
+                    f"identity provider {provider.name} maps claims to {', '.join(wide)}, who "
+                    "read every organisation's records: only a provider of "
+                    "FACESEARCH_DEPLOYMENT_ORGANISATION may")
+        return self
 
     @property
     def metadata_url(self) -> str:

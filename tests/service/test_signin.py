@@ -3,14 +3,19 @@ recovery codes, the throttle, reset, and a session owing its code that can do no
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pyotp
 import pytest
 
+from pydantic import ValidationError
+
 from facesearch.config import Settings
 from facesearch.errors import Forbidden, NotAuthenticated, RateLimited, SecondFactorOwed
 from facesearch.service import FaceSearchService
+from facesearch.service.accounts import token_hash
 from tests.conftest import OPERATOR, log_in
 
 PASSWORD = "a-long-enough-password"
@@ -35,7 +40,8 @@ def clock() -> Clock:
 @pytest.fixture
 def svc(tmp_path, clock: Clock):
     service = FaceSearchService(Settings(home=tmp_path / "data", workers=1, login_failures_allowed=3,
-                                         login_lock_max_seconds=60), clock)
+                                         login_lock_max_seconds=60,
+                                         second_factor_failures_allowed=4), clock)
     service.bootstrap_admin(OPERATOR, "ada", PASSWORD, "Org")
     service.create_user(OPERATOR, "sam", PASSWORD, "supervisor", "Org")
     yield service
@@ -123,6 +129,115 @@ def test_wrong_codes_are_throttled_and_a_password_does_not_clear_them(
         svc.verify_second_factor(token, code_at(svc, "sam", clock, 1), "10.0.0.1")
     clock.advance(seconds=limited.value.retry_after)
     assert svc.verify_second_factor(token, code_at(svc, "sam", clock, 1), "10.0.0.1")[0].stage == "full"
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 500_000) % 10**6:06d}"
+
+
+def test_wrong_codes_in_a_row_lock_the_app_codes_however_slowly_given(
+        svc: FaceSearchService, clock: Clock) -> None:
+    _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+    svc.begin_enrolment(token)
+    _, _, recovery = svc.confirm_enrolment(token, code_at(svc, "sam", clock), "10.0.0.1")
+    for _ in range(4):  # a day apart: no throttle window, no stale-key clean-up forgets them
+        clock.advance(hours=25)
+        _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+        with pytest.raises(NotAuthenticated):
+            svc.verify_second_factor(token, wrong(code_at(svc, "sam", clock)), "10.0.0.1")
+    assert actions(svc).count("second_factor.locked") == 1
+    clock.advance(hours=25)
+    _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+    with pytest.raises(NotAuthenticated, match="locked"):  # the right code, refused now
+        svc.verify_second_factor(token, code_at(svc, "sam", clock), "10.0.0.1")
+    assert svc.verify_second_factor(token, recovery[0], "10.0.0.1")[0].stage == "full"
+    for _ in range(3):  # the recovery code began a new count
+        clock.advance(minutes=20)
+        _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+        with pytest.raises(NotAuthenticated, match="not right"):
+            svc.verify_second_factor(token, wrong(code_at(svc, "sam", clock, 1)), "10.0.0.1")
+    # A right code, before the limit, begins a new count as well.
+    svc.verify_second_factor(token, code_at(svc, "sam", clock, 1), "10.0.0.1")
+    for _ in range(4):
+        _, token, _ = svc.login("sam", PASSWORD, "10.0.0.2")
+        with pytest.raises(NotAuthenticated):
+            svc.verify_second_factor(token, wrong(code_at(svc, "sam", clock)), "10.0.0.2")
+        clock.advance(minutes=20)
+    assert actions(svc).count("second_factor.locked") == 2
+    svc.reset_second_factor(OPERATOR, "sam")  # an admin's or the operator's reset opens it
+    assert log_in(svc, "sam", PASSWORD)[0].stage == "full"
+
+
+def test_a_session_owing_its_code_lasts_minutes_and_ends_at_log_out(
+        svc: FaceSearchService, clock: Clock) -> None:
+    log_in(svc, "sam", PASSWORD)
+    _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+    clock.advance(minutes=10, seconds=1)
+    assert svc.pending_login(token, "10.0.0.1") is None
+    with pytest.raises(NotAuthenticated, match="ended"):
+        svc.verify_second_factor(token, code_at(svc, "sam", clock), "10.0.0.1")
+    _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+    clock.advance(minutes=9)
+    _, full = svc.verify_second_factor(token, code_at(svc, "sam", clock), "10.0.0.1")
+    clock.advance(hours=svc.settings.session_hours, seconds=-1)  # a full session's hours
+    assert svc.authenticate("10.0.0.1", session_token=full)[0].name == "sam"
+
+    _, token, _ = svc.login("sam", PASSWORD, "10.0.0.1")
+    pending, _ = svc.pending_login(token, "10.0.0.1")
+    svc.logout(pending, token)
+    assert svc.pending_login(token, "10.0.0.1") is None
+    assert actions(svc)[-1] == "logout"
+
+
+def test_api_keys_need_a_second_factor_behind_them(svc: FaceSearchService, clock: Clock) -> None:
+    sam_id = svc.accounts.user(username="sam").id
+    with svc.store.transaction() as conn:  # a key made before second factors were required
+        svc.accounts.add_api_key(conn, sam_id, "old", "fsk_old", token_hash("fsk_old-key"), svc.now())
+    assert svc.authenticate("10.0.0.1", api_key="fsk_old-key")[0].name == "sam"
+    sam = log_in(svc, "sam", PASSWORD)[0]  # the first set-up revokes it
+    with pytest.raises(NotAuthenticated):
+        svc.authenticate("10.0.0.1", api_key="fsk_old-key")
+    assert [r["detail"]["api_keys_revoked"] for r in svc.trail.records()
+            if r["action"] == "second_factor.enrol"] == [1]
+    _, key = svc.create_api_key(sam, "after")
+    assert svc.authenticate("10.0.0.1", api_key=key)[0].name == "sam"
+    svc.reset_second_factor(OPERATOR, "sam")  # a lost phone: its keys go with it
+    with pytest.raises(NotAuthenticated):
+        svc.authenticate("10.0.0.1", api_key=key)
+    assert svc.trail.records()[-1]["detail"]["api_keys_revoked"] == 1
+
+
+def test_an_agency_sign_in_state_is_taken_once_by_racing_callbacks(svc: FaceSearchService) -> None:
+    with svc.store.transaction() as conn:
+        svc.accounts.add_oidc_login(conn, "state", "agency", "nonce", "verifier", svc.now(),
+                                    "2099-01-01T00:00:00+00:00")
+    second: list = []
+
+    def take() -> None:
+        with svc.store.transaction() as conn:
+            second.append(svc.accounts.take_oidc_login(conn, "state", svc.now()))
+
+    with svc.store.transaction() as conn:
+        assert svc.accounts.take_oidc_login(conn, "state", svc.now()).code_verifier == "verifier"
+        racing = threading.Thread(target=take)
+        racing.start()  # reads while the first callback's transaction is still open
+        time.sleep(0.5)
+    racing.join()
+    assert second == [None]
+
+
+@pytest.mark.parametrize(("roles", "organisation", "problem"), [
+    ({"analysts": "investigatr"}, "Org", "investigatr, not one of"),
+    ({"audit": "auditor"}, "Agency", "only a provider of FACESEARCH_DEPLOYMENT_ORGANISATION"),
+])
+def test_identity_provider_role_maps_are_checked_at_start(
+        tmp_path, roles: dict, organisation: str, problem: str) -> None:
+    provider = {"name": "agency", "issuer": "http://127.0.0.1:9", "client_id": "c",
+                "client_secret": "s", "organisation": organisation, "roles": roles}
+    with pytest.raises(ValidationError, match=problem):
+        Settings(home=tmp_path, deployment_organisation="Org", oidc_providers=[provider])
+    Settings(home=tmp_path, deployment_organisation="Org",  # the deployment's own: allowed
+             oidc_providers=[{**provider, "organisation": "Org", "roles": {"audit": "auditor"}}])
 
 
 def test_a_reset_ends_sessions_and_asks_for_a_new_set_up(svc: FaceSearchService, clock: Clock) -> None:

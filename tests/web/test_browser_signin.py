@@ -139,6 +139,25 @@ def test_a_session_owing_its_code_can_do_nothing_else(deployment: Deployment) ->
         assert done.status_code == 303 and client.get("/api/v1/cases").status_code == 200
 
 
+def test_a_session_owing_its_code_ends_at_log_out(deployment: Deployment) -> None:
+    with httpx.Client(base_url=deployment.url, timeout=60) as client:
+        form = client.get("/login")
+        client.post("/login", data={"username": "sam", "password": password_of("sam"),
+                                    "csrf_token": form_token(form)})
+        token = client.cookies["facesearch_session"]
+        csrf = form_token(client.get("/login/code"))
+        before = deployment.last_audit_id()
+        assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
+        done = client.post("/logout", data={"csrf_token": csrf})
+        assert done.status_code == 303 and done.headers["location"] == "/login"
+    # The session is gone on the server, not only its cookie from this browser.
+    with httpx.Client(base_url=deployment.url, timeout=60,
+                      cookies={"facesearch_session": token}) as replay:
+        assert replay.get("/login/code").headers["location"] == "/login"
+    assert [r["action"] for r in deployment.audit(before)
+            if r["actor"] == "sam"] == ["request.refused", "logout"]
+
+
 def test_staff_sign_in_through_the_agency_provider_and_bad_id_tokens_are_refused(
         browser: Browser, deployment: Deployment, oidc_provider: str) -> None:
     before = deployment.last_audit_id()

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from facesearch.config import DEPLOYMENT_ROLES
 from facesearch.errors import (
     Forbidden,
     InvalidRequest,
@@ -40,13 +41,14 @@ _ARGON2_AT_ONCE = threading.BoundedSemaphore(os.cpu_count() or 1)
 # attempt waits FIRST_WAIT seconds, doubling with each failure, up to login_lock_max_seconds.
 THROTTLE_WINDOW = timedelta(minutes=15)
 FIRST_WAIT_SECONDS = 15
-# Roles that read every organisation's records (the whole audit trail, every access request):
-# they go to the deployment's own people, so only the operator and the admins of the operator's
-# own organisation (FACESEARCH_DEPLOYMENT_ORGANISATION) give them.
-DEPLOYMENT_ROLES = frozenset({"auditor", "dpo"})
+# Only the operator and the admins of the operator's own organisation
+# (FACESEARCH_DEPLOYMENT_ORGANISATION) give the DEPLOYMENT_ROLES.
 # Roles whose local accounts must give a second factor after their password (service/signin.py):
 # every staff role, since each reads personal data (auditors and officers every organisation's).
 SECOND_FACTOR_ROLES = frozenset(ROLES)
+# A session that has given its password but owes its code (or the code's set-up) lasts this
+# long: time to type a code, not a working day with a password alone.
+PENDING_LOGIN_MINUTES = 10
 
 
 def stage_after_password(user: User) -> str:
@@ -255,7 +257,8 @@ class Accounts(ServiceBase):
         stage = stage_after_password(user)
         actor = _actor_of(user, client, stage)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        expires = (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
+        expires = self._session_expiry() if stage == "full" else (
+            self.clock() + timedelta(minutes=PENDING_LOGIN_MINUTES)).isoformat(timespec="seconds")
         with self.store.transaction() as conn:
             # The user's name and browser start afresh; the address (which other users may
             # share) only takes this attempt back.
@@ -271,6 +274,10 @@ class Accounts(ServiceBase):
         self.accounts.forget_stale_logins(
             (self.clock() - timedelta(days=1)).isoformat(timespec="seconds"), self.now())
         return actor, token, csrf
+
+    def _session_expiry(self) -> str:
+        """When a full session started now ends."""
+        return (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
 
     def _claim_attempt(self, keys: list[str]) -> int:
         """Count an attempt against every key before its password is checked, and return 0;
@@ -308,6 +315,8 @@ class Accounts(ServiceBase):
         return token
 
     def logout(self, actor: Actor, session_token: str) -> None:
+        """End the session, a full one or one still owing its second factor (SignIn.pending_login
+        gives the latter's actor)."""
         with self.store.transaction() as conn:
             self.accounts.end_session(conn, token_hash(session_token))
             self._audit(conn, actor, "logout", {})

@@ -30,7 +30,7 @@ from facesearch.errors import InvalidRequest, NotAuthenticated, NotFound, RateLi
 from facesearch.policy.roles import ROLES, initial_status
 from facesearch.service.accounts import Accounts, _actor_of, _hasher, token_hash
 from facesearch.service.base import client_hash
-from facesearch.store.accounts import User
+from facesearch.store.accounts import NEVER_FORGOTTEN, User
 from facesearch.types import Actor
 
 RECOVERY_CODES = 10
@@ -142,12 +142,17 @@ class SignIn(Accounts):
             if not (user.totp_secret and self.accounts.confirm_totp(
                     conn, user.id, user.totp_secret, step, self.now())
                     and self.accounts.promote_session(conn, token_hash(session_token),
-                                                      token_hash(token), "enrol")):
+                                                      token_hash(token), "enrol", self.now(),
+                                                      self._session_expiry())):
                 raise NotAuthenticated("your log-in has ended; log in again")
             self.accounts.replace_recovery_codes(conn, user.id, [recovery_hash(c) for c in codes],
                                                  self.now())
-            self.accounts.settle_login(conn, reset=[f"code:{user.id}"], undo=[])
-            self._audit(conn, actor, "second_factor.enrol", {"recovery_codes": len(codes)})
+            self.accounts.settle_login(conn, reset=[f"code:{user.id}", _wrong_codes(user)], undo=[])
+            # Keys made before the user had a second factor (before it was required) stood for
+            # a password alone: from now on a key stands for both.
+            revoked = self.accounts.revoke_api_keys_of(conn, user.id, self.now())
+            self._audit(conn, actor, "second_factor.enrol", {"recovery_codes": len(codes),
+                                                             "api_keys_revoked": revoked})
             self._audit(conn, actor, "login", {"second_factor": "enrolled"})
         return _actor_of(user, client), token, codes
 
@@ -156,7 +161,10 @@ class SignIn(Accounts):
         step once) or an unused recovery code (each once): the actor and the session's new
         token (a session changes its token as it gains its rights, so that a token seen
         before, or planted, is worth nothing). Wrong codes are throttled per user like
-        passwords (Accounts.lock_seconds), under a key a password log-in does not clear."""
+        passwords (Accounts.lock_seconds), under a key a password log-in does not clear; and
+        after FACESEARCH_SECOND_FACTOR_FAILURES_ALLOWED wrong codes in a row, however slowly
+        given, the app's codes are refused until a recovery code or an admin's reset: a
+        throttle that forgets idle time still lets a patient guesser through in the end."""
         user = self._pending(session_token, "code")
         actor = _actor_of(user, client, "code")
         self._claim_code_attempt(actor, user)
@@ -165,27 +173,49 @@ class SignIn(Accounts):
             if user.totp_secret and len(digits) == 6 else None
         how = "totp" if step is not None else "recovery_code"
         token = secrets.token_urlsafe(32)
+        locked = False
         try:
             with self.store.transaction() as conn:  # a refusal rolls every step back
+                # Read under its row lock, so a code racing the one that locks sees the lock.
+                wrong = self.accounts.lock_throttles(conn, [_wrong_codes(user)], self.now())[0]
+                locked = wrong.failures >= self.settings.second_factor_failures_allowed
+                if step is not None and locked:
+                    raise _Refused("second factor locked")
                 if step is not None and not self.accounts.claim_totp_step(conn, user.id, step):
                     raise _Refused("code already used")
                 if step is None and not self.accounts.use_recovery_code(
                         conn, user.id, recovery_hash(code), self.now()):
                     raise _Refused("wrong code")
                 if not self.accounts.promote_session(conn, token_hash(session_token), token_hash(token),
-                                                     "code"):
+                                                     "code", self.now(), self._session_expiry()):
                     raise _Refused("log-in ended")
-                self.accounts.settle_login(conn, reset=[f"code:{user.id}"], undo=[])
+                self.accounts.settle_login(conn, reset=[f"code:{user.id}", _wrong_codes(user)],
+                                           undo=[])
                 self._audit(conn, actor, "login", {"second_factor": how})
         except _Refused as refusal:
             self._audit_alone(actor, "second_factor.verify.refused", {"reason": str(refusal),
                                                                       "stage": "code"})
+            if str(refusal) != "log-in ended":
+                locked = self._count_wrong_code(actor, user) or locked
+            if locked:
+                raise NotAuthenticated("your second factor is locked after too many wrong codes: "
+                                       "use a recovery code, or ask your admin to reset it") from None
             raise NotAuthenticated("that code is not right or was used already; wait for the "
                                    "next code, or use a recovery code") from None
         if how == "recovery_code":
             self._audit_alone(actor, "second_factor.recovery_used", {
                 "recovery_codes_left": self.accounts.recovery_codes_left(user.id)})
         return _actor_of(user, client), token
+
+    def _count_wrong_code(self, actor: Actor, user: User) -> bool:
+        """Count a wrong code in a row; whether the user's second factor is locked now (the
+        lock is audited once, as the count reaches the limit)."""
+        allowed = self.settings.second_factor_failures_allowed
+        with self.store.transaction() as conn:
+            wrong = self.accounts.count_failure(conn, _wrong_codes(user), self.now())
+            if wrong == allowed:
+                self._audit(conn, actor, "second_factor.locked", {"wrong_codes": wrong})
+        return wrong >= allowed
 
     def _claim_code_attempt(self, actor: Actor, user: User) -> None:
         wait = self._claim_attempt([f"code:{user.id}"])
@@ -212,8 +242,13 @@ class SignIn(Accounts):
         with self.store.transaction() as conn:
             self.accounts.set_totp_secret(conn, target.id, None)
             self.accounts.end_sessions_of(conn, target.id)
+            self.accounts.settle_login(conn, reset=[_wrong_codes(target)], undo=[])
+            # Whoever holds the lost phone may hold the keys too; the user makes new ones once
+            # their new second factor is set up.
+            revoked = self.accounts.revoke_api_keys_of(conn, target.id, self.now())
             self._audit(conn, actor, "second_factor.reset", {"user_id": target.id,
-                                                             "username": target.username})
+                                                             "username": target.username,
+                                                             "api_keys_revoked": revoked})
         reset = self.accounts.user(user_id=target.id)
         assert reset is not None
         return reset
@@ -307,9 +342,9 @@ class SignIn(Accounts):
         user = self._external_user(provider, claims, attempt)
         actor = _actor_of(user, client)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        expires = (self.clock() + timedelta(hours=self.settings.session_hours)).isoformat(timespec="seconds")
         with self.store.transaction() as conn:
-            self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(), expires)
+            self.accounts.add_session(conn, token_hash(token), user.id, csrf, self.now(),
+                                      self._session_expiry())
             self._audit(conn, actor, "login", {"provider": provider.name})
         return actor, token, csrf
 
@@ -411,6 +446,11 @@ class SignIn(Accounts):
         linked = self.accounts.user(user_id=user.id)
         assert linked is not None
         return linked
+
+
+def _wrong_codes(user: User) -> str:
+    """The throttle key counting a user's wrong codes in a row, kept however long idle."""
+    return f"{NEVER_FORGOTTEN}code:{user.id}"
 
 
 class _Refused(Exception):

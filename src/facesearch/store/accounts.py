@@ -89,6 +89,9 @@ class Throttle:
 
 
 _USER_COLUMNS = (users, organisations.c.name.label("organisation"))
+# Throttle keys under this prefix keep their count however long they stay untouched (a second
+# factor's wrong codes in a row): forget_stale_logins leaves them.
+NEVER_FORGOTTEN = "kept:"
 
 
 class AccountStore:
@@ -236,13 +239,12 @@ class AccountStore:
             created_at=now, expires_at=expires_at))
 
     def take_oidc_login(self, conn: Connection, state_hash: str, now: str) -> OidcLogin | None:
-        """The log-in of this state if it has not expired, deleted: a state is good once."""
-        row = conn.execute(select(oidc_logins).where(
-            oidc_logins.c.state_hash == state_hash)).mappings().first()
-        if row is None:
-            return None
-        conn.execute(oidc_logins.delete().where(oidc_logins.c.state_hash == state_hash))
-        if row["expires_at"] <= now:
+        """The log-in of this state if it has not expired, deleted: a state is good once. One
+        DELETE ... RETURNING, so of two callbacks racing with one state only the one whose
+        delete removed the row gets it (PostgreSQL's read committed lets both read it)."""
+        row = conn.execute(oidc_logins.delete().where(oidc_logins.c.state_hash == state_hash)
+                           .returning(oidc_logins)).mappings().first()
+        if row is None or row["expires_at"] <= now:
             return None
         return OidcLogin(row["provider"], row["nonce"], row["code_verifier"])
 
@@ -266,6 +268,12 @@ class AccountStore:
             return conn.execute(select(api_keys.c.user_id).where(
                 api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))).scalar()
 
+    def revoke_api_keys_of(self, conn: Connection, user_id: int, now: str) -> int:
+        """Revoke every active key of the user; how many."""
+        return conn.execute(update(api_keys).where(
+            api_keys.c.user_id == user_id, api_keys.c.revoked_at.is_(None)).values(
+            revoked_at=now)).rowcount
+
     def revoke_api_key(self, conn: Connection, key_id: int, user_id: int, now: str) -> bool:
         done = conn.execute(update(api_keys).where(
             api_keys.c.id == key_id, api_keys.c.user_id == user_id,
@@ -286,12 +294,14 @@ class AccountStore:
                 sessions.c.token_hash == token_hash, sessions.c.expires_at > now)).first()
         return Session(*row) if row else None
 
-    def promote_session(self, conn: Connection, token_hash: str, new_token_hash: str, was: str) -> bool:
-        """Make a session of stage `was` full, under a new token; whether it was in that stage
-        (once only, under races)."""
+    def promote_session(self, conn: Connection, token_hash: str, new_token_hash: str, was: str,
+                        now: str, expires_at: str) -> bool:
+        """Make an unexpired session of stage `was` full, under a new token, lasting until
+        expires_at; whether it was in that stage (once only, under races)."""
         return conn.execute(update(sessions).where(
-            sessions.c.token_hash == token_hash, sessions.c.stage == was).values(
-            stage="full", token_hash=new_token_hash)).rowcount == 1
+            sessions.c.token_hash == token_hash, sessions.c.stage == was,
+            sessions.c.expires_at > now).values(
+            stage="full", token_hash=new_token_hash, expires_at=expires_at)).rowcount == 1
 
     def end_session(self, conn: Connection, token_hash: str) -> None:
         conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
@@ -316,6 +326,17 @@ class AccountStore:
         rows = conn.execute(select(login_throttle).where(login_throttle.c.key.in_(keys))
                             .order_by(login_throttle.c.key).with_for_update()).mappings()
         return [Throttle(**r) for r in rows]
+
+    def count_failure(self, conn: Connection, key: str, now: str) -> int:
+        """Count one more failure under `key` (created if new); the count now."""
+        throttle = self.lock_throttles(conn, [key], now)[0]
+        self.set_throttle(conn, Throttle(key, throttle.failures + 1, None, now))
+        return throttle.failures + 1
+
+    def failures(self, key: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(login_throttle.c.failures).where(
+                login_throttle.c.key == key)).scalar() or 0
 
     def set_throttle(self, conn: Connection, throttle: Throttle) -> None:
         conn.execute(update(login_throttle).where(login_throttle.c.key == throttle.key).values(
@@ -347,11 +368,14 @@ class AccountStore:
                 login_devices.c.expires_at > now)).scalar()
 
     def forget_stale_logins(self, throttled_before: str, now: str) -> None:
-        """Drop throttle keys untouched since throttled_before and expired browser tokens."""
+        """Drop throttle keys untouched since throttled_before (but those of
+        NEVER_FORGOTTEN, counts that idle time does not undo) and expired browser tokens."""
         # SKIP LOCKED (PostgreSQL): a key a log-in holds now is not stale; waiting for it while
         # holding others could deadlock with that log-in.
         stale = select(login_throttle.c.key).where(
-            login_throttle.c.last_at < throttled_before).with_for_update(skip_locked=True)
+            login_throttle.c.last_at < throttled_before,
+            ~login_throttle.c.key.startswith(NEVER_FORGOTTEN, autoescape=True),
+        ).with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
             conn.execute(login_throttle.delete().where(login_throttle.c.key.in_(stale)))
             conn.execute(login_devices.delete().where(login_devices.c.expires_at <= now))

@@ -258,8 +258,18 @@ def oidc_callback(request: Request, provider: str, state: Annotated[str, Query(m
 
 
 @router.post("/logout")
-def logout(request: Request, actor: Caller) -> Response:
-    service_of(request).logout(actor, request.cookies.get(SESSION_COOKIE, ""))
+async def logout(request: Request, csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
+    service = service_of(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    # A session still owing its second factor authenticates nobody, yet ends here too.
+    found = service.pending_login(token, client_of(request)) if token else None
+    if found is None:
+        actor = await current_actor(request)  # a full session, its CSRF token checked
+    else:
+        actor = found[0]
+        if not same_token(csrf_token, found[1]):
+            service.refuse_request(actor, "missing or wrong CSRF token", "POST /logout")
+    service.logout(actor, token)
     response = back("/login")
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict",
                            secure=secure_cookies(request))

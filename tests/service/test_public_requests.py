@@ -352,13 +352,14 @@ def test_the_access_report_lists_every_place_each_photo_was_seen(
     links = [svc.decide_access_request(dan, r.id, True) for r in svc.access_requests(dan)]
 
     report = svc.access_report("10.6.6.1", links[0])
-    seen = {Path(i.location).name: i for i in report.images}
+    # A file's place in words, never the server's path to it.
+    seen = {i.location: i for i in report.images}
     assert len(seen) == 2
-    first = seen[collected.name]
+    first = seen[f"file {collected.name} on the server"]
     assert first.sightings == [
-        Sighting(str(collected.resolve()), "", "short", first.collected_at),
+        Sighting(f"file {collected.name} on the server", "", "short", first.collected_at),
         Sighting("https://web.example/a.jpg", "", "web", clock.now.isoformat(timespec="seconds"))]
-    [other] = [i for name, i in seen.items() if name != collected.name]
+    [other] = [i for place, i in seen.items() if place != first.location]
     assert [s.location for s in other.sightings] == [other.location]
 
     page = TestClient(create_app(svc), client=("10.6.6.2", 5000)).post(f"/access/report/{links[1]}")

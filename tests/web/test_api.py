@@ -12,7 +12,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearchService
-from tests.conftest import lfw_photos, log_in
+from tests.conftest import LFW, lfw_photos, log_in
 from tests.web.conftest import (
     PEOPLE,
     PURPOSE,
@@ -113,6 +113,28 @@ def test_confirming_needs_a_second_investigator(deployment: Deployment) -> None:
     assert all(m["at"] for m in marks)
     refusals = [r for r in deployment.audit() if r["action"] == "candidate.mark.refused"]
     assert refusals[-1]["actor"] == "ivy"
+
+
+def test_no_json_tells_where_the_server_keeps_the_gallery(deployment: Deployment) -> None:
+    """The gallery was ingested from files on the server's disk: every JSON body an
+    investigator is given names each file in words, never by its path."""
+    gallery = {str(LFW), str(LFW.resolve())}
+    with deployment.client("ivy") as ivy:
+        case = open_case(ivy)
+        live = search(ivy, case["id"], probe(1))
+        assert live.status_code == 201, live.text
+        stored = ivy.get(f"/api/v1/cases/{case['id']}/searches/{live.json()['search_id']}")
+        bodies = {"live search": live, "stored search": stored,
+                  "case": ivy.get(f"/api/v1/cases/{case['id']}"),
+                  "report": ivy.get(f"/api/v1/cases/{case['id']}/report")}
+    for name, body in bodies.items():
+        assert body.status_code in (200, 201), (name, body.text)
+        assert not any(path in body.text for path in gallery), name
+    candidates = stored.json()["candidates"]
+    assert candidates and all(re.fullmatch(r"file [^/]+\.jpg on the server", c["location"])
+                              for c in candidates)
+    sightings = [s for p in stored.json()["photos"] for s in p["sightings"]]
+    assert sightings and all(s["location"].endswith(" on the server") for s in sightings)
 
 
 def test_a_case_is_visible_only_to_its_organisation(deployment: Deployment) -> None:

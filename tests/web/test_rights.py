@@ -156,6 +156,13 @@ def person_of_face(d: Deployment, face_id: int) -> str | None:
     return Path(row[0]).parent.name if row else None
 
 
+def person_of_place(place: str) -> str:
+    """The LFW person of an image's place as the API gives it out: "file NAME_0001.jpg on the
+    server" (the file's name, never the server's path to it); "" for another place."""
+    found = re.fullmatch(r"file (.+)_[0-9]{4}\.jpg on the server", place)
+    return found[1] if found else ""
+
+
 def strict_cut_off(d: Deployment) -> float:
     """The distance within which an opt-out hides and erases in the deployment's gallery now."""
     settings = Settings()  # the server's, from the same environment
@@ -298,7 +305,7 @@ def test_an_anonymous_visitor_opts_out_with_a_selfie_and_gets_a_receipt_without_
     # something to erase and a candidate list to reach.
     assert opted_out.faces_before == opted_out.faces_while_hidden == INDEXED_PHOTOS
     assert person_of_face(site, opted_out.search_before[0]["face_id"]) is None  # erased since
-    assert Path(opted_out.search_before[0]["location"]).parent.name == OPTED_OUT
+    assert person_of_place(opted_out.search_before[0]["location"]) == OPTED_OUT
 
     receipt = opted_out.receipt
     assert re.fullmatch(r"[0-9a-f]{16}", receipt["request_id"]), receipt
@@ -367,7 +374,7 @@ def test_an_opted_out_person_is_no_longer_found_by_a_search_with_another_photo(
                             " AND candidates.erased_at IS NOT NULL AND candidates.location = ''",
                             (opted_out.case_id,)).fetchone()[0]
     # Each of the person's candidates in the first search kept no trace of where its image was.
-    theirs = [c for c in opted_out.search_before if Path(c["location"]).parent.name == OPTED_OUT]
+    theirs = [c for c in opted_out.search_before if person_of_place(c["location"]) == OPTED_OUT]
     assert erased == len(theirs) == INDEXED_PHOTOS
 
 
@@ -448,7 +455,7 @@ def test_an_access_request_is_answered_by_the_officer_with_a_report_link_that_wo
     # could be a look-alike's, and a report must not show a stranger's photo.
     assert 1 <= len(report["images"]) <= INDEXED_PHOTOS
     for image in report["images"]:
-        assert Path(image["location"]).parent.name == ASKER
+        assert person_of_place(image["location"]) == ASKER
         assert image["source"] == "lfw"  # the source has no display name: its name
         assert image["lawful_basis"] == "legitimate interests (GDPR Art. 6(1)(f))"
         assert image["jurisdiction"] == "US"

@@ -24,6 +24,7 @@ from facesearch.service.cases import (
 )
 from facesearch.service.crawl import Crawling, CrawlProgress, CrawlStatus
 from facesearch.service.engine import DeletionReport, IngestSummary
+from facesearch.service.given_out import without_server_paths
 from facesearch.service.governance import Governance, RetentionReport
 from facesearch.service.identities import Identities, ReclusterReport
 from facesearch.service.integrity import Integrity, IntegrityReport
@@ -61,4 +62,4 @@ __all__ = ["BAND_WORDS", "LEAD_LABEL", "LEAD_NOTICE", "MAX_NOTE_CHARS", "SCORE_M
            "FaceSearchService", "IngestSummary", "IntegrityReport", "ProbeFace", "QueuedIngest", "ReclusterReport", "ReembedProgress",
            "SearchResult", "readable_place",
            "WorkerReport", "build_service", "lawful_basis_in_words",
-           "days_in_words", "hours_in_words", "record_in_words", "LAWFUL_BASES"]
+           "days_in_words", "hours_in_words", "record_in_words", "LAWFUL_BASES", "without_server_paths"]

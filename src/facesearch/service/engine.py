@@ -811,14 +811,20 @@ class Engine(ServiceBase):
         """A person's photo's largest face, described."""
         return self._largest_face(photo)[0]
 
-    def _largest_face(self, photo: bytes) -> tuple[Face, np.ndarray]:
+    def _largest_face(self, photo: bytes, alone_ratio: float | None = None) -> tuple[Face, np.ndarray]:
         """The photo's largest face, the only one used (every face is detected to find the
-        largest, only that one is aligned and described), and the photo's pixels."""
+        largest, only that one is aligned and described), and the photo's pixels. With
+        alone_ratio, a second face at least that share of the largest's width refuses the
+        photo before any describing: two people, and no telling which one is meant."""
         image = decode_for_analysis(photo, self.settings)
         with self._analysis_lock:
             found = self.analyzer.detect(image.pixels)
             if not found:
                 raise NoFace("no face found in the photo")
+            if (alone_ratio is not None and len(found) > 1
+                    and found[1].box.width >= alone_ratio * found[0].box.width):
+                raise InvalidRequest("the photo shows more than one person: send a photo of "
+                                     "yourself alone")
             face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
         return face, image.pixels
 

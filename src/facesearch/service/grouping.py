@@ -20,6 +20,7 @@ import numpy as np
 from facesearch.errors import BadImage
 from facesearch.imaging import decode, hash_bits_apart, perceptual_hashes
 from facesearch.service.identities import Identities
+from facesearch.service.words import source_names
 from facesearch.store.cases import Case, StoredSearch
 from facesearch.types import Actor
 
@@ -60,7 +61,7 @@ class IdentityGroup:
 class Sighting:
     location: str
     page_url: str  # "" when it was not found on a page
-    source: str
+    source: str  # the source's name as people are shown it (words.source_in_words)
     seen_at: str
 
 
@@ -136,7 +137,9 @@ class Grouping(Identities):
         rows = self.store.grouping_rows([face_id for _, _, face_id in candidates])
         live = sorted(((p, r, f) for p, r, f in candidates if f in rows), key=lambda c: (c[1], c[0]))
         seen = self.store.sightings_of(sorted({rows[f]["image_id"] for _, _, f in live}))
-        places = {image_id: [s for s in found if not jurisdictions or s["jurisdiction"] in jurisdictions]
+        names = source_names(self.store.sources())
+        places = {image_id: [{**s, "source": names.get(s["source"], s["source"])} for s in found
+                             if not jurisdictions or s["jurisdiction"] in jurisdictions]
                   for image_id, found in seen.items()}
         return ResultGroups(self._identity_groups(live, rows, places, jurisdictions), _photo_groups(
             live, rows, places, lambda face_id: self._face_window_of(rows[face_id])))

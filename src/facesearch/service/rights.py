@@ -43,18 +43,19 @@ from facesearch.errors import (
     FacesearchError,
     Forbidden,
     InvalidRequest,
-    NoFace,
     NotFound,
     RateLimited,
 )
-from facesearch.imaging import decode_for_analysis, hash_bits_apart, perceptual_hashes
+from facesearch.imaging import hash_bits_apart, perceptual_hashes
 from facesearch.policy.dates import add_months
 from facesearch.policy.roles import OPERATOR
 from facesearch.policy.rules import lawful_basis_in_words
 from facesearch.service.accounts import token_hash
 from facesearch.service.base import Clock, client_hash, system_clock
 from facesearch.service.engine import Engine
+from facesearch.service.cases import readable_place
 from facesearch.service.grouping import Sighting
+from facesearch.service.words import source_in_words, source_names
 from facesearch.store.metadata import from_blob, to_blob
 from facesearch.store.requests import Notification, SubjectRequest
 from facesearch.types import Actor, CutOff, Face
@@ -233,7 +234,7 @@ class ReportedSearch:
 
 @dataclass
 class ReportedImage:
-    location: str
+    location: str  # readable_place: a URL, or words without a server path
     page_url: str | None
     source: str  # the source's display name (its name where it has none)
     lawful_basis: str  # in words, e.g. "legitimate interests (GDPR Art. 6(1)(f))"
@@ -292,12 +293,6 @@ def _identity_review_faces(found: SubjectRequest) -> list[int]:
     (its review_identities: JSON {"identities": [...], "faces": [...]}; an access request's
     holds "identities" and "disclosed_faces")."""
     return list(json.loads(found.review_identities or "{}").get("faces", []))
-
-
-def _second_person(faces: Sequence) -> bool:
-    """Whether a photo's second face (detections, largest first) is nearly as large as the
-    first: two people, and no telling which of them is asking."""
-    return len(faces) > 1 and faces[1].box.width >= SECOND_FACE_RATIO * faces[0].box.width
 
 
 class Rights(Engine):
@@ -490,18 +485,10 @@ class Rights(Engine):
             raise
 
     def _selfie(self, photo: bytes) -> tuple[Face, tuple[str, str]]:
-        """The photo's one face (another face as large refuses it: Engine._largest_face would
-        take either), and the perceptual hashes of the photo and its mirror."""
-        image = decode_for_analysis(photo, self.settings)
-        with self._analysis_lock:
-            found = self.analyzer.detect(image.pixels)
-            if not found:
-                raise NoFace("no face found in the photo")
-            if _second_person(found):
-                raise InvalidRequest("the photo shows more than one person: send a photo of "
-                                     "yourself alone")
-            face = self.analyzer.describe([(image.pixels, found[:1])], self.settings.mirror_probe)[0][0]
-        return face, perceptual_hashes(image.pixels)
+        """The photo's one face (another face nearly as large refuses it: which person asks
+        would be unknown), and the perceptual hashes of the photo and its mirror."""
+        face, pixels = self._largest_face(photo, alone_ratio=SECOND_FACE_RATIO)
+        return face, perceptual_hashes(pixels)
 
     def _take_allowance(self, actor: Actor, client: str, request: bool) -> None:
         """Count a photo against the client's hourly photos and, for a new request, its daily
@@ -691,7 +678,8 @@ class Rights(Engine):
         reported: dict[int, ReportedImage] = {}
         for row in rows:
             image = reported.setdefault(row["image_id"], ReportedImage(
-                row["location"], row["page_url"], row["display_name"] or row["name"],
+                readable_place(row["location"]), row["page_url"],
+                source_in_words(row["name"], row["display_name"]),
                 lawful_basis_in_words(row["lawful_basis"]), row["jurisdiction"],
                 row["collected_at"],
                 (datetime.fromisoformat(row["collected_at"]) + timedelta(days=row["retention_days"])
@@ -699,9 +687,11 @@ class Rights(Engine):
             image.returned_by_searches += [
                 ReportedSearch(s["organisation"], s["date"], s["case"] if s["reveal"] else None)
                 for s in by_face.get(row["id"], [])]
+        names = source_names(self.store.sources())
         for image_id, seen in self.store.sightings_of(list(reported)).items():
             reported[image_id].sightings = [
-                Sighting(s["location"], s["page_url"], s["source"], s["seen_at"]) for s in seen]
+                Sighting(readable_place(s["location"]), s["page_url"],
+                         names.get(s["source"], s["source"]), s["seen_at"]) for s in seen]
         return list(reported.values())
 
     # The officer's review of opt-outs ---------------------------------------------------------

@@ -4,6 +4,8 @@ as they are for machines: the API's JSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from facesearch.policy.rules import LAWFUL_BASES, lawful_basis_in_words
 
 YEAR_DAYS = 365
@@ -29,13 +31,23 @@ def hours_in_words(hours: int) -> str:
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
+def source_in_words(name: str, display_name: str = "") -> str:
+    """The name people are shown for a source: its display name, its name where it has none."""
+    return display_name or name
+
+
+def source_names(sources: Iterable) -> dict[str, str]:  # store.metadata.Source
+    """Each source's name -> source_in_words."""
+    return {s.name: source_in_words(s.name, s.display_name) for s in sources}
+
+
 def record_in_words(record: dict) -> dict:
     """The record of processing (Governance.record_of_processing) to be read by a person: each
     source as one line with its lawful basis in words and how long its images are kept, and
     each retention period in days or hours as a period."""
     readable = dict(record)
     readable["sources"] = [
-        f"{s['name']}: {lawful_basis_in_words(s['lawful_basis'])}, jurisdiction "
+        f"{source_in_words(s['name'], s.get('display_name', ''))}: {lawful_basis_in_words(s['lawful_basis'])}, jurisdiction "
         f"{s['jurisdiction']}, images kept {days_in_words(s['retention_days'])}"
         for s in record.get("sources", [])]
     retention = {}
@@ -50,4 +62,5 @@ def record_in_words(record: dict) -> dict:
     return readable
 
 
-__all__ = ["LAWFUL_BASES", "days_in_words", "hours_in_words", "lawful_basis_in_words", "record_in_words"]
+__all__ = ["LAWFUL_BASES", "days_in_words", "hours_in_words", "lawful_basis_in_words", "record_in_words",
+           "source_in_words", "source_names"]

@@ -19,6 +19,7 @@ from facesearch.service import (
     CaseReport,
     SearchResult,
     record_in_words,
+    without_server_paths,
 )
 from facesearch.types import Actor
 from facesearch.web.auth import GuardedRoute, current_actor, service_of
@@ -97,7 +98,7 @@ def search_json(result: SearchResult) -> dict:
             candidate.pop("crop_path")  # a server path: clients fetch crop_url
             candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
             candidate["label"] = LEAD_LABEL
-    return data
+    return without_server_paths(data)
 
 
 def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSearch
@@ -108,7 +109,7 @@ def stored_search_json(search) -> dict:  # noqa: ANN001 - store.cases.StoredSear
         candidate["band"] = stored.band  # as expected_false_matches: None where not recorded
         candidate["crop_url"] = f"/api/v1/faces/{candidate['face_id']}/crop"
         candidate["label"] = LEAD_LABEL
-    return data
+    return without_server_paths(data)
 
 
 def report_json(report: CaseReport) -> dict:
@@ -116,7 +117,7 @@ def report_json(report: CaseReport) -> dict:
             "generated_at": report.generated_at, "notice": report.notice,
             "score_meaning": report.score_meaning, "counts": report.counts,
             "searches": [stored_search_json(s) for s in report.searches],
-            "photos": {search_id: [asdict(p) for p in photos]
+            "photos": {search_id: without_server_paths([asdict(p) for p in photos])
                        for search_id, photos in report.photos.items()}}
 
 
@@ -360,7 +361,7 @@ def search(request: Request, actor: Caller, case_id: RowId,
 def get_search(request: Request, actor: Caller, case_id: RowId, search_id: RowId) -> dict:
     """A stored search, its candidates grouped by identity and photo as the gallery stands."""
     _, search, groups = service_of(request).grouped_search(actor, case_id, search_id)
-    return {**stored_search_json(search), **asdict(groups)}
+    return {**stored_search_json(search), **without_server_paths(asdict(groups))}
 
 
 @router.post("/candidates/{candidate_id}/marks", tags=["search"], status_code=201)

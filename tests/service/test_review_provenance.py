@@ -100,7 +100,7 @@ def test_the_source_image_is_shown_only_while_its_file_holds_the_bytes_indexed(
     _, [search] = svc.case_searches(team["ivy"], case_id, search_id)
     top = search.candidates[0]
     compared = svc.compare_candidate(team["ivy"], case_id, search_id, top.id)
-    assert not compared.withheld and compared.box is not None
+    assert not compared.withheld and compared.box is not None and compared.probe_crop_kept
     assert 0 <= compared.box.left < compared.box.right <= compared.width
     shown = Image.open(io.BytesIO(svc.source_image(team["ivy"], case_id, search_id, top.id)))
     assert shown.format == "JPEG" and shown.size == (compared.width, compared.height)
@@ -258,6 +258,9 @@ def test_probe_crops_are_purged_with_the_probe_retention_for_every_search(
     assert svc.run_retention(OPERATOR).probe_crops == 1
     with pytest.raises(NotFound):
         svc.probe_crop(team["ivy"], case_id, search_id, 0)
-    assert svc.search_review(team["ivy"], case_id, search_id).probe_crops == set()
+    review = svc.search_review(team["ivy"], case_id, search_id)
+    assert review.probe_crops == set()
+    assert not svc.compare_candidate(team["ivy"], case_id, search_id,
+                                     review.search.candidates[0].id).probe_crop_kept
     report = svc.case_report(team["ivy"], case_id)
     assert report.probe_crops == {} and report.searches[0].candidates  # the search stays

@@ -110,6 +110,7 @@ class Comparison:
     width: int = 0  # the source image's size
     height: int = 0
     withheld: bool = False  # the image shows someone withheld: only the face crop is shown
+    probe_crop_kept: bool = False  # the probe face's crop is still kept (probe retention)
 
 
 @dataclass
@@ -538,6 +539,7 @@ class Cases(Grouping):
             return Comparison(case, found[0], candidate, None, None)
         compared = Comparison(case, found[0], candidate, self._provenance([candidate])[candidate.id],
                               None)
+        compared.probe_crop_kept = (found[0].id, candidate.probe_face) in self.cases.probe_crops([found[0].id])
         face = self.store.candidate_rows([candidate.face_id]).get(candidate.face_id)
         image = self.cases.images_by_sha([candidate.image_sha256]).get(candidate.image_sha256)
         if face is not None and image is not None:

@@ -27,7 +27,7 @@ from joserfc.jwk import KeySet
 
 from facesearch.config import OidcProvider
 from facesearch.errors import InvalidRequest, NotAuthenticated, NotFound, RateLimited
-from facesearch.policy.roles import ROLES, initial_status
+from facesearch.policy.roles import initial_status
 from facesearch.service.accounts import Accounts, _actor_of, _hasher, token_hash
 from facesearch.service.base import client_hash
 from facesearch.store.accounts import NEVER_FORGOTTEN, User
@@ -379,7 +379,6 @@ class SignIn(Accounts):
         values = claims.get(provider.role_claim) if provider.role_claim else None
         values = values if isinstance(values, list) else [values]
         mapped = next((provider.roles[str(v)] for v in values if str(v) in provider.roles), None)
-        mapped = mapped if mapped in ROLES else None
         user_id = self.accounts.external_user_id(provider.name, subject)
         refusal = None
         if user_id is None and not (provider.create_users and mapped):

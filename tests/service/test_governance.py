@@ -139,12 +139,13 @@ def test_retention_removes_exactly_the_expired_records_and_nothing_else(
     assert set(kept) == {first.search_id, second.search_id}
 
     clock.advance(days=11)  # day 31: the day-0 probe is past 30 days, the day-20 one is not
-    assert svc.run_retention(OPERATOR) == RetentionReport(probes=1)
+    # Its face's crop goes with it: every search keeps one for review for as long.
+    assert svc.run_retention(OPERATOR) == RetentionReport(probes=1, probe_crops=1)
     assert not Path(kept[first.search_id]).exists() and Path(kept[second.search_id]).exists()
     assert probe_paths(svc) == {second.search_id: kept[second.search_id]}
 
     clock.advance(days=20)  # day 51: the day-20 probe
-    assert svc.run_retention(OPERATOR) == RetentionReport(probes=1)
+    assert svc.run_retention(OPERATOR) == RetentionReport(probes=1, probe_crops=1)
     assert probe_paths(svc) == {} and not Path(kept[second.search_id]).exists()
 
     held = candidate_counts(svc)

@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from facesearch.policy.audit import first_broken
-from facesearch.store.accounts import AccountStore
+from facesearch.store.accounts import AccountStore, Session
 from facesearch.store.audit import AuditFilter, AuditStore
 from facesearch.store.crawl import CrawlStore
 from facesearch.store.metadata import MetadataStore
@@ -86,7 +86,7 @@ def test_users_keys_and_sessions(database_url: str) -> None:
         accounts.add_session(conn, "a" * 64, user, "csrf", "2026-01-01", "2026-01-02")
     assert accounts.user(username="ivy").organisation == "Org"
     assert accounts.user_id_for_key("f" * 64) == user
-    assert accounts.session("a" * 64, "2026-01-01T12") == (user, "csrf")
+    assert accounts.session("a" * 64, "2026-01-01T12") == Session(user, "csrf", "full")
     assert accounts.session("a" * 64, "2026-01-03") is None
     with store.transaction() as conn:
         accounts.set_jurisdictions(conn, org, ["FR", "BE"])

@@ -124,7 +124,9 @@ def test_a_session_owing_its_code_can_do_nothing_else(deployment: Deployment) ->
         done = client.post("/login", data={"username": "sam", "password": password_of("sam"),
                                            "csrf_token": form_token(form)})
         assert done.status_code == 303 and done.headers["location"] == "/login/code"
-        csrf = form_token(client.get("/login/code"))
+        code_page = client.get("/login/code")
+        assert 'action="/logout"' in code_page.text  # the page offers the way out
+        csrf = form_token(code_page)
         before = deployment.state_digest()
         api = client.get("/api/v1/cases")
         assert api.status_code == 401 and api.json()["error"]["code"] == "second_factor_owed"
@@ -145,7 +147,9 @@ def test_a_session_owing_its_code_ends_at_log_out(deployment: Deployment) -> Non
         client.post("/login", data={"username": "sam", "password": password_of("sam"),
                                     "csrf_token": form_token(form)})
         token = client.cookies["facesearch_session"]
-        csrf = form_token(client.get("/login/code"))
+        code_page = client.get("/login/code")
+        assert 'action="/logout"' in code_page.text  # the page offers the way out
+        csrf = form_token(code_page)
         before = deployment.last_audit_id()
         assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
         done = client.post("/logout", data={"csrf_token": csrf})

@@ -31,7 +31,7 @@ unset 'GALLERY[-1]'
 fs source list | grep -q '^lfw-demo' || fs source add lfw-demo --lawful-basis legitimate_interests \
   --jurisdiction US --description "LFW research photos (UMass Amherst), demonstration only"
 fs ingest "${GALLERY[@]}" --source lfw-demo
-fs case list | grep -q '^DEMO-1' || fs case open DEMO-1 --purpose "missing person"
+fs case list | grep -q '^DEMO-1' || fs case open DEMO-1 --purpose "missing person" --offence "missing person"
 echo
 echo "searching with held-back photo $PROBE, in case DEMO-1"
 fs search "$PROBE" --case DEMO-1 --top 5

@@ -27,6 +27,7 @@ from facesearch.service import (
     record_in_words,
 )
 from facesearch.types import Actor
+from facesearch.web.app import status_of
 from facesearch.web.api import CrawlCommand, RowId, command_crawl
 from facesearch.web.auth import (
     SESSION_COOKIE,
@@ -185,7 +186,7 @@ def second_factor(request: Request, code: Annotated[str, Form(max_length=40)],
         actor, token = service_of(request).verify_second_factor(
             request.cookies.get(SESSION_COOKIE, ""), code, client_of(request))
     except (NotAuthenticated, RateLimited) as exc:
-        return code_form(request, "code", 429 if isinstance(exc, RateLimited) else 401, exc.message)
+        return code_form(request, "code", status_of(exc), exc.message)
     response = back(HOME.get(actor.role, "/"))
     set_session_cookie(request, response, token)
     return response
@@ -206,7 +207,7 @@ def enrol(request: Request, code: Annotated[str, Form(max_length=40)],
         actor, token, codes = service_of(request).confirm_enrolment(
             request.cookies.get(SESSION_COOKIE, ""), code, client_of(request))
     except (NotAuthenticated, RateLimited) as exc:
-        return code_form(request, "enrol", 429 if isinstance(exc, RateLimited) else 401, exc.message)
+        return code_form(request, "enrol", status_of(exc), exc.message)
     request.state.csrf = found[1]  # the session's, for the page's log-out button
     # Shown this once: the service keeps only their hashes.
     response = render(request, "recovery_codes.html", actor, codes=codes,
